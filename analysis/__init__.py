@@ -1,0 +1,1 @@
+"""Scaling and energy analysis of run directories (never imports TensorFlow)."""

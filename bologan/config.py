@@ -1,0 +1,95 @@
+"""BoloGAN configuration sections with the original defaults (reference: bologan.md section 1).
+
+TOML layout::
+
+    [model]  particle, generator, widths, latent size ...
+    [train]  batch, n_disc, optimiser, iterations, checkpoints, precision ...
+    [data]   path, label, shuffle, prefetch ...
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bologan.geometry import PARTICLE_NAMES
+
+GENERATOR_VARIANTS = ("bn_swish", "bn_relu", "relu")
+LABELS = ("maxe", "loge")
+PRECISIONS = ("float32", "mixed")
+
+
+@dataclass
+class ModelConfig:
+    particle: str = field(default="photons", metadata={"choices": PARTICLE_NAMES, "help": "photons (368 voxels) or pions (533)"})
+    generator: str = field(default="bn_swish", metadata={
+        "choices": GENERATOR_VARIANTS,
+        "help": "generator hidden layers: BatchNorm+swish (BoloGAN High12), BatchNorm+ReLU, or ReLU without BatchNorm"})
+    generator_widths: list[int] = field(default_factory=lambda: [50, 100, 200],
+                                        metadata={"help": "generator hidden layer widths"})
+    critic_widths: list[int] = field(default_factory=list,
+                                     metadata={"help": "critic hidden widths; empty = [n_voxels] x 3 (BoloGAN)"})
+    latent_dim: int = field(default=50, metadata={"help": "size of the noise vector z"})
+    latent_mean: float = field(default=0.5, metadata={"help": "z ~ Normal(mean, std)"})
+    latent_std: float = field(default=0.5, metadata={"help": "z ~ Normal(mean, std)"})
+
+    def check(self) -> None:
+        if not self.generator_widths or min(self.generator_widths) < 1:
+            raise ValueError("generator_widths must be a non-empty list of positive integers")
+        if self.critic_widths and min(self.critic_widths) < 1:
+            raise ValueError("critic_widths must hold positive integers")
+        if self.latent_dim < 1 or self.latent_std <= 0:
+            raise ValueError("latent_dim must be >= 1 and latent_std > 0")
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = field(default=128, metadata={"help": "showers per critic step (per replica)"})
+    n_disc: int = field(default=5, metadata={"help": "critic steps per iteration"})
+    gp_lambda: float = field(default=10.0, metadata={"help": "gradient-penalty weight"})
+    learning_rate: float = field(default=1e-4, metadata={"help": "Adam learning rate (G and D)"})
+    beta1: float = field(default=0.55, metadata={"help": "Adam beta1"})
+    beta2: float = field(default=0.999, metadata={"help": "Adam beta2"})
+    iterations: int = field(default=1000, metadata={"help": "iterations to train (n_disc critic steps + 1 generator step each)"})
+    checkpoint_every: int = field(default=100, metadata={"help": "iterations between checkpoints"})
+    keep_checkpoints: int = field(default=0, metadata={"help": "checkpoints kept on disk (0 = all, for best-iteration search)"})
+    log_every: int = field(default=50, metadata={"help": "iterations between progress lines"})
+    seed: int = field(default=10, metadata={"help": "random seed (BoloGAN: 10)"})
+    xla: bool = field(default=False, metadata={"help": "compile the iteration with XLA (jit_compile)"})
+    precision: str = field(default="float32", metadata={
+        "choices": PRECISIONS, "help": "float32, or mixed (bfloat16 on CPU, float16 on GPU)"})
+    threads: int = field(default=0, metadata={"help": "TensorFlow intra-op threads (0 = decide from the cores owned)"})
+
+    def check(self) -> None:
+        for name in ("batch_size", "n_disc", "iterations", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.keep_checkpoints < 0 or self.threads < 0:
+            raise ValueError("keep_checkpoints and threads must be >= 0")
+        if self.learning_rate <= 0 or self.gp_lambda < 0:
+            raise ValueError("learning_rate must be > 0 and gp_lambda >= 0")
+
+
+@dataclass
+class DataConfig:
+    data: str = field(default="", metadata={"help": "showers Parquet file; empty = generate synthetic showers"})
+    synthetic_events: int = field(default=20000, metadata={"help": "events generated when no data file is given"})
+    label: str = field(default="maxe", metadata={"choices": LABELS, "help": "energy label: Ekin/Ekin_max or log scale"})
+    shuffle_buffer: int = field(default=0, metadata={"help": "0 = shuffle the whole (sharded) dataset every pass"})
+    prefetch: int = field(default=2, metadata={"help": "iterations prefetched by tf.data"})
+
+    def check(self) -> None:
+        if self.synthetic_events < 1 or self.shuffle_buffer < 0 or self.prefetch < 0:
+            raise ValueError("synthetic_events must be >= 1; shuffle_buffer and prefetch >= 0")
+
+
+BOLOGAN_SECTIONS: dict[str, type] = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig}
+
+
+def config_hash(tables: dict[str, dict[str, Any]], exclude: tuple[str, ...] = ()) -> str:
+    """Short stable hash of resolved config tables (keys in ``exclude`` as 'section.key' skipped)."""
+    import hashlib
+    import json
+
+    filtered = {s: {k: v for k, v in t.items() if f"{s}.{k}" not in exclude} for s, t in tables.items()}
+    return hashlib.sha1(json.dumps(filtered, sort_keys=True).encode()).hexdigest()[:12]
+

@@ -1,0 +1,172 @@
+"""Validated configuration: dataclass sections, TOML files and CLI flags of the same names.
+
+Precedence: defaults in code < TOML file (``--config``) < command-line flags. Every field of
+every section is also a flag (``train.batch_size`` <-> ``--batch-size``), so field names are
+unique across the sections an entry point uses. Unknown or ill-typed keys are ``UserError``.
+
+A field may carry ``metadata={"help": ..., "choices": (...)}``; a section may define
+``check(self) -> None`` raising ``ValueError`` for cross-field rules.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tomllib
+import typing
+from pathlib import Path
+from typing import Any, Mapping
+
+from bologan.errors import UserError
+
+MISSING = object()
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against type ``tp``; ints are accepted where floats are expected."""
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise UserError(f"{where}: expected a list, got {type(value).__name__}")
+        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise UserError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config field type {tp!r} at {where}")
+
+
+def section_from_mapping(cls: type, data: Mapping[str, Any], where: str) -> Any:
+    """Build section ``cls`` from ``data``; ``where`` prefixes messages (e.g. 'run.toml: [train]')."""
+    if not isinstance(data, Mapping):
+        raise UserError(f"{where}: expected a table of keys")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    types = _field_types(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise UserError(f"{where}: unknown key '{key}' (known keys: {known})")
+        value = _coerce(value, types[key], f"{where}.{key}")
+        choices = fields[key].metadata.get("choices")
+        if choices is not None and value not in choices:
+            raise UserError(f"{where}.{key}: {value!r} is not one of {', '.join(map(str, choices))}")
+        kwargs[key] = value
+    obj = cls(**kwargs)
+    check = getattr(obj, "check", None)
+    if check is not None:
+        try:
+            check()
+        except ValueError as exc:
+            raise UserError(f"{where}: {exc}") from None
+    return obj
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file; a missing, unreadable or malformed file is a ``UserError``."""
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise UserError(f"{p}: config file not found") from None
+    except OSError as exc:
+        raise UserError(f"{p}: cannot read config file ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{p}: invalid TOML ({exc})") from None
+
+
+def flag_name(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+def add_section_arguments(parser: argparse.ArgumentParser, sections: Mapping[str, type]) -> None:
+    """Add one flag per field of every section; flags default to 'not given'."""
+    for section, cls in sections.items():
+        group = parser.add_argument_group(f"[{section}] settings (flags override the config file)")
+        types = _field_types(cls)
+        for f in dataclasses.fields(cls):
+            tp = types[f.name]
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            help_text = f.metadata.get("help", "")
+            help_text = f"{help_text} (default: {default!r})".strip()
+            kwargs: dict[str, Any] = {"dest": f"{section}.{f.name}", "default": argparse.SUPPRESS,
+                                      "help": help_text}
+            if tp is bool:
+                kwargs["action"] = argparse.BooleanOptionalAction
+            elif typing.get_origin(tp) is list:
+                kwargs["metavar"] = "A,B,..."
+                kwargs["type"] = _list_parser(typing.get_args(tp)[0], flag_name(f.name))
+            else:
+                kwargs["type"] = _scalar_parser(tp, flag_name(f.name))
+                if "choices" in f.metadata:
+                    kwargs["choices"] = f.metadata["choices"]
+            group.add_argument(flag_name(f.name), **kwargs)
+
+
+def _scalar_parser(tp: Any, flag: str):
+    def parse(text: str):
+        try:
+            return tp(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag}: {text!r} is not a valid {tp.__name__}") from None
+
+    return parse
+
+
+def _list_parser(item_tp: Any, flag: str):
+    scalar = _scalar_parser(item_tp, flag)
+
+    def parse(text: str):
+        return [scalar(t) for t in text.split(",") if t.strip()] if text.strip() else []
+
+    return parse
+
+
+def resolve_sections(sections: Mapping[str, type], config_path: str | Path | None,
+                     args: argparse.Namespace | None = None,
+                     overrides: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """Defaults < TOML file < ``overrides`` < parsed CLI flags; returns {section: instance}."""
+    merged: dict[str, dict[str, Any]] = {name: {} for name in sections}
+    source = "config"
+    if config_path is not None:
+        source = str(config_path)
+        data = load_toml(config_path)
+        for name, table in data.items():
+            if name not in sections:
+                known = ", ".join(f"[{s}]" for s in sections)
+                raise UserError(f"{source}: unknown section [{name}] (known sections: {known})")
+            if not isinstance(table, dict):
+                raise UserError(f"{source}: '{name}' must be a table [{name}]")
+            merged[name].update(table)
+    for name, table in (overrides or {}).items():
+        merged[name].update(table)
+    if args is not None:
+        for dest, value in vars(args).items():
+            if "." in dest:
+                name, key = dest.split(".", 1)
+                if name in merged:
+                    merged[name][key] = value
+    return {name: section_from_mapping(cls, merged[name], f"{source}: [{name}]")
+            for name, cls in sections.items()}
+
+
+def sections_to_dict(resolved: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The resolved configuration as plain TOML/JSON-compatible tables."""
+    return {name: dataclasses.asdict(obj) for name, obj in resolved.items()}

@@ -1,0 +1,1 @@
+"""Per-rank GPU (NVML) and CPU/DRAM (RAPL powercap) energy, sampled in the background."""

@@ -1,0 +1,1 @@
+"""Starting processes: local mpirun studies, Slurm sweeps and a local Slurm test cluster."""
