@@ -1,0 +1,215 @@
+"""Checkpoint quality from the total shower energy (reference: bologan.md section 3). No TensorFlow.
+
+Per incident momentum, the generated total energy Etot = sum of voxels is compared with the
+Geant4 reference:
+
+- range: BoloGAN's rule. A 100-bin histogram of the reference Etot on [0, 2*Ekin] gives the
+  peak bin; the range is [max(0, peak - a*RMS), peak + b*RMS] with per-particle a, b
+  (``RANGE_RMS_FACTORS``).
+- chi2: 30 bins in GeV over that range, the two-histogram test for weighted histograms
+  (ROOT ``Chi2TestX`` option "WW"), evaluated on raw counts. Normalising both histograms to unit
+  area first, as BoloGAN does, does not change the value (the test is scale-invariant when the
+  bin errors scale with the contents), so counts are used directly.
+- W1 (GeV) and KS distance on the unbinned Etot samples, as extra diagnostics.
+
+A checkpoint's score is sum(chi2) / sum(NDF) over the momenta; the best checkpoint has the
+lowest score, ties going to the later iteration (as in BoloGAN).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+from scipy.stats import wasserstein_distance
+
+from bologan.geometry import particle as lookup_particle
+
+MEV_PER_GEV = 1000.0
+
+RANGE_RMS_FACTORS: dict[str, tuple[float, float]] = {
+    "photons": (3.0, 3.0),
+    "pions": (4.0, 3.5),
+}
+"""(a, b) of the histogram range [peak - a*RMS, peak + b*RMS], per particle name (BoloGAN)."""
+
+PEAK_BINS = 100
+"""Bins of the [0, 2*Ekin] histogram that locates the reference peak."""
+
+DEFAULT_BINS = 30
+"""Bins of the chi2 histograms over the reference range."""
+
+
+def range_factors(particle: str) -> tuple[float, float]:
+    """(a, b) for ``particle`` ('photons' or 'pions')."""
+    try:
+        return RANGE_RMS_FACTORS[particle]
+    except KeyError:
+        raise ValueError(f"no histogram-range factors for particle {particle!r}") from None
+
+
+def reference_range(etot_ref: np.ndarray, a: float, b: float,
+                    e_nominal: float | None = None) -> tuple[float, float]:
+    """Histogram range [lo, hi] for one momentum, in the units of ``etot_ref``.
+
+    ``e_nominal`` is the particle's kinetic energy in the same units; the peak is the centre of
+    the fullest of ``PEAK_BINS`` bins on [0, 2*e_nominal] (the first one on ties) and RMS the
+    standard deviation of the values inside that window, which is what ROOT's ``GetRMS`` gives
+    for a filled histogram (under/overflow excluded). Without ``e_nominal`` the window is
+    [0, max(etot_ref)].
+    """
+    x = np.asarray(etot_ref, dtype=np.float64).ravel()
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        raise ValueError("empty reference sample")
+    upper = 2.0 * float(e_nominal) if e_nominal is not None else float(x.max())
+    if not upper > 0:
+        raise ValueError(f"histogram window [0, {upper}] is empty")
+    counts, edges = np.histogram(x, bins=PEAK_BINS, range=(0.0, upper))
+    if counts.sum() == 0:
+        raise ValueError(f"no reference value inside [0, {upper:g}]")
+    k = int(np.argmax(counts))
+    peak = 0.5 * (edges[k] + edges[k + 1])
+    inside = x[(x >= 0.0) & (x <= upper)]
+    rms = float(inside.std())
+    if rms == 0.0:
+        # All values equal: keep a non-empty range one peak-bin wide rather than failing.
+        rms = float(edges[1] - edges[0])
+    return max(0.0, peak - a * rms), peak + b * rms
+
+
+def chi2_ww(counts1: np.ndarray, counts2: np.ndarray) -> tuple[float, int]:
+    """Two-histogram chi2 and NDF on raw counts (ROOT Chi2TestX "WW" with unit weights).
+
+    chi2 = sum_i (W1*y2_i - W2*y1_i)^2 / (W1^2*y2_i + W2^2*y1_i), with W the in-range totals;
+    bins empty in both histograms are skipped and each removes one degree of freedom:
+    NDF = bins - 1 - (bins empty in both). If one histogram is empty altogether the two cannot
+    agree and chi2 is +inf (ROOT would refuse; returning inf keeps such a checkpoint from being
+    chosen as the best).
+    """
+    y1 = np.asarray(counts1, dtype=np.float64).ravel()
+    y2 = np.asarray(counts2, dtype=np.float64).ravel()
+    if y1.shape != y2.shape:
+        raise ValueError(f"histograms have different bin counts: {y1.size} and {y2.size}")
+    if np.any(y1 < 0) or np.any(y2 < 0):
+        raise ValueError("counts must be non-negative")
+    both_empty = (y1 == 0) & (y2 == 0)
+    ndf = int(y1.size - 1 - both_empty.sum())
+    w1, w2 = y1.sum(), y2.sum()
+    if w1 == 0 or w2 == 0:
+        return math.inf, ndf
+    used = ~both_empty
+    delta = w1 * y2[used] - w2 * y1[used]
+    sigma = w1 * w1 * y2[used] + w2 * w2 * y1[used]
+    return float(np.sum(delta * delta / sigma)), ndf
+
+
+def wasserstein1(x: np.ndarray, y: np.ndarray) -> float:
+    """1-D Wasserstein-1 (earth mover's) distance of two samples, in their units."""
+    return float(wasserstein_distance(np.asarray(x, dtype=np.float64).ravel(),
+                                      np.asarray(y, dtype=np.float64).ravel()))
+
+
+def ks_statistic(x: np.ndarray, y: np.ndarray) -> float:
+    """Two-sample Kolmogorov-Smirnov distance D = max |F_x - F_y| of the empirical CDFs."""
+    xs = np.sort(np.asarray(x, dtype=np.float64).ravel())
+    ys = np.sort(np.asarray(y, dtype=np.float64).ravel())
+    if xs.size == 0 or ys.size == 0:
+        raise ValueError("KS distance needs two non-empty samples")
+    # The supremum is reached at a sample point; evaluate both right-continuous CDFs there.
+    points = np.concatenate([xs, ys])
+    fx = np.searchsorted(xs, points, side="right") / xs.size
+    fy = np.searchsorted(ys, points, side="right") / ys.size
+    return float(np.max(np.abs(fx - fy)))
+
+
+@dataclass
+class EnergyScore:
+    """Agreement of generated and reference total energy at one incident momentum."""
+    momentum_mev: float
+    ekin_mev: float
+    chi2: float
+    ndf: int
+    w1_gev: float
+    ks: float
+    range_lo_gev: float           # chi2 histogram range, from the reference
+    range_hi_gev: float
+    n_ref: int                    # showers compared
+    n_gen: int
+
+
+@dataclass
+class CheckpointScore:
+    """One checkpoint over all momenta: chi2 and NDF summed, W1 (GeV) and KS averaged."""
+    chi2: float
+    ndf: int
+    chi2_ndf: float
+    w1_gev: float
+    ks: float
+
+    def eval_fields(self, iteration: int) -> dict[str, Any]:
+        """Keyword arguments of ``scaling.rundir.EvalRecord`` (whose ``w1`` is in GeV)."""
+        return {"iteration": int(iteration), "chi2": self.chi2, "ndf": self.ndf,
+                "chi2_ndf": self.chi2_ndf, "w1": self.w1_gev, "ks": self.ks}
+
+
+def score_energy(etot_ref_mev: np.ndarray, etot_gen_mev: np.ndarray, momentum_mev: float,
+                 particle: str, bins: int = DEFAULT_BINS) -> EnergyScore:
+    """Score one momentum; Etot arrays in MeV, histograms in GeV."""
+    part = lookup_particle(particle)
+    a, b = range_factors(part.name)
+    ekin_mev = float(part.ekin_mev(momentum_mev))
+    ref = np.asarray(etot_ref_mev, dtype=np.float64).ravel() / MEV_PER_GEV
+    gen = np.asarray(etot_gen_mev, dtype=np.float64).ravel() / MEV_PER_GEV
+    if gen.size == 0:
+        raise ValueError(f"no generated showers at {momentum_mev:g} MeV")
+    lo, hi = reference_range(ref, a, b, e_nominal=ekin_mev / MEV_PER_GEV)
+    h_ref, _ = np.histogram(ref, bins=bins, range=(lo, hi))
+    h_gen, _ = np.histogram(gen, bins=bins, range=(lo, hi))
+    chi2, ndf = chi2_ww(h_ref, h_gen)
+    return EnergyScore(momentum_mev=float(momentum_mev), ekin_mev=ekin_mev, chi2=chi2, ndf=ndf,
+                       w1_gev=wasserstein1(ref, gen), ks=ks_statistic(ref, gen),
+                       range_lo_gev=lo, range_hi_gev=hi, n_ref=int(ref.size), n_gen=int(gen.size))
+
+
+def combine_scores(scores: Iterable[EnergyScore]) -> CheckpointScore:
+    """Sum chi2 and NDF over momenta; chi2/NDF is NaN when no degree of freedom is left."""
+    scores = list(scores)
+    if not scores:
+        raise ValueError("no per-energy scores to combine")
+    chi2 = float(sum(s.chi2 for s in scores))
+    ndf = int(sum(s.ndf for s in scores))
+    chi2_ndf = chi2 / ndf if ndf > 0 else math.nan
+    return CheckpointScore(chi2=chi2, ndf=ndf, chi2_ndf=chi2_ndf,
+                           w1_gev=float(np.mean([s.w1_gev for s in scores])),
+                           ks=float(np.mean([s.ks for s in scores])))
+
+
+def score_checkpoint(ref_etot_by_momentum: Mapping[float, np.ndarray],
+                     gen_etot_by_momentum: Mapping[float, np.ndarray], particle: str,
+                     bins: int = DEFAULT_BINS) -> tuple[list[EnergyScore], CheckpointScore]:
+    """Score a checkpoint at every reference momentum (MeV keys, Etot arrays in MeV)."""
+    missing = [p for p in ref_etot_by_momentum if p not in gen_etot_by_momentum]
+    if missing:
+        raise ValueError(f"no generated showers for momenta {sorted(missing)} MeV")
+    per_energy = [score_energy(ref_etot_by_momentum[p], gen_etot_by_momentum[p], p, particle, bins)
+                  for p in sorted(ref_etot_by_momentum)]
+    return per_energy, combine_scores(per_energy)
+
+
+def best_iteration(records: Iterable[Any]) -> int:
+    """Iteration with the lowest ``chi2_ndf``; ties go to the later iteration, NaN never wins.
+
+    ``records`` are objects with ``iteration`` and ``chi2_ndf`` attributes (e.g. EvalRecord).
+    """
+    records = list(records)
+    if not records:
+        raise ValueError("no evaluated checkpoints")
+
+    def key(r: Any) -> tuple[float, int]:
+        value = float(r.chi2_ndf)
+        # Lower score first, then the higher iteration first among equal scores.
+        return (math.inf if math.isnan(value) else value, -int(r.iteration))
+
+    return int(min(records, key=key).iteration)
