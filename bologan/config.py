@@ -74,12 +74,11 @@ class DataConfig:
     data: str = field(default="", metadata={"help": "showers Parquet file; empty = generate synthetic showers"})
     synthetic_events: int = field(default=20000, metadata={"help": "events generated when no data file is given"})
     label: str = field(default="maxe", metadata={"choices": LABELS, "help": "energy label: Ekin/Ekin_max or log scale"})
-    shuffle_buffer: int = field(default=0, metadata={"help": "0 = shuffle the whole (sharded) dataset every pass"})
     prefetch: int = field(default=2, metadata={"help": "iterations prefetched by tf.data"})
 
     def check(self) -> None:
-        if self.synthetic_events < 1 or self.shuffle_buffer < 0 or self.prefetch < 0:
-            raise ValueError("synthetic_events must be >= 1; shuffle_buffer and prefetch >= 0")
+        if self.synthetic_events < 1 or self.prefetch < 0:
+            raise ValueError("synthetic_events must be >= 1 and prefetch >= 0")
 
 
 BOLOGAN_SECTIONS: dict[str, type] = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig}

@@ -1,0 +1,92 @@
+"""Showers -> per-iteration training batches -> tf.data.
+
+Every pass over the data is a fresh permutation drawn from (seed, pass), identical on every
+rank. An iteration consumes ``n_disc x global_batch`` showers of that permutation; replica r of
+R takes the r-th slice of each critic step's global batch. So the R replicas read disjoint
+shards of every pass, and R replicas with batch b see exactly the showers one replica with
+batch R*b sees (the basis of the data-parallel equivalence tests). Incomplete global batches
+at the end of a pass are dropped.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from bologan.config import DataConfig
+from bologan.errors import UserError
+from bologan.labels import energy_label, normalise_voxels
+
+
+class IterationBatches:
+    """Training batches of one replica: ``(real (n_disc, b, n_voxels), label (n_disc, b, 1))``."""
+
+    def __init__(self, showers, data: DataConfig, n_disc: int, batch_per_replica: int, seed: int):
+        self.particle = showers.particle
+        self.x = normalise_voxels(showers.particle, showers.momentum_mev, showers.voxels_mev)
+        self.y = energy_label(showers.particle, showers.momentum_mev, data.label)
+        self.n_disc = n_disc
+        self.batch = batch_per_replica
+        self.seed = seed
+        self.prefetch = data.prefetch
+        self.rank, self.size = 0, 1
+        self._check()
+
+    def shard(self, rank: int, size: int) -> "IterationBatches":
+        """Read only replica ``rank`` of ``size``'s slice of every global batch."""
+        if not 0 <= rank < size:
+            raise ValueError(f"rank {rank} outside 0..{size - 1}")
+        self.rank, self.size = rank, size
+        self._check()
+        return self
+
+    @property
+    def showers_per_iteration(self) -> int:
+        """Showers this replica consumes per iteration."""
+        return self.n_disc * self.batch
+
+    @property
+    def iterations_per_pass(self) -> int:
+        return len(self.x) // (self.n_disc * self.batch * self.size)
+
+    def _check(self) -> None:
+        need = self.n_disc * self.batch * self.size
+        if len(self.x) < need:
+            raise UserError(f"dataset has {len(self.x)} showers but one iteration needs {need} "
+                            f"(n_disc {self.n_disc} x batch {self.batch} x {self.size} replicas)")
+
+    def batches(self, start_iteration: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Endless batches from ``start_iteration`` on (resuming continues the same order)."""
+        it = start_iteration
+        perm_pass, perm = -1, None
+        per_pass = self.iterations_per_pass
+        g = self.n_disc * self.batch * self.size
+        while True:
+            pass_no, j = divmod(it, per_pass)
+            if pass_no != perm_pass:  # one permutation per pass, not per iteration
+                perm = np.random.default_rng([self.seed, pass_no]).permutation(len(self.x))
+                perm_pass = pass_no
+            idx = perm[j * g:(j + 1) * g].reshape(self.n_disc, self.size, self.batch)[:, self.rank, :]
+            yield self.x[idx], self.y[idx]
+            it += 1
+
+    def dataset(self, start_iteration: int = 0):
+        """The batches as a prefetching ``tf.data.Dataset``."""
+        import tensorflow as tf
+
+        n_vox = self.x.shape[1]
+        sig = (tf.TensorSpec((self.n_disc, self.batch, n_vox), tf.float32),
+               tf.TensorSpec((self.n_disc, self.batch, 1), tf.float32))
+        ds = tf.data.Dataset.from_generator(lambda: self.batches(start_iteration), output_signature=sig)
+        return ds.prefetch(self.prefetch) if self.prefetch else ds
+
+
+def load_showers(data: DataConfig, particle: str, seed: int):
+    """The training showers: the Parquet file in ``data.data``, else synthetic ones."""
+    if data.data:
+        from bologan.dataio import read_showers
+
+        return read_showers(data.data, particle)
+    from bologan.synthetic import generate_showers
+
+    return generate_showers(particle, data.synthetic_events, seed)
