@@ -1,0 +1,321 @@
+"""Per-rank energy meter: the window API the trainer calls (``begin``/``end``) plus the sampler.
+
+Each rank reads the GPU it drives; the node's RAPL counters are read by one rank per node
+(``read_node_counters``, local rank 0 by convention), so summing the per-rank windows over the
+job counts every GPU and every node exactly once. Other ranks report the node domains as
+``not_reader`` (NaN joules).
+
+Domains and their sources (``EnergyWindow.*_source`` and ``describe()``):
+
+- ``gpu``: this rank's GPU(s) through NVML;
+- ``cpu``: sum of every RAPL package zone of the node (or the opt-in utilisation estimate);
+- ``dram``: sum of every RAPL dram zone of the node.
+
+A source is ``measured``, ``estimated``, ``unavailable`` (with reason and hint in ``describe``),
+or ``not_reader``.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from energy.config import EnergyConfig
+from energy.counters import Accumulator, Channel
+from energy.estimate import open_cpu_estimate
+from energy.nvml import load_nvml, open_gpus, resolve_gpu_index, shutdown_nvml
+from energy.rapl import OpenFn, default_open, interval_warning, open_rapl, wrap_period_s
+from energy.records import EnergyWindow, PowerSample
+from energy.sampler import Sampler
+
+__all__ = ["EnergyMeter", "resolve_gpu_index", "tf_sync_devices"]
+
+DOMAINS = ("gpu", "cpu", "dram")
+
+
+@dataclass
+class _Domain:
+    source: str                                  # measured | estimated | unavailable | not_reader
+    method: str | None = None
+    accumulators: list[Accumulator] = field(default_factory=list)
+    reason: str | None = None
+    hint: str = ""
+
+
+@dataclass
+class _OpenWindow:
+    t_s: float
+    totals_uj: list[float | None]                # per accumulator; None = could not be read
+
+
+def tf_sync_devices() -> Callable[[], None] | None:
+    """``tf.test.experimental.sync_devices`` when TensorFlow is already imported and has it.
+
+    Never imports TensorFlow. The function fences queued GPU work so counters read right after
+    it include that work; TensorFlow allows it only eagerly (outside ``tf.function``).
+    """
+    tf = sys.modules.get("tensorflow")
+    if tf is None:
+        return None
+    fn = getattr(getattr(getattr(tf, "test", None), "experimental", None), "sync_devices", None)
+    return fn if callable(fn) else None
+
+
+def _domain_source(channels: list[Channel]) -> str:
+    # One estimated device makes the whole sum an estimate: it is flagged, never passed as measured.
+    return "estimated" if any(c.source == "estimated" for c in channels) else "measured"
+
+
+def _method(channels: list[Channel]) -> str:
+    return "+".join(sorted({c.method for c in channels}))
+
+
+class EnergyMeter:
+    """Energy of named windows on one rank, and its power time series.
+
+    ``t0`` is ``time.monotonic()`` at run start: every timestamp is seconds since ``t0``.
+    ``gpu_index`` is this rank's NVML index (see ``resolve_gpu_index``) or ``None``.
+
+    Extra keyword arguments (defaults are right for training): ``gpu_indices`` measures several
+    GPUs as one domain (``energy.monitor``); ``open_fn`` opens sysfs files (tests inject
+    failures); ``proc_stat`` and ``cpu_packages`` feed the CPU estimate.
+    """
+
+    def __init__(self, config: EnergyConfig, *, rank: int, local_rank: int, node: str,
+                 read_node_counters: bool, gpu_index: int | None, t0: float,
+                 sync: Callable[[], None] | None = None, nvml_module: Any = None,
+                 gpu_indices: list[int] | None = None, open_fn: OpenFn = default_open,
+                 proc_stat: str = "/proc/stat", cpu_packages: int | None = None):
+        config.check()
+        self.config = config
+        self.rank = rank
+        self.local_rank = local_rank
+        self.node = node
+        self.read_node_counters = read_node_counters
+        self.t0 = t0
+        self._sync = sync
+        self._warnings: list[str] = []
+        self._skipped_zones: list[dict] = []
+        self._nvml: Any = None
+        self._windows: dict[str, _OpenWindow] = {}
+        self._windows_lock = threading.Lock()
+        self._stopped = False
+
+        indices = list(gpu_indices) if gpu_indices is not None else ([] if gpu_index is None else [gpu_index])
+        self._domains: dict[str, _Domain] = {
+            "gpu": self._open_gpu_domain(indices, nvml_module),
+        }
+        if read_node_counters:
+            cpu, dram = self._open_node_domains(open_fn, proc_stat, cpu_packages)
+        else:
+            why = "node counters are read by the node's reader rank (local rank 0)"
+            cpu = _Domain("not_reader", reason=why)
+            dram = _Domain("not_reader", reason=why)
+        self._domains["cpu"] = cpu
+        self._domains["dram"] = dram
+        self._accumulators = [a for d in DOMAINS for a in self._domains[d].accumulators]
+        for acc in self._accumulators:
+            warning = interval_warning(acc.channel, config.sample_interval_s)
+            if warning:
+                self._warnings.append(warning)
+        self._sampler = Sampler(self._accumulators, interval_s=config.sample_interval_s, rank=rank, node=node)
+        self._sampler.sample_now()     # first reading: later samples and windows difference against it
+        self._sampler.drain()
+
+    # -- construction -------------------------------------------------------------------------
+    def _clock(self) -> float:
+        return time.monotonic() - self.t0
+
+    def _accumulate(self, channels: list[Channel]) -> list[Accumulator]:
+        return [Accumulator(ch, self._clock) for ch in channels]
+
+    def _open_gpu_domain(self, indices: list[int], nvml_module: Any) -> _Domain:
+        if not indices:
+            return _Domain("unavailable", reason="no GPU assigned to this rank",
+                           hint="GPU energy needs an NVIDIA GPU mapped to the rank (resolve_gpu_index)")
+        nvml, reason, hint = load_nvml(nvml_module)
+        if nvml is None:
+            return _Domain("unavailable", reason=reason, hint=hint)
+        self._nvml = nvml
+        tdp = self.config.gpu_tdp_w if self.config.estimate_energy else 0.0
+        opened = open_gpus(nvml, indices, estimate_tdp_w=tdp)
+        if opened.reason is not None:
+            return _Domain("unavailable", reason=opened.reason, hint=opened.hint)
+        return _Domain(_domain_source(opened.channels), _method(opened.channels),
+                       self._accumulate(opened.channels))
+
+    def _open_node_domains(self, open_fn: OpenFn, proc_stat: str,
+                           cpu_packages: int | None) -> tuple[_Domain, _Domain]:
+        rapl = open_rapl(self.config.powercap_root, open_fn)
+        self._skipped_zones = rapl.skipped
+        out: list[_Domain] = []
+        for domain in ("package", "dram"):
+            channels = [c for c in rapl.channels if c.domain == domain]
+            problem = rapl.problems.get(domain)
+            if problem is None:
+                out.append(_Domain("measured", "rapl-powercap", self._accumulate(channels)))
+            else:
+                out.append(_Domain("unavailable", reason=problem.reason, hint=problem.hint))
+        cpu, dram = out
+        if cpu.source == "unavailable" and self.config.estimate_energy:
+            cpu = self._open_cpu_estimate(cpu, proc_stat, cpu_packages)
+        return cpu, dram
+
+    def _open_cpu_estimate(self, measured: _Domain, proc_stat: str, packages: int | None) -> _Domain:
+        if self.config.cpu_tdp_w <= 0:
+            self._warnings.append("estimate_energy is on but cpu_tdp_w is 0: no CPU estimate")
+            return measured
+        try:
+            channel = open_cpu_estimate(self.config.cpu_tdp_w, packages=packages, proc_stat=proc_stat)
+        except (OSError, ValueError) as exc:
+            self._warnings.append(f"CPU estimate impossible: {exc}")
+            return measured
+        self._warnings.append(f"cpu energy is an estimate (RAPL unavailable: {measured.reason})")
+        return _Domain("estimated", "estimate", self._accumulate([channel]))
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the sampler thread (daemon); a second call does nothing."""
+        self._check_running()
+        self._sampler.start()
+
+    def stop(self) -> None:
+        """Stop the sampler and release files and NVML; idempotent. Windows cannot be used after."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._sampler.stop()
+        for acc in self._accumulators:
+            acc.close()
+        if self._nvml is not None:
+            shutdown_nvml(self._nvml)
+            self._nvml = None
+
+    def _check_running(self) -> None:
+        if self._stopped:
+            raise RuntimeError("energy meter already stopped")
+
+    # -- windows ------------------------------------------------------------------------------
+    def _fence(self) -> None:
+        if self._sync is None:
+            return
+        try:
+            self._sync()
+        except Exception as exc:
+            # A failed fence only makes the edge less sharp; losing the window would be worse.
+            note = f"device sync failed, window edges may miss queued GPU work: {exc}"
+            if note not in self._warnings:
+                self._warnings.append(note)
+
+    def _read_all(self) -> tuple[float, list[float | None]]:
+        self._fence()
+        t_s = self._clock()
+        totals: list[float | None] = []
+        for acc in self._accumulators:
+            got = acc.update()
+            totals.append(None if got is None else got[1])
+        return t_s, totals
+
+    def begin(self, name: str) -> None:
+        """Open window ``name`` (fences GPU work first). Reopening a name restarts it."""
+        self._check_running()
+        t_s, totals = self._read_all()
+        with self._windows_lock:
+            self._windows[name] = _OpenWindow(t_s, totals)
+
+    def end(self, name: str) -> EnergyWindow:
+        """Close window ``name`` and return its energy (J) per domain; windows may overlap or nest."""
+        self._check_running()
+        with self._windows_lock:
+            if name not in self._windows:
+                raise KeyError(f"energy window {name!r} was never begun (or already ended)")
+            opened = self._windows.pop(name)
+        t_s, totals = self._read_all()
+        window = EnergyWindow(name=name, time_s=t_s - opened.t_s)
+        index = {id(a): i for i, a in enumerate(self._accumulators)}
+        for domain in DOMAINS:
+            state = self._domains[domain]
+            joules = math.nan
+            source = state.source
+            if source in ("measured", "estimated"):
+                diffs = []
+                for acc in state.accumulators:
+                    i = index[id(acc)]
+                    a, b = opened.totals_uj[i], totals[i]
+                    if a is None or b is None:
+                        diffs = None
+                        break
+                    diffs.append(b - a)
+                if diffs is None:
+                    source = "unavailable"      # a device failed during the window: no partial sums
+                else:
+                    joules = sum(diffs) / 1_000_000
+            setattr(window, f"{domain}_energy_j", joules)
+            setattr(window, f"{domain}_energy_source", source)
+        return window
+
+    def open_windows(self) -> list[str]:
+        with self._windows_lock:
+            return list(self._windows)
+
+    # -- samples and description --------------------------------------------------------------
+    def sample_now(self) -> None:
+        """Take one sample pass now (the thread does this every ``sample_interval_s``)."""
+        self._check_running()
+        self._sampler.sample_now()
+
+    def drain_samples(self) -> list[PowerSample]:
+        """Power samples collected since the previous drain (thread-safe, O(1) under the lock)."""
+        return self._sampler.drain()
+
+    @property
+    def sampler_stats(self):
+        """``SamplerStats``: passes, thread CPU seconds, wall seconds (for the overhead benchmark)."""
+        return self._sampler.stats
+
+    def describe(self) -> dict:
+        """JSON-able description of every domain: devices, source, method, reason and hint."""
+        domains: dict[str, Any] = {}
+        for name in DOMAINS:
+            state = self._domains[name]
+            devices = []
+            for acc in state.accumulators:
+                entry = {"device": acc.channel.device, "method": acc.channel.method,
+                         "source": acc.channel.source, **acc.channel.info}
+                if acc.channel.max_range_uj:
+                    entry["wraps_seen"] = acc.wraps
+                    entry["min_wrap_period_s"] = round(wrap_period_s(acc.channel.max_range_uj), 3)
+                if acc.error is not None and not acc.error.endswith(": closed"):
+                    entry["error"] = acc.error
+                devices.append(entry)
+            domains[name] = {"source": state.source, "method": state.method,
+                             "devices": [d["device"] for d in devices], "details": devices}
+            if state.reason:
+                domains[name]["reason"] = state.reason
+            if state.hint:
+                domains[name]["hint"] = state.hint
+        stats = self._sampler.stats
+        return {
+            "rank": self.rank, "local_rank": self.local_rank, "node": self.node,
+            "reads_node_counters": self.read_node_counters,
+            "sample_interval_s": self.config.sample_interval_s,
+            "powercap_root": self.config.powercap_root if self.read_node_counters else None,
+            "domains": domains,
+            "skipped_zones": list(self._skipped_zones),
+            "warnings": list(self._warnings),
+            "sampler": {"samples": stats.samples, "thread_cpu_s": stats.thread_cpu_s, "wall_s": stats.wall_s,
+                        "cpu_fraction": stats.cpu_fraction, "late_ticks": stats.late_ticks,
+                        "running": self._sampler.running},
+            "pid": os.getpid(),
+        }
+
+    def __enter__(self) -> "EnergyMeter":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

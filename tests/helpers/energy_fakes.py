@@ -1,0 +1,148 @@
+"""Fakes for the energy tests: a powercap sysfs tree on disk and an NVML module object.
+
+The powercap fake writes counters zero-padded to a fixed width and in place (same inode), so a
+file descriptor the meter keeps open sees every new value, and a concurrent read never sees a
+half-written (shorter) number.
+"""
+from __future__ import annotations
+
+import os
+import types
+from pathlib import Path
+
+WIDTH = 20
+
+
+class FakePowercap:
+    """``root/intel-rapl:N[:M]/{name,energy_uj,max_energy_range_uj}`` like /sys/class/powercap."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def zone(self, zone_id: str, name: str, energy_uj: int, max_range_uj: int = 262143328850) -> Path:
+        d = self.root / zone_id
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "name").write_text(name + "\n")
+        (d / "max_energy_range_uj").write_text(f"{max_range_uj}\n")
+        (d / "energy_uj").write_text(f"{energy_uj:0{WIDTH}d}\n")
+        return d
+
+    def set(self, zone_id: str, energy_uj: int) -> None:
+        fd = os.open(self.root / zone_id / "energy_uj", os.O_WRONLY)
+        try:
+            os.pwrite(fd, f"{energy_uj:0{WIDTH}d}\n".encode(), 0)
+        finally:
+            os.close(fd)
+
+    def add(self, zone_id: str, delta_uj: int) -> int:
+        value = int((self.root / zone_id / "energy_uj").read_text()) + delta_uj
+        self.set(zone_id, value)
+        return value
+
+
+def two_socket_tree(root: Path) -> FakePowercap:
+    """Two packages with core/uncore/dram sub-zones and a psys zone: the usual server layout."""
+    tree = FakePowercap(root)
+    tree.zone("intel-rapl:0", "package-0", 1_000_000)
+    tree.zone("intel-rapl:0:0", "core", 500_000)
+    tree.zone("intel-rapl:0:1", "dram", 2_000_000)
+    tree.zone("intel-rapl:1", "package-1", 3_000_000)
+    tree.zone("intel-rapl:1:0", "core", 700_000)
+    tree.zone("intel-rapl:1:1", "dram", 4_000_000)
+    tree.zone("intel-rapl:2", "psys", 9_000_000)
+    return tree
+
+
+NVML_ERROR_UNINITIALIZED = 1
+NVML_ERROR_INVALID_ARGUMENT = 2
+NVML_ERROR_NOT_SUPPORTED = 3
+NVML_ERROR_LIBRARY_NOT_FOUND = 12
+
+
+class NVMLError(Exception):
+    """Like pynvml's: ``value`` carries the NVML return code, ``str()`` its text."""
+
+    _TEXT = {1: "Uninitialized", 2: "Invalid Argument", 3: "Not Supported",
+             12: "NVML Shared Library Not Found"}
+
+    def __init__(self, value: int):
+        super().__init__(value)
+        self.value = value
+
+    def __str__(self) -> str:
+        return self._TEXT.get(self.value, f"NVML error {self.value}")
+
+
+class FakeGpu:
+    def __init__(self, name="NVIDIA H200", uuid="GPU-00000000-1111-2222-3333-444444444444",
+                 energy_mj: int | None = 0, power_mw: int | None = 100_000, util_pct: int | None = 50):
+        self.name, self.uuid = name, uuid
+        self.energy_mj, self.power_mw, self.util_pct = energy_mj, power_mw, util_pct
+
+
+def fake_nvml(gpus: list[FakeGpu] | None = None, *, init_error: int | None = None) -> types.SimpleNamespace:
+    """A module-like object with the pynvml functions the energy package calls.
+
+    ``energy_mj=None`` / ``power_mw=None`` / ``util_pct=None`` make that query NOT_SUPPORTED (as on
+    pre-Volta GPUs); ``init_error`` makes nvmlInit raise (12 = library not found).
+    """
+    gpus = [FakeGpu()] if gpus is None else gpus
+    state = {"init": 0, "calls": 0}
+
+    def need_init():
+        state["calls"] += 1
+        if state["init"] <= 0:
+            raise NVMLError(NVML_ERROR_UNINITIALIZED)
+
+    def nvmlInit():
+        if init_error is not None:
+            raise NVMLError(init_error)
+        state["init"] += 1
+
+    def nvmlShutdown():
+        need_init()
+        state["init"] -= 1
+
+    def nvmlDeviceGetCount():
+        need_init()
+        return len(gpus)
+
+    def nvmlDeviceGetHandleByIndex(i):
+        need_init()
+        if not 0 <= i < len(gpus):
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        return gpus[i]
+
+    def nvmlDeviceGetName(h):
+        need_init()
+        return h.name
+
+    def nvmlDeviceGetUUID(h):
+        need_init()
+        return h.uuid
+
+    def _value(v):
+        need_init()
+        if v is None:
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        return v
+
+    def nvmlDeviceGetTotalEnergyConsumption(h):
+        return _value(h.energy_mj)
+
+    def nvmlDeviceGetPowerUsage(h):
+        return _value(h.power_mw)
+
+    def nvmlDeviceGetUtilizationRates(h):
+        return types.SimpleNamespace(gpu=_value(h.util_pct), memory=0)
+
+    return types.SimpleNamespace(
+        NVMLError=NVMLError, NVML_ERROR_NOT_SUPPORTED=NVML_ERROR_NOT_SUPPORTED,
+        NVML_ERROR_LIBRARY_NOT_FOUND=NVML_ERROR_LIBRARY_NOT_FOUND,
+        nvmlInit=nvmlInit, nvmlShutdown=nvmlShutdown, nvmlDeviceGetCount=nvmlDeviceGetCount,
+        nvmlDeviceGetHandleByIndex=nvmlDeviceGetHandleByIndex, nvmlDeviceGetName=nvmlDeviceGetName,
+        nvmlDeviceGetUUID=nvmlDeviceGetUUID,
+        nvmlDeviceGetTotalEnergyConsumption=nvmlDeviceGetTotalEnergyConsumption,
+        nvmlDeviceGetPowerUsage=nvmlDeviceGetPowerUsage,
+        nvmlDeviceGetUtilizationRates=nvmlDeviceGetUtilizationRates, state=state)
