@@ -230,10 +230,14 @@ def plot_chi2_ndf(records: Sequence["EvalRecord"], best: int, stem: Path, title:
                 label=f"best: iteration {best}, $\\chi^2$/NDF = {best_rec.chi2_ndf:.3g}")
     ax.set_xlabel("iteration (n_disc critic steps + 1 generator step)")
     ax.set_ylabel(r"$\chi^2$/NDF of total shower energy (dimensionless)")
+    if not pts:
+        ax.text(0.5, 0.5, "no checkpoint has a finite $\\chi^2$/NDF\n(generated energies outside the reference range)",
+                transform=ax.transAxes, ha="center", va="center")
     if title:
         ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="best", fontsize="small")
+    if pts:
+        ax.legend(loc="best", fontsize="small")
     paths = []
     for fmt in ("png", "pdf"):
         path = stem.with_suffix(f".{fmt}")
@@ -287,6 +291,9 @@ def run_evaluation(train_dir: str | Path, reference: ReferenceShowers, iteration
         "reference": reference_path,
     })
     b = best.record
+    if not math.isfinite(b.chi2_ndf):
+        say("warning: no checkpoint has a finite chi2/NDF (at some momentum no generated shower falls in "
+            "the reference range); the best is the latest checkpoint by the tie rule")
     say(f"best: iteration {b.iteration}  chi2/NDF {b.chi2_ndf:.4g}  (chi2 {b.chi2:.4g} / NDF {b.ndf})  "
         f"W1 {b.w1:.4g} GeV  KS {b.ks:.4f}  -> {out / BEST_DIR}")
     return result
@@ -359,6 +366,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("--events-per-energy must be >= 1")
     reference = _read_reference(Path(args.reference))
 
+    from bologan.tfsetup import quiet_tensorflow
+
+    quiet_tensorflow()
     from bologan import model  # TensorFlow: imported only once the inputs look sane
 
     available = model.list_checkpoints(train_dir)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import types
@@ -127,6 +128,16 @@ def test_run_evaluation_writes_outputs_and_copies_best(tmp_path, capsys):
     assert not any(p.name.startswith(".") for p in out.iterdir())
 
 
+def test_plot_without_finite_scores(tmp_path, recwarn):
+    from scaling.rundir import EvalRecord
+
+    recs = [EvalRecord(it, float("inf"), 20, float("inf"), 50.0, 1.0) for it in (10, 20)]
+    paths = evaluate.plot_chi2_ndf(recs, 20, tmp_path / "chi2_ndf")
+    assert [p.name for p in paths] == ["chi2_ndf.png", "chi2_ndf.pdf"]
+    assert all(p.stat().st_size > 1000 for p in paths)
+    assert not [w for w in recwarn if "legend" in str(w.message)]
+
+
 def test_select_iterations():
     avail = [100, 200, 300, 400]
     assert evaluate.select_iterations(avail) == avail
@@ -223,3 +234,50 @@ def test_cli_help_shows_example():
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0
     assert "example:" in proc.stdout and "--reference" in proc.stdout
+
+
+# ----------------------------------------------------------------- end to end with real training
+
+E2E_SCRIPT = r"""
+import json, sys
+from pathlib import Path
+from bologan import evaluate, train
+from bologan.dataio import write_showers
+from bologan.synthetic import generate_showers
+
+tmp = Path(sys.argv[1])
+write_showers(tmp / "ref.parquet", generate_showers("photons", 400, seed=7, momenta_mev=[1024.0, 65536.0]))
+rc = train.main(["--particle", "photons", "--out", str(tmp / "train"), "--iterations", "20",
+                 "--checkpoint-every", "10", "--batch-size", "16", "--n-disc", "2",
+                 "--synthetic-events", "400", "--threads", "1", "--log-every", "10"])
+assert rc == 0, rc
+rc = evaluate.main([str(tmp / "train"), "--reference", str(tmp / "ref.parquet"),
+                    "--events-per-energy", "200", "--out", str(tmp / "eval")])
+assert rc == 0, rc
+
+import tensorflow as tf
+from bologan import model
+best = json.loads((tmp / "eval" / "best.json").read_text())
+latest = tf.train.latest_checkpoint(str(tmp / "eval" / "best_checkpoint"))
+assert latest is not None and latest.endswith("ckpt-%d" % best["iteration"]), latest
+gen = model.build_generator(model.load_train_config(tmp / "train")["model"])
+tf.train.Checkpoint(generator=gen).restore(latest).expect_partial().assert_existing_objects_matched()
+print("E2E-OK", best["iteration"])
+"""
+
+
+def test_end_to_end_with_real_training(tmp_path):
+    pytest.importorskip("tensorflow")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run([sys.executable, "-c", E2E_SCRIPT, str(tmp_path)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "E2E-OK" in proc.stdout
+    from scaling.rundir import EVAL_SCHEMA
+
+    table = pq.read_table(tmp_path / "eval" / "eval.parquet")
+    assert table.schema.equals(EVAL_SCHEMA)
+    assert table.column("iteration").to_pylist() == [10, 20]
+    best = json.loads((tmp_path / "eval" / "best.json").read_text())
+    assert best["iteration"] in (10, 20)
+    assert (tmp_path / "eval" / "chi2_ndf.png").stat().st_size > 1000
