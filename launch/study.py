@@ -1,0 +1,462 @@
+"""Run a scaling study on this machine with mpirun, then its analysis.
+
+    python -m launch.study --name local                       # the default study (make study)
+    python -m launch.study --name quick --world-sizes 1,2 --engines horovod --epochs 3
+    python -m launch.study --config my_study.toml --dry-run   # print the commands only
+
+For every world size x mode x engine it starts ``python -m scaling.run`` (plain python for one
+rank, ``mpirun -np N`` otherwise) into ``<out_dir>/<name>/<engine>-<mode>-n<N>/``, runs the
+all-reduce benchmark for each world size above one, then ``python -m analysis`` into
+``<out_dir>/<name>/report/``. Output of every process goes to ``<out_dir>/<name>/logs/``.
+
+Re-running the same command resumes: completed runs are skipped, interrupted ones continue
+(``scaling.run --resume``), failed ones start again; ``--force`` re-runs everything.
+A failed run is reported with the tail of its log and the study goes on; the exit status is
+1 when any step failed, 3 when the study itself was interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bologan.atomic import atomic_write_json, atomic_write_text
+from bologan.errors import EXIT_FAILURE, EXIT_INTERRUPTED, Interrupted, UserError, main_guard
+from bologan.settings import add_section_arguments, resolve_sections, sections_to_dict
+from launch.common import (ENGINES, MODES, NAME_PATTERN, check_choices, check_name, find_executable,
+                           fmt_duration, indent, is_root, python_executable, tail, usable_cores)
+from launch.runargs import RunSettings, scaling_run_args
+
+DEFAULT_CONFIG = Path(__file__).with_name("study_default.toml")
+# Seconds a run gets to checkpoint after SIGTERM (timeout, Ctrl-C) before it is killed.
+TERM_GRACE_S = 30.0
+
+
+@dataclass
+class StudySettings:
+    """Which runs a local study makes and how they are started."""
+    name: str = field(default="local", metadata={"help": f"study name ({NAME_PATTERN}); results go to <out_dir>/<name>/"})
+    out_dir: str = field(default="results", metadata={"help": "folder holding the studies"})
+    world_sizes: list[int] = field(default_factory=lambda: [1, 2], metadata={"help": "ranks per run"})
+    modes: list[str] = field(default_factory=lambda: list(MODES), metadata={"help": "strong and/or weak"})
+    engines: list[str] = field(default_factory=lambda: list(ENGINES), metadata={"help": "horovod and/or mirrored"})
+    timeout_s: float = field(default=600.0, metadata={"help": "seconds one run may take before it is stopped"})
+    allreduce_bench: bool = field(default=True, metadata={"help": "run the all-reduce benchmark for each world size > 1"})
+    analyse: bool = field(default=True, metadata={"help": "run the analysis into <study>/report at the end"})
+    mpirun: str = field(default="mpirun", metadata={"help": "the mpirun command"})
+    mpirun_args: list[str] = field(default_factory=list, metadata={"help": "extra mpirun arguments, comma separated"})
+
+    def check(self) -> None:
+        try:
+            check_name(self.name, "study name")
+        except UserError as exc:
+            raise ValueError(str(exc)) from None
+        if not self.world_sizes or min(self.world_sizes) < 1:
+            raise ValueError("world_sizes must list positive integers")
+        if len(set(self.world_sizes)) != len(self.world_sizes):
+            raise ValueError(f"world_sizes lists a value twice: {self.world_sizes}")
+        check_choices(self.modes, MODES, "modes")
+        check_choices(self.engines, ENGINES, "engines")
+        if self.timeout_s <= 0:
+            raise ValueError("timeout_s must be > 0")
+
+
+SECTIONS = {"study": StudySettings, "run": RunSettings}
+# Variables every rank needs; mpirun passes them on with -x (needed once ranks span hosts).
+FORWARD_ENV = ("OMP_NUM_THREADS", "PYTHONUNBUFFERED", "TF_CPP_MIN_LOG_LEVEL")
+
+
+@dataclass
+class Step:
+    """One process the study starts: a training run, a benchmark or the analysis."""
+    kind: str                     # "run" | "bench" | "analysis"
+    label: str                    # what the progress line says
+    argv: list[str]
+    log: Path
+    out: Path                     # run directory, benchmark file or report folder
+    run_id: str = ""
+    world: int = 1
+    resume: bool = False
+    skip_reason: str = ""
+    status: str = "pending"       # pending | skipped | completed | failed | timeout | interrupted
+    exit_code: int | None = None
+    duration_s: float | None = None
+
+
+def run_id(engine: str, mode: str, world: int) -> str:
+    return f"{engine}-{mode}-n{world}"
+
+
+def study_dir(study: StudySettings) -> Path:
+    return Path(study.out_dir).expanduser().absolute() / study.name
+
+
+def launcher_prefix(study: StudySettings, run: RunSettings, world: int,
+                    cores: int | None = None, root: bool | None = None) -> list[str]:
+    """The mpirun part of a command ([] for one rank: plain python, no MPI launcher)."""
+    if world == 1:
+        return []
+    cores = usable_cores() if cores is None else cores
+    root = is_root() if root is None else root
+    argv = [study.mpirun]
+    if root:
+        argv.append("--allow-run-as-root")
+    argv += ["-np", str(world)]
+    if world > cores:
+        argv.append("--oversubscribe")
+    # One pinned core per single-threaded rank when they fit; otherwise let the OS place threads.
+    fits = run.threads == 1 and world <= cores
+    argv += ["--bind-to", "core" if fits else "none"]
+    for var in FORWARD_ENV:
+        argv += ["-x", var]
+    return argv + list(study.mpirun_args)
+
+
+def child_env(run: RunSettings, base: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ if base is None else base)
+    if run.threads > 0:
+        env["OMP_NUM_THREADS"] = str(run.threads)
+    else:
+        env.setdefault("OMP_NUM_THREADS", "1")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    return env
+
+
+def read_status(run_dir: Path) -> str | None:
+    """The "status" in ``run_dir/run.json``; None when there is no readable run.json."""
+    try:
+        meta = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    status = meta.get("status") if isinstance(meta, dict) else None
+    return status if isinstance(status, str) else None
+
+
+def plan(study: StudySettings, run: RunSettings, force: bool = False,
+         python: str | None = None) -> list[Step]:
+    """Every step of the study in order: benchmarks, training runs, analysis."""
+    python = python or python_executable()
+    root = study_dir(study)
+    logs = root / "logs"
+    steps: list[Step] = []
+    if study.allreduce_bench:
+        for world in sorted(w for w in study.world_sizes if w > 1):
+            out = root / f"allreduce-n{world}.json"
+            argv = launcher_prefix(study, run, world) + [python, "-m", "scaling.allreduce_bench",
+                                                         "--out", str(out)]
+            step = Step("bench", f"all-reduce benchmark n={world}", argv, logs / f"allreduce-n{world}.log",
+                        out, world=world)
+            if out.exists() and not force:
+                step.skip_reason = "measured earlier"
+            steps.append(step)
+    for world in sorted(study.world_sizes):
+        for mode in study.modes:
+            try:
+                run.check_world(world, mode)
+            except ValueError as exc:
+                raise UserError(str(exc)) from None
+            for engine in study.engines:
+                rid = run_id(engine, mode, world)
+                out = root / rid
+                status = read_status(out)
+                resume = not force and status in ("interrupted", "running")
+                args = scaling_run_args(run, engine=engine, mode=mode, out=str(out), study=study.name,
+                                        resume=resume)
+                argv = launcher_prefix(study, run, world) + [python, "-m", "scaling.run", *args]
+                step = Step("run", f"{engine} {mode} n={world}", argv, logs / f"{rid}.log", out,
+                            run_id=rid, world=world, resume=resume)
+                if status == "completed" and not force:
+                    step.skip_reason = "completed earlier"
+                steps.append(step)
+    if study.analyse:
+        report = root / "report"
+        steps.append(Step("analysis", "analysis", [python, "-m", "analysis", str(root), "--out", str(report)],
+                          logs / "analysis.log", report))
+    return steps
+
+
+# ---------------------------------------------------------------------------------------------
+# running
+
+
+class _Stop(Exception):
+    """SIGTERM/SIGINT reached the study: stop the current step and leave resumable."""
+
+
+def _raise_stop(signum: int, _frame: Any) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+def _kill_group(proc: subprocess.Popen, grace_s: float) -> None:
+    """SIGTERM the step's process group (scaling.run checkpoints), then SIGKILL after grace_s."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+class Progress:
+    """Progress lines: '[3/8] horovod strong n=2  ... done in 41 s (elapsed 2:10, ~4:30 left)'."""
+
+    def __init__(self, steps: list[Step], stream=None):
+        self.steps = steps
+        self.stream = stream or sys.stdout
+        self.t0 = time.monotonic()
+        self.live = self.stream.isatty()
+        self.width = max(len(s.label) for s in steps) if steps else 0
+
+    def _prefix(self, step: Step) -> str:
+        return f"[{self.steps.index(step) + 1}/{len(self.steps)}] {step.label:<{self.width}}  ..."
+
+    def remaining_s(self) -> float:
+        """Mean time of the steps of each kind run so far x the steps of that kind still to run."""
+        total = 0.0
+        for kind in ("bench", "run", "analysis"):
+            done = [s.duration_s for s in self.steps if s.kind == kind and s.duration_s is not None
+                    and s.status != "skipped"]
+            todo = [s for s in self.steps if s.kind == kind and s.status == "pending" and not s.skip_reason]
+            if todo:
+                if not done:
+                    return float("nan")
+                total += sum(done) / len(done) * len(todo)
+        return total
+
+    def begin(self, step: Step) -> None:
+        self.stream.write(self._prefix(step) + (" " if not self.live else ""))
+        self.stream.flush()
+
+    def tick(self, step: Step, seconds: float, detail: str = "") -> None:
+        if self.live:
+            extra = f", {detail}" if detail else ""
+            self.stream.write(f"\r{self._prefix(step)} {seconds:.0f} s{extra}\033[K")
+            self.stream.flush()
+
+    def end(self, step: Step, what: str) -> None:
+        elapsed = time.monotonic() - self.t0
+        left = self.remaining_s()
+        times = f"elapsed {fmt_duration(elapsed)}" + (f", ~{fmt_duration(left)} left" if left > 0 else "")
+        line = f"{what} ({times})"
+        if self.live:
+            self.stream.write(f"\r{self._prefix(step)} {line}\033[K\n")
+        else:
+            self.stream.write(f"{line}\n")
+        self.stream.flush()
+
+
+def _progress_detail(step: Step) -> str:
+    """How far a training run is, from the epochs its run.json reports (when it does)."""
+    if step.kind != "run":
+        return ""
+    try:
+        meta = json.loads((step.out / "run.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    done = meta.get("epochs_done") if isinstance(meta, dict) else None
+    total = meta.get("config", {}).get("epochs") if isinstance(meta.get("config"), dict) else None
+    if isinstance(done, int) and isinstance(total, int):
+        return f"epoch {done}/{total}"
+    return ""
+
+
+def run_step(step: Step, env: dict[str, str], timeout_s: float, progress: Progress) -> None:
+    """Start one step, wait for it (or its timeout), record status, exit code and duration."""
+    step.log.parent.mkdir(parents=True, exist_ok=True)
+    if step.kind == "run" and not step.resume and step.out.exists():
+        # A failed, partial or forced run starts from an empty directory; its log keeps the history.
+        shutil.rmtree(step.out)
+    if step.kind == "bench" and step.out.exists():
+        step.out.unlink()
+    t0 = time.monotonic()
+    with open(step.log, "ab") as log:
+        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(step.argv)}\n".encode())
+        log.flush()
+        proc = subprocess.Popen(step.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True)
+    try:
+        while True:
+            try:
+                rc = proc.wait(timeout=1.0)
+                break
+            except subprocess.TimeoutExpired:
+                elapsed = time.monotonic() - t0
+                if elapsed > timeout_s:
+                    _kill_group(proc, TERM_GRACE_S)
+                    step.status, step.exit_code = "timeout", proc.returncode
+                    step.duration_s = time.monotonic() - t0
+                    return
+                progress.tick(step, elapsed, _progress_detail(step))
+    except BaseException:
+        _kill_group(proc, TERM_GRACE_S)
+        step.status, step.exit_code = "interrupted", proc.returncode
+        step.duration_s = time.monotonic() - t0
+        raise
+    step.exit_code = rc
+    step.duration_s = time.monotonic() - t0
+    if rc == 0:
+        step.status = "completed"
+    elif rc == EXIT_INTERRUPTED:
+        step.status = "interrupted"
+    else:
+        step.status = "failed"
+
+
+def _describe(step: Step, timeout_s: float) -> str:
+    took = f"{step.duration_s:.0f} s" if step.duration_s is not None else "?"
+    if step.status == "completed":
+        return f"done in {took}" + (" (resumed)" if step.resume else "")
+    if step.status == "timeout":
+        return f"TIMED OUT after {timeout_s:.0f} s (exit {step.exit_code})"
+    if step.status == "interrupted":
+        return f"INTERRUPTED (exit {step.exit_code}) after {took}; re-run to resume"
+    return f"FAILED (exit {step.exit_code}) after {took}"
+
+
+def write_summary(root: Path, steps: list[Step], resolved: dict[str, Any]) -> None:
+    """study.json: the resolved configuration and what happened to every step."""
+    atomic_write_json(root / "study.json", {
+        "config": sections_to_dict(resolved),
+        "steps": [{"kind": s.kind, "label": s.label, "run_id": s.run_id, "world_size": s.world,
+                   "out": str(s.out), "log": str(s.log), "argv": s.argv, "status": s.status,
+                   "exit_code": s.exit_code, "duration_s": s.duration_s, "resumed": s.resume}
+                  for s in steps],
+    })
+
+
+def _check_environment(study: StudySettings, steps: list[Step]) -> None:
+    if any(s.world > 1 for s in steps) and find_executable(study.mpirun) is None:
+        raise UserError(f"'{study.mpirun}' not found: install Open MPI (Debian: apt-get install openmpi-bin "
+                        "libopenmpi-dev) or load an MPI module, or use --world-sizes 1")
+    needed = {"run": "scaling.run", "bench": "scaling.allreduce_bench", "analysis": "analysis"}
+    for kind, module in needed.items():
+        if any(s.kind == kind and not s.skip_reason for s in steps) and importlib.util.find_spec(module) is None:
+            raise UserError(f"module {module} is not importable with {python_executable()}: run `make install`")
+
+
+def execute(steps: list[Step], study: StudySettings, run: RunSettings,
+            resolved: dict[str, Any], stream=None) -> int:
+    """Run every step; report failures and continue; analysis runs on whatever completed."""
+    root = study_dir(study)
+    root.mkdir(parents=True, exist_ok=True)
+    env = child_env(run)
+    progress = Progress(steps, stream)
+    out = progress.stream
+    runs = [s for s in steps if s.kind == "run"]
+    out.write(f"study '{study.name}': {len(runs)} runs (world sizes {', '.join(map(str, study.world_sizes))}; "
+              f"{', '.join(study.modes)}; {', '.join(study.engines)}; {run.epochs} epochs x "
+              f"{run.iterations_per_epoch} iterations) -> {root}\n")
+    out.flush()
+    atomic_write_text(root / "study.toml", _to_toml(sections_to_dict(resolved)))
+    old = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for step in steps:
+            if step.kind == "analysis" and not any(s.kind == "run" and s.status in ("completed", "skipped")
+                                                   for s in steps):
+                step.status = "skipped"
+                progress.begin(step)
+                progress.end(step, "skipped: no run completed")
+                continue
+            progress.begin(step)
+            if step.skip_reason:
+                step.status = "skipped"
+                progress.end(step, f"skipped ({step.skip_reason})")
+                continue
+            timeout = study.timeout_s if step.kind == "run" else max(study.timeout_s, 300.0)
+            run_step(step, env, timeout, progress)
+            progress.end(step, _describe(step, timeout))
+            if step.status != "completed":
+                log_tail = tail(step.log, 15)
+                out.write(f"    log: {step.log}\n{indent(log_tail, '    | ')}\n" if log_tail
+                          else f"    log: {step.log} (empty)\n")
+                out.flush()
+            write_summary(root, steps, resolved)
+    except _Stop as exc:
+        out.write(f"\nstudy interrupted ({exc}); run the same command again to resume\n")
+        write_summary(root, steps, resolved)
+        raise Interrupted(f"study '{study.name}' stopped by {exc}") from None
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    write_summary(root, steps, resolved)
+    bad = [s for s in steps if s.status not in ("completed", "skipped")]
+    report = root / "report"
+    if any(s.kind == "analysis" and s.status == "completed" for s in steps):
+        out.write(f"report: {report}/report.html ({report}/report.md, plots in {report})\n")
+    if bad:
+        out.write(f"{len(bad)} step(s) did not complete: {', '.join(s.label for s in bad)} (logs in {root / 'logs'})\n")
+        out.flush()
+        return EXIT_FAILURE
+    out.flush()
+    return 0
+
+
+def _to_toml(tables: dict[str, dict[str, Any]]) -> str:
+    """A small TOML writer for the flat tables of a resolved configuration."""
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return json.dumps(str(v))  # a JSON string is a valid TOML basic string
+
+    parts = ["# Resolved configuration of this study (written by python -m launch.study)."]
+    for name, table in tables.items():
+        parts.append(f"\n[{name}]")
+        parts.extend(f"{k} = {value(v)}" for k, v in table.items())
+    return "\n".join(parts) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m launch.study",
+        description="Run a local scaling study with mpirun (world sizes x strong/weak x engines), then "
+                    "the analysis. Settings: the defaults (listed in launch/study_default.toml), then "
+                    "--config, then flags.",
+        epilog="examples:\n  python -m launch.study --name local\n"
+               "  python -m launch.study --name quick --world-sizes 1,2 --engines horovod --epochs 3 "
+               "--iterations-per-epoch 5\n  python -m launch.study --config my_study.toml --dry-run",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", type=Path, help="study TOML with [study] and [run] tables")
+    p.add_argument("--force", action="store_true", help="re-run completed runs (their directories are replaced)")
+    p.add_argument("--dry-run", action="store_true", help="print the commands without running them")
+    add_section_arguments(p, SECTIONS)
+    return p
+
+
+@main_guard
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    resolved = resolve_sections(SECTIONS, args.config, args)
+    study: StudySettings = resolved["study"]
+    run: RunSettings = resolved["run"]
+    steps = plan(study, run, force=args.force)
+    if args.dry_run:
+        import shlex
+
+        for i, step in enumerate(steps, 1):
+            note = f"  # skipped: {step.skip_reason}" if step.skip_reason else ""
+            print(f"[{i}/{len(steps)}] {step.label}{note}\n    {shlex.join(step.argv)} > {shlex.quote(str(step.log))}")
+        return 0
+    _check_environment(study, steps)
+    return execute(steps, study, run, resolved)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,412 @@
+"""Write (and optionally submit) one Slurm batch job per sweep point, plus the analysis job.
+
+    python -m launch.sweep --config launch/sweep_example.toml --dry-run   # print the scripts
+    python -m launch.sweep --config my_sweep.toml                         # write them + submit.sh
+    python -m launch.sweep --config my_sweep.toml --submit                # ... and sbatch them
+    python -m launch.sweep --nodes 1,2 --engines horovod --submit --wait  # return when the report is done
+
+A point is (nodes, mode, engine); its job runs
+``srun --mpi=pmix python -m scaling.run ... --out <out_dir>/<name>/<engine>-<mode>-N<nodes>x<tasks>``
+(inside ``apptainer exec`` when a container image is set). The analysis job depends on all of
+them (``--dependency=afterany``) and writes ``<out_dir>/<name>/report/``.
+
+Preemption and time limits: every job asks Slurm for SIGUSR1 shortly before its end
+(``--signal=USR1@<s>``, delivered to the training processes), scaling.run checkpoints and exits
+3, and the script requeues its own job (``--requeue``); the restarted script finds run.json and
+passes ``--resume``. Every value written into a script is quoted with shlex.quote; names are
+restricted to letters, digits, '.', '_' and '-'.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bologan.atomic import atomic_write_text
+from bologan.errors import EXIT_FAILURE, UserError, main_guard
+from bologan.settings import add_section_arguments, resolve_sections
+from launch.common import (ENGINES, MODES, NAME_PATTERN, check_choices, check_name, find_executable,
+                           python_executable)
+from launch.runargs import RunSettings, absolute, scaling_run_args
+from launch.study import read_status
+
+_SLURM_NAME_RE = re.compile(r"^[A-Za-z0-9._-]*$")
+_TIME_RE = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d{1,2}))?(?::(\d{1,2}))?$")
+
+
+@dataclass
+class SweepSettings:
+    """The Slurm side of a sweep: which points, what each job asks for, where results go."""
+    name: str = field(default="sweep", metadata={"help": f"study name ({NAME_PATTERN}); results go to <out_dir>/<name>/"})
+    out_dir: str = field(default="results", metadata={"help": "folder holding the studies (on a shared filesystem)"})
+    nodes: list[int] = field(default_factory=lambda: [1, 2, 4], metadata={"help": "node counts, one job each (x modes x engines)"})
+    tasks_per_node: int = field(default=1, metadata={"help": "ranks per node (usually one per GPU)"})
+    gpus_per_node: int = field(default=0, metadata={"help": "GPUs requested per node (0 = CPU only)"})
+    cpus_per_task: int = field(default=1, metadata={"help": "cores per rank"})
+    modes: list[str] = field(default_factory=lambda: list(MODES), metadata={"help": "strong and/or weak"})
+    engines: list[str] = field(default_factory=lambda: list(ENGINES), metadata={"help": "horovod and/or mirrored"})
+    time_limit: str = field(default="00:30:00", metadata={"help": "time limit per training job ([D-]HH:MM:SS or minutes)"})
+    analysis_time_limit: str = field(default="00:20:00", metadata={"help": "time limit of the analysis job"})
+    partition: str = field(default="", metadata={"help": "Slurm partition (empty = the cluster's default)"})
+    account: str = field(default="", metadata={"help": "Slurm account to charge"})
+    qos: str = field(default="", metadata={"help": "Slurm quality of service"})
+    exclusive: bool = field(default=False, metadata={"help": "ask for whole nodes (recommended for timing)"})
+    sbatch_options: list[str] = field(default_factory=list, metadata={
+        "help": "extra '#SBATCH' options, e.g. --constraint=gpu (each must start with --)"})
+    setup: list[str] = field(default_factory=list, metadata={
+        "help": "shell lines run before srun, verbatim (e.g. 'module load openmpi'); they are code, not quoted"})
+    container: str = field(default="", metadata={"help": "Apptainer image; runs use 'apptainer exec' with it"})
+    binds: list[str] = field(default_factory=list, metadata={
+        "help": "apptainer --bind values, e.g. /scratch/data or /sys/class/powercap"})
+    python: str = field(default="", metadata={"help": "interpreter in the jobs (default: this one, or python3 in the container)"})
+    mpi: str = field(default="pmix", metadata={"help": "srun --mpi plugin (Open MPI needs pmix)"})
+    signal_before_s: int = field(default=180, metadata={"help": "seconds before the time limit at which SIGUSR1 asks runs to checkpoint"})
+    max_requeues: int = field(default=3, metadata={"help": "times a job requeues itself after an interruption"})
+    allreduce_bench: bool = field(default=True, metadata={"help": "measure all-reduce once per node count > 1"})
+
+    def check(self) -> None:
+        try:
+            check_name(self.name, "study name")
+        except UserError as exc:
+            raise ValueError(str(exc)) from None
+        if not self.nodes or min(self.nodes) < 1 or len(set(self.nodes)) != len(self.nodes):
+            raise ValueError("nodes must list distinct positive integers")
+        if self.tasks_per_node < 1 or self.cpus_per_task < 1 or self.gpus_per_node < 0:
+            raise ValueError("tasks_per_node and cpus_per_task must be >= 1, gpus_per_node >= 0")
+        check_choices(self.modes, MODES, "modes")
+        check_choices(self.engines, ENGINES, "engines")
+        for key in ("partition", "account", "qos"):
+            if not _SLURM_NAME_RE.match(getattr(self, key)):
+                raise ValueError(f"{key} {getattr(self, key)!r}: use only letters, digits, '.', '_' and '-'")
+        if not re.match(r"^[a-z0-9_]+$", self.mpi):
+            raise ValueError(f"mpi {self.mpi!r} is not a Slurm MPI plugin name")
+        limit = time_limit_s(self.time_limit, "time_limit")
+        time_limit_s(self.analysis_time_limit, "analysis_time_limit")
+        if not 0 <= self.signal_before_s < limit:
+            raise ValueError(f"signal_before_s ({self.signal_before_s}) must be below the time limit ({limit} s)")
+        if self.max_requeues < 0:
+            raise ValueError("max_requeues must be >= 0")
+        for opt in self.sbatch_options:
+            if not opt.startswith("--") or any(c in opt for c in "\n\r"):
+                raise ValueError(f"sbatch_options entry {opt!r}: one option per entry, starting with --")
+        for line in self.setup + self.binds + [self.container, self.python, self.out_dir]:
+            if any(c in line for c in "\n\r\0"):
+                raise ValueError(f"{line!r}: line breaks are not allowed")
+
+
+@dataclass
+class SweepRunSettings(RunSettings):
+    """[run] for cluster sweeps: longer runs than the local study, threads from the allocation."""
+    epochs: int = field(default=6, metadata={"help": "epochs per run, warm-up included"})
+    iterations_per_epoch: int = field(default=100, metadata={"help": "training iterations per epoch"})
+    global_batch: int = field(default=1024, metadata={"help": "strong scaling: showers per critic step over all ranks"})
+    synthetic_events: int = field(default=50000, metadata={"help": "synthetic showers generated when no data file is given"})
+    threads: int = field(default=0, metadata={"help": "TensorFlow threads per rank (0 = let scaling.run decide from --cpus-per-task)"})
+
+
+SECTIONS = {"sweep": SweepSettings, "run": SweepRunSettings}
+
+
+def time_limit_s(text: str, key: str) -> int:
+    """Slurm time ('minutes', 'MM:SS', 'HH:MM:SS', 'D-HH', 'D-HH:MM', 'D-HH:MM:SS') in seconds."""
+    m = _TIME_RE.match(text.strip())
+    if not m:
+        raise ValueError(f"{key} {text!r}: use [D-]HH:MM:SS, MM:SS or minutes")
+    days, a, b, c = m.groups()
+    parts = [int(x) for x in (a, b, c) if x is not None]
+    if days is not None:          # D-HH[:MM[:SS]]
+        h, mi, s = (parts + [0, 0])[:3]
+        seconds = ((int(days) * 24 + h) * 60 + mi) * 60 + s
+    elif len(parts) == 1:         # minutes
+        seconds = parts[0] * 60
+    elif len(parts) == 2:         # MM:SS
+        seconds = parts[0] * 60 + parts[1]
+    else:                         # HH:MM:SS
+        seconds = (parts[0] * 60 + parts[1]) * 60 + parts[2]
+    if seconds <= 0:
+        raise ValueError(f"{key} {text!r} must be longer than zero")
+    return seconds
+
+
+@dataclass
+class Point:
+    engine: str
+    mode: str
+    nodes: int
+    tasks_per_node: int
+
+    @property
+    def world(self) -> int:
+        return self.nodes * self.tasks_per_node
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.engine}-{self.mode}-N{self.nodes}x{self.tasks_per_node}"
+
+
+def points(sweep: SweepSettings, run: RunSettings) -> list[Point]:
+    pts = []
+    for nodes in sorted(sweep.nodes):
+        for mode in sweep.modes:
+            for engine in sweep.engines:
+                p = Point(engine, mode, nodes, sweep.tasks_per_node)
+                try:
+                    run.check_world(p.world, mode)
+                except ValueError as exc:
+                    raise UserError(str(exc)) from None
+                pts.append(p)
+    return pts
+
+
+def study_dir(sweep: SweepSettings) -> Path:
+    return Path(absolute(sweep.out_dir)) / sweep.name
+
+
+def _slurm_filename(folder: Path, pattern: str) -> str:
+    """An --output value: '%' is Slurm's pattern character, so literal ones in the folder are doubled."""
+    return str(folder).replace("%", "%%") + "/" + pattern
+
+
+def _directives(sweep: SweepSettings, job_name: str, nodes: int, ntasks_per_node: int, cpus: int,
+                gpus: int, time_limit: str, requeue: bool) -> list[str]:
+    q = shlex.quote
+    logs = study_dir(sweep) / "logs"
+    d = [f"--job-name={q(job_name)}", f"--nodes={nodes}", f"--ntasks-per-node={ntasks_per_node}",
+         f"--cpus-per-task={cpus}"]
+    if gpus > 0:
+        d.append(f"--gpus-per-node={gpus}")
+    d += [f"--time={q(time_limit)}", f"--output={q(_slurm_filename(logs, '%x-%j.out'))}",
+          f"--chdir={q(str(Path.cwd()))}"]
+    for key in ("partition", "account", "qos"):
+        if getattr(sweep, key):
+            d.append(f"--{key}={q(getattr(sweep, key))}")
+    if sweep.exclusive:
+        d.append("--exclusive")
+    if requeue:
+        # Without 'B:' Slurm signals the job steps' tasks (the training ranks), not the shell.
+        d += [f"--signal=USR1@{sweep.signal_before_s}", "--requeue", "--open-mode=append"]
+    d += list(sweep.sbatch_options)
+    return [f"#SBATCH {x}" for x in d]
+
+
+def _python_cmd(sweep: SweepSettings, gpus: bool) -> list[str]:
+    """The interpreter (inside apptainer exec when a container is set; --nv exposes the GPUs)."""
+    if sweep.container:
+        cmd = ["apptainer", "exec"]
+        if gpus:
+            cmd.append("--nv")
+        for b in sweep.binds:
+            cmd += ["--bind", b]
+        return cmd + [absolute(sweep.container), sweep.python or "python3"]
+    return [sweep.python or python_executable()]
+
+
+def _srun(sweep: SweepSettings, nodes: int) -> list[str]:
+    # cpus-per-task is repeated on srun: Slurm 22.05's srun does not inherit it from sbatch.
+    return ["srun", f"--mpi={sweep.mpi}", f"--nodes={nodes}", f"--ntasks-per-node={sweep.tasks_per_node}",
+            f"--cpus-per-task={sweep.cpus_per_task}", "--kill-on-bad-exit=1"]
+
+
+def _header(sweep: SweepSettings, what: str) -> list[str]:
+    lines = ["", f"# Written by python -m launch.sweep (study {sweep.name}): {what}.",
+             "set -uo pipefail", "export PYTHONUNBUFFERED=1"]
+    if sweep.setup:
+        lines += ["# setup lines from the sweep configuration"] + list(sweep.setup)
+    return lines
+
+
+def render_point_script(sweep: SweepSettings, run: RunSettings, point: Point, with_bench: bool) -> str:
+    """The sbatch script of one sweep point."""
+    q = shlex.quote
+    root = study_dir(sweep)
+    out = root / point.run_id
+    job = f"{sweep.name}-{point.run_id}"
+    lines = ["#!/bin/bash"]
+    lines += _directives(sweep, job, point.nodes, sweep.tasks_per_node, sweep.cpus_per_task,
+                         sweep.gpus_per_node, sweep.time_limit, requeue=True)
+    lines += _header(sweep, f"{point.engine}, {point.mode} scaling, {point.nodes} node(s) x "
+                            f"{point.tasks_per_node} rank(s)")
+    py = " ".join(q(a) for a in _python_cmd(sweep, sweep.gpus_per_node > 0))
+    srun = " ".join(q(a) for a in _srun(sweep, point.nodes))
+    if with_bench:
+        bench = root / f"allreduce-n{point.world}.json"
+        lines += ["", "# All-reduce timings for this world size (once per node count; used for projections).",
+                  f"bench={q(str(bench))}",
+                  'if [ ! -f "$bench" ]; then',
+                  f'  {srun} {py} -m scaling.allreduce_bench --out "$bench" \\',
+                  '    || echo "warning: all-reduce benchmark failed (exit $?); continuing" >&2',
+                  "fi"]
+    args = scaling_run_args(run, engine=point.engine, mode=point.mode, out="OUT", study=sweep.name)
+    args_text = " ".join('"$out"' if a == "OUT" else q(a) for a in args)
+    lines += ["", f"out={q(str(out))}",
+              "# A requeued job finds the run directory of its first start and continues it.",
+              "resume=()",
+              'if [ -f "$out/run.json" ]; then resume=(--resume); fi',
+              f'{srun} {py} -m scaling.run {args_text} "${{resume[@]}}"',
+              "rc=$?",
+              "# Exit 3 = checkpointed after SIGUSR1/SIGTERM: requeue this job to resume.",
+              f'if [ "$rc" -eq 3 ] && [ "${{SLURM_RESTART_COUNT:-0}}" -lt {sweep.max_requeues} ]; then',
+              '  echo "interrupted: requeueing job $SLURM_JOB_ID (restart ${SLURM_RESTART_COUNT:-0})" >&2',
+              '  scontrol requeue "$SLURM_JOB_ID" && exit 0',
+              "fi",
+              'exit "$rc"']
+    return "\n".join(lines) + "\n"
+
+
+def render_analysis_script(sweep: SweepSettings) -> str:
+    """The final job: the analysis of every run directory of the study."""
+    q = shlex.quote
+    root = study_dir(sweep)
+    lines = ["#!/bin/bash"]
+    lines += _directives(sweep, f"{sweep.name}-analysis", 1, 1, 1, 0, sweep.analysis_time_limit,
+                         requeue=False)
+    lines += _header(sweep, "analysis of all runs; submitted with --dependency=afterany:<run jobs>")
+    py = " ".join(q(a) for a in _python_cmd(sweep, gpus=False))
+    lines += ["", f"{py} -m analysis {q(str(root))} --out {q(str(root / 'report'))}"]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Job:
+    name: str                  # run id, or "analysis"
+    path: Path
+    text: str
+    skip_reason: str = ""
+
+
+def build_jobs(sweep: SweepSettings, run: RunSettings, force: bool = False) -> list[Job]:
+    """Every job script of the sweep, the analysis last."""
+    root = study_dir(sweep)
+    sdir = root / "sbatch"
+    jobs: list[Job] = []
+    benched: set[int] = set()
+    for p in points(sweep, run):
+        with_bench = sweep.allreduce_bench and p.world > 1 and p.world not in benched
+        benched.add(p.world)
+        job = Job(p.run_id, sdir / f"{p.run_id}.sbatch", render_point_script(sweep, run, p, with_bench))
+        if read_status(root / p.run_id) == "completed" and not force:
+            job.skip_reason = "completed earlier"
+        jobs.append(job)
+    jobs.append(Job("analysis", sdir / "analysis.sbatch", render_analysis_script(sweep)))
+    return jobs
+
+
+def dependency_option(job_ids: list[str]) -> list[str]:
+    """sbatch option making the analysis wait for every run job, however each one ended."""
+    return [f"--dependency=afterany:{':'.join(job_ids)}"] if job_ids else []
+
+
+def render_submit_script(jobs: list[Job]) -> str:
+    """submit.sh: submits the run jobs, then the analysis job depending on all of them."""
+    q = shlex.quote
+    lines = ["#!/bin/bash", "# Written by python -m launch.sweep: submits the sweep (same as --submit).",
+             "set -euo pipefail", "ids=()"]
+    for job in jobs[:-1]:
+        if job.skip_reason:
+            lines.append(f"# {job.name}: {job.skip_reason}")
+            continue
+        lines.append(f'id=$(sbatch --parsable {q(str(job.path))}); id=${{id%%;*}}; ids+=("$id"); '
+                     f'echo "{job.name}: job $id"')
+    analysis = jobs[-1]
+    lines += ['dep=()', 'if [ ${#ids[@]} -gt 0 ]; then dep=(--dependency=afterany:$(IFS=:; echo "${ids[*]}")); fi',
+              f'id=$(sbatch --parsable "${{dep[@]}}" {q(str(analysis.path))}); echo "analysis: job ${{id%%;*}}"']
+    return "\n".join(lines) + "\n"
+
+
+def write_jobs(sweep: SweepSettings, jobs: list[Job]) -> Path:
+    root = study_dir(sweep)
+    (root / "logs").mkdir(parents=True, exist_ok=True)   # Slurm does not create --output folders
+    for job in jobs:
+        atomic_write_text(job.path, job.text)
+    submit = root / "sbatch" / "submit.sh"
+    atomic_write_text(submit, render_submit_script(jobs))
+    submit.chmod(0o755)
+    return submit
+
+
+def _sbatch(argv: list[str]) -> str:
+    res = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise UserError(f"{shlex.join(argv)} failed (exit {res.returncode}): {res.stderr.strip()}")
+    return res.stdout.strip().splitlines()[-1].split(";")[0]
+
+
+def submit(jobs: list[Job], wait: bool) -> int:
+    """sbatch every run job, then the analysis with afterany on them; print the job ids."""
+    sbatch = find_executable("sbatch")
+    if sbatch is None:
+        raise UserError("sbatch not found: submit on a Slurm login node, or start the local test "
+                        "cluster (python -m launch.testcluster start) and export SLURM_CONF")
+    ids: list[str] = []
+    for job in jobs[:-1]:
+        if job.skip_reason:
+            print(f"{job.name}: skipped ({job.skip_reason})", flush=True)
+            continue
+        jid = _sbatch([sbatch, "--parsable", str(job.path)])
+        ids.append(jid)
+        print(f"{job.name}: job {jid}", flush=True)
+    argv = [sbatch, "--parsable", *dependency_option(ids)]
+    if not wait:
+        jid = _sbatch(argv + [str(jobs[-1].path)])
+        print(f"analysis: job {jid} (runs after {len(ids)} job(s))", flush=True)
+        return 0
+    # --wait: sbatch prints the id, then returns when the job ends, with the job's exit code.
+    proc = subprocess.Popen(argv + ["--wait", str(jobs[-1].path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    first = proc.stdout.readline().strip()
+    print(f"analysis: job {first.split(';')[0]} (waiting for it and {len(ids)} run job(s))", flush=True)
+    proc.stdout.read()
+    rc = proc.wait()
+    print(f"analysis job ended with exit code {rc}", flush=True)
+    return 0 if rc == 0 else EXIT_FAILURE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m launch.sweep",
+        description="Write one sbatch script per sweep point (nodes x modes x engines) running "
+                    "'srun python -m scaling.run', plus an analysis job that waits for all of them. "
+                    "Scripts go to <out_dir>/<name>/sbatch/ with a submit.sh.",
+        epilog="examples:\n  python -m launch.sweep --config launch/sweep_example.toml --dry-run\n"
+               "  python -m launch.sweep --name a100 --nodes 1,2,4,8 --tasks-per-node 4 --gpus-per-node 4 "
+               "--cpus-per-task 8 --partition gpu --account myproject --submit",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", type=Path, help="sweep TOML with [sweep] and [run] tables")
+    act = p.add_mutually_exclusive_group()
+    act.add_argument("--dry-run", action="store_true", help="print the scripts; write and submit nothing")
+    act.add_argument("--submit", action="store_true", help="write the scripts and submit them with sbatch")
+    p.add_argument("--wait", action="store_true", help="with --submit: return when the analysis job has ended")
+    p.add_argument("--force", action="store_true", help="also submit points whose run completed earlier")
+    add_section_arguments(p, SECTIONS)
+    return p
+
+
+@main_guard
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.wait and not args.submit:
+        raise UserError("--wait needs --submit")
+    resolved = resolve_sections(SECTIONS, args.config, args)
+    sweep: SweepSettings = resolved["sweep"]
+    run: RunSettings = resolved["run"]
+    jobs = build_jobs(sweep, run, force=args.force)
+    if args.dry_run:
+        for job in jobs:
+            note = f" (skipped: {job.skip_reason})" if job.skip_reason else ""
+            print(f"# ===== {job.path}{note}\n{job.text}")
+        print(f"# ===== {jobs[-1].path.parent / 'submit.sh'}\n{render_submit_script(jobs)}")
+        return 0
+    submit_sh = write_jobs(sweep, jobs)
+    if not args.submit:
+        print(f"wrote {len(jobs)} job scripts to {submit_sh.parent}; submit them with:\n  {shlex.quote(str(submit_sh))}")
+        return 0
+    return submit(jobs, wait=args.wait)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

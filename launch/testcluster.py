@@ -1,0 +1,567 @@
+"""A real Slurm cluster on one machine: munged + slurmctld + N slurmd, all state in one folder.
+
+    python -m launch.testcluster start [--nodes 4] [--dir SCRATCH]   # prints: export SLURM_CONF=...
+    python -m launch.testcluster status [--dir SCRATCH]
+    python -m launch.testcluster stop [--dir SCRATCH]
+
+Every slurmd plays one node (``slurmd -N nX``) with its own port, spool and TmpFS; they share
+this host's name and address. Daemons run in the foreground of their own sessions, so the pids
+we record are the daemons themselves; ``stop`` ends exactly those (and anything else still
+holding the scratch folder, as a fallback) and checks that nothing is left.
+
+Why each setting in the generated slurm.conf is there is said next to it in ``render_slurm_conf``.
+"""
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from bologan.atomic import atomic_write_json, atomic_write_text
+from bologan.errors import EXIT_FAILURE, UserError, main_guard
+from launch.common import find_executable, is_root, tail
+
+DAEMONS = ("munged", "slurmctld", "slurmd")
+CLIENTS = ("sinfo", "scontrol", "srun", "sbatch", "squeue", "scancel")
+APT_PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
+# Processes of these names that still touch the scratch folder after `stop` are ours.
+_OUR_COMMS = ("munged", "slurmctld", "slurmd", "slurmstepd")
+STATE_FILE = "cluster.json"
+# A unix socket path must fit in sockaddr_un (108 bytes with the terminating NUL).
+_MAX_SOCKET_PATH = 100
+
+
+def default_scratch() -> Path:
+    """One scratch folder per user under the temp dir (short, so the munge socket path fits)."""
+    return Path(tempfile.gettempdir()) / f"bologan-testcluster-{os.getuid()}"
+
+
+@dataclass
+class Layout:
+    """Where everything of one test cluster lives, and its ports. Paths are absolute."""
+    scratch: Path
+    nodes: int
+    hostname: str
+    user: str
+    cpus_per_node: int
+    ctld_port: int
+    node_ports: list[int]
+    pids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def conf(self) -> Path:
+        return self.scratch / "slurm.conf"
+
+    @property
+    def munge_socket(self) -> Path:
+        return self.scratch / "munge" / "munge.socket"
+
+    @property
+    def munge_key(self) -> Path:
+        return self.scratch / "munge" / "munge.key"
+
+    @property
+    def task_prolog(self) -> Path:
+        return self.scratch / "taskprolog.sh"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.scratch / "log"
+
+    def node_names(self) -> list[str]:
+        return [f"n{i}" for i in range(1, self.nodes + 1)]
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["scratch"] = str(self.scratch)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Layout":
+        d = dict(d)
+        d["scratch"] = Path(d["scratch"])
+        return cls(**d)
+
+
+def check_scratch(path: Path) -> Path:
+    """slurm.conf has no quoting: refuse paths it cannot hold, and sockets that would not fit."""
+    path = path.expanduser().absolute()
+    bad = [c for c in str(path) if c.isspace() or c in "#=\"'\\%$`,"]
+    if bad:
+        raise UserError(f"--dir {str(path)!r}: slurm.conf cannot hold a path with {''.join(sorted(set(bad)))!r}; "
+                        "choose a plain path")
+    if len(str(path / "munge" / "munge.socket")) > _MAX_SOCKET_PATH:
+        raise UserError(f"--dir {path}: too long for a unix socket path; choose a shorter folder")
+    return path
+
+
+def free_ports(count: int, low: int = 17000, high: int = 29000) -> list[int]:
+    """``count`` distinct TCP ports that can be bound now, below the usual ephemeral range
+    (so an outgoing connection is unlikely to take one before the daemons start)."""
+    ports: list[int] = []
+    start = random.randrange(low, high)
+    for port in list(range(start, high)) + list(range(low, start)):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("", port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == count:
+            return ports
+    raise UserError(f"no {count} free TCP ports between {low} and {high}")
+
+
+def new_layout(scratch: Path, nodes: int) -> Layout:
+    if not 1 <= nodes <= 64:
+        raise UserError(f"--nodes {nodes}: choose between 1 and 64 emulated nodes")
+    ports = free_ports(nodes + 1)
+    return Layout(scratch=scratch, nodes=nodes, hostname=socket.gethostname(),
+                  user=getpass.getuser(), cpus_per_node=os.cpu_count() or 1,
+                  ctld_port=ports[0], node_ports=ports[1:])
+
+
+def render_slurm_conf(lay: Layout) -> str:
+    """slurm.conf for ``lay``: every path inside the scratch folder, every node on 127.0.0.1."""
+    s = lay.scratch
+    lines = [
+        "# Generated by python -m launch.testcluster: a test cluster on one machine.",
+        "ClusterName=bologantest",
+        f"SlurmctldHost={lay.hostname}(127.0.0.1)",
+        f"SlurmctldPort={lay.ctld_port}",
+        # The daemons run as whoever starts them; jobs then run as that same user.
+        f"SlurmUser={lay.user}",
+        f"SlurmdUser={lay.user}",
+        # Our own munged, found through its socket: no system munge service is needed.
+        "AuthType=auth/munge",
+        f"AuthInfo=socket={lay.munge_socket}",
+        "CredType=cred/munge",
+        f"StateSaveLocation={s}/state",
+        # %n: one spool, pid and log file per emulated node.
+        f"SlurmdSpoolDir={s}/spool/%n",
+        f"SlurmctldPidFile={s}/run/slurmctld.pid",
+        f"SlurmdPidFile={s}/run/slurmd-%n.pid",
+        f"SlurmctldLogFile={s}/log/slurmctld.log",
+        f"SlurmdLogFile={s}/log/slurmd-%n.log",
+        # PMIx steps create per-node temp dirs; emulated nodes must not share one.
+        f"TmpFS={s}/tmp/%n",
+        # No cgroups needed: track processes through /proc and do no task binding.
+        "ProctrackType=proctrack/linuxproc",
+        "TaskPlugin=task/none",
+        "SelectType=select/cons_tres",
+        "SelectTypeParameters=CR_CPU",
+        # Debian's Open MPI speaks PMIx only (no PMI1/PMI2).
+        "MpiDefault=pmix",
+        # Every node claims all CPUs of the machine; do not let slurmd object.
+        "SlurmdParameters=config_overrides",
+        f"TaskProlog={lay.task_prolog}",
+        # Finished jobs leave the controller quickly, so `sbatch --wait` returns in seconds.
+        "MinJobAge=4",
+        "ReturnToService=2",
+        "SchedulerType=sched/backfill",
+        "SchedulerParameters=sched_interval=2,bf_interval=2",
+        "JobAcctGatherType=jobacct_gather/none",
+        "AccountingStorageType=accounting_storage/none",
+        "JobCompType=jobcomp/none",
+        "MailProg=/bin/true",
+        "InactiveLimit=0",
+        "KillWait=5",
+        "SlurmctldTimeout=30",
+        "SlurmdTimeout=60",
+        "SlurmctldDebug=info",
+        "SlurmdDebug=info",
+    ]
+    for name, port in zip(lay.node_names(), lay.node_ports):
+        lines.append(f"NodeName={name} NodeHostname={lay.hostname} NodeAddr=127.0.0.1 Port={port} "
+                     f"CPUs={lay.cpus_per_node} State=UNKNOWN")
+    # FORCE:4 lets four jobs (or steps of four nodes) share each CPU: 4 nodes fit on 2 cores.
+    lines.append(f"PartitionName=debug Nodes={','.join(lay.node_names())} Default=YES MaxTime=INFINITE "
+                 "State=UP OverSubscribe=FORCE:4")
+    return "\n".join(lines) + "\n"
+
+
+def render_task_prolog() -> str:
+    """Runs before every task; 'export' lines it prints enter the task's environment."""
+    return (
+        "#!/bin/sh\n"
+        "# Emulated nodes share one hostname, so Open MPI would pick its shared-memory transport\n"
+        "# (vader) between ranks of different 'nodes' and crash; use TCP unless the user chose.\n"
+        'if [ -z "${OMPI_MCA_btl:-}" ]; then echo "export OMPI_MCA_btl=^vader"; fi\n'
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# processes
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    """True for a live process (a zombie counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _is_ours(pid: int, lay: Layout) -> bool:
+    """The pid still runs one of our daemons (guards against a recycled pid)."""
+    cmd = _cmdline(pid)
+    return bool(cmd) and _alive(pid) and any(str(lay.scratch) in a for a in cmd)
+
+
+def _touches(pid: int, scratch: Path) -> bool:
+    """The process has its cwd, an open file or its command line inside ``scratch``."""
+    root = str(scratch)
+    if any(root in a for a in _cmdline(pid)):
+        return True
+    base = Path(f"/proc/{pid}")
+    try:
+        links = [base / "cwd"] + list((base / "fd").iterdir())
+    except OSError:
+        return False
+    for link in links:
+        try:
+            target = os.readlink(link)
+        except OSError:
+            continue
+        if target == root or target.startswith(root + "/"):
+            return True
+    return False
+
+
+def leftover_processes(scratch: Path) -> list[tuple[int, str]]:
+    """munged/slurm processes still using ``scratch``: (pid, name)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        comm = _comm(pid)
+        if comm in _OUR_COMMS and _alive(pid) and _touches(pid, scratch):
+            found.append((pid, comm))
+    return found
+
+
+def _terminate(pids: list[int], timeout_s: float) -> list[int]:
+    """SIGTERM, wait up to ``timeout_s``, then SIGKILL; returns the pids that survived."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.1)
+    rest = [p for p in pids if _alive(p)]
+    for pid in rest:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    time.sleep(0.2 if rest else 0)
+    return [p for p in rest if _alive(p)]
+
+
+def slurm_env(lay: Layout) -> dict[str, str]:
+    env = dict(os.environ)
+    env["SLURM_CONF"] = str(lay.conf)
+    return env
+
+
+def _run_client(lay: Layout, argv: list[str], timeout_s: float = 10) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, env=slurm_env(lay), capture_output=True, text=True, timeout=timeout_s,
+                          check=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# state
+
+
+def load_layout(scratch: Path) -> Layout | None:
+    try:
+        return Layout.from_json(json.loads((scratch / STATE_FILE).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def running_daemons(lay: Layout) -> dict[str, int]:
+    """Recorded daemons that are still alive: {name: pid}."""
+    return {name: pid for name, pid in lay.pids.items() if _is_ours(pid, lay)}
+
+
+def ensure_installed() -> None:
+    """Install the Debian packages when root with apt, else explain what is missing (exit 2)."""
+    missing = [c for c in DAEMONS + CLIENTS if find_executable(c) is None]
+    if not missing:
+        return
+    apt = find_executable("apt-get")
+    if not (is_root() and apt):
+        raise UserError(
+            f"Slurm/munge commands not found: {', '.join(missing)}. As root on Debian/Ubuntu: "
+            f"apt-get install --no-install-recommends {' '.join(APT_PACKAGES)}; elsewhere install "
+            "Slurm and munge from your distribution, or use a real cluster")
+    print(f"testcluster: installing {' '.join(APT_PACKAGES)} with apt-get", file=sys.stderr, flush=True)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run([apt, "update", "-qq"], env=env, check=False)
+    rc = subprocess.run([apt, "install", "-y", "-qq", "--no-install-recommends", *APT_PACKAGES],
+                        env=env, check=False).returncode
+    still = [c for c in DAEMONS + CLIENTS if find_executable(c) is None]
+    if rc != 0 or still:
+        raise UserError(f"apt-get install failed (exit {rc}); still missing: {', '.join(still) or 'none'}")
+
+
+def _prepare(lay: Layout) -> None:
+    """Fresh state, spool and temp folders (no jobs survive a restart), key, conf, prolog."""
+    import shutil
+
+    s = lay.scratch
+    for sub in ("state", "spool", "tmp", "run"):
+        shutil.rmtree(s / sub, ignore_errors=True)
+    for sub in ("state", "run", "log", "munge"):
+        (s / sub).mkdir(parents=True, exist_ok=True)
+    for name in lay.node_names():
+        (s / "spool" / name).mkdir(parents=True, exist_ok=True)
+        (s / "tmp" / name).mkdir(parents=True, exist_ok=True)
+    # munged refuses keys or folders others can read or write.
+    os.chmod(s, 0o755)
+    os.chmod(s / "munge", 0o700)
+    if not lay.munge_key.exists():
+        fd = os.open(lay.munge_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(os.urandom(1024))
+    os.chmod(lay.munge_key, 0o600)
+    atomic_write_text(lay.conf, render_slurm_conf(lay))
+    atomic_write_text(lay.task_prolog, render_task_prolog())
+    os.chmod(lay.task_prolog, 0o755)
+    os.chmod(lay.conf, 0o644)
+
+
+def _spawn(name: str, argv: list[str], lay: Layout) -> int:
+    """Start a daemon in the foreground of its own session; output goes to log/<name>.out."""
+    out = open(lay.log_dir / f"{name}.out", "ab")
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                env=slurm_env(lay), start_new_session=True, close_fds=True)
+    finally:
+        out.close()
+    return proc.pid
+
+
+def _log_tails(lay: Layout) -> str:
+    parts = []
+    for log in sorted(lay.log_dir.glob("*")):
+        text = tail(log, 8)
+        if text.strip():
+            parts.append(f"--- {log} ---\n{text}")
+    return "\n".join(parts)
+
+
+def _node_states(lay: Layout) -> dict[str, str]:
+    try:
+        res = _run_client(lay, [find_executable("sinfo") or "sinfo", "-h", "-N", "-o", "%N %t"], 5)
+    except subprocess.TimeoutExpired:
+        return {}
+    states = {}
+    for line in res.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            states[parts[0]] = parts[1]
+    return states
+
+
+def start(scratch: Path, nodes: int, timeout_s: float) -> Layout:
+    """Start the cluster (or report the running one); returns its layout once every node is idle."""
+    ensure_installed()
+    scratch = check_scratch(scratch)
+    old = load_layout(scratch)
+    if old is not None and running_daemons(old):
+        if old.nodes != nodes:
+            raise UserError(f"a test cluster with {old.nodes} nodes already runs in {scratch}; "
+                            "stop it first (python -m launch.testcluster stop)")
+        print(f"testcluster: already running in {scratch}", file=sys.stderr)
+        return old
+    if old is not None:
+        _stop_processes(old)  # leftovers of a crashed start
+    scratch.mkdir(parents=True, exist_ok=True)
+    lay = new_layout(scratch, nodes)
+    _prepare(lay)
+    for log in lay.log_dir.glob("*"):
+        log.unlink()
+
+    exe = {n: find_executable(n) for n in DAEMONS}
+    try:
+        lay.pids["munged"] = _spawn("munged", [
+            exe["munged"], "--foreground", "--force", f"--socket={lay.munge_socket}",
+            f"--key-file={lay.munge_key}", f"--pid-file={scratch}/run/munged.pid",
+            f"--log-file={lay.log_dir}/munged.log", f"--seed-file={scratch}/munge/munged.seed"], lay)
+        _wait_for(lambda: lay.munge_socket.exists(), 10, "munged did not create its socket", lay)
+        lay.pids["slurmctld"] = _spawn("slurmctld", [exe["slurmctld"], "-D", "-i", "-f", str(lay.conf)], lay)
+        for name in lay.node_names():
+            lay.pids[f"slurmd-{name}"] = _spawn(f"slurmd-{name}",
+                                                [exe["slurmd"], "-D", "-f", str(lay.conf), "-N", name], lay)
+        atomic_write_json(scratch / STATE_FILE, lay.to_json())
+
+        def all_idle() -> bool:
+            dead = [n for n, p in lay.pids.items() if not _alive(p)]
+            if dead:
+                raise _StartError(f"{', '.join(dead)} exited during start")
+            states = _node_states(lay)
+            return len(states) == nodes and all(s.rstrip("*~#") == "idle" for s in states.values())
+
+        _wait_for(all_idle, timeout_s, f"the {nodes} nodes did not become idle within {timeout_s:.0f} s", lay)
+    except _StartError as exc:
+        _stop_processes(lay)
+        print(f"error: test cluster did not start: {exc}\n{_log_tails(lay)}", file=sys.stderr)
+        raise SystemExit(EXIT_FAILURE) from None
+    except BaseException:
+        _stop_processes(lay)
+        raise
+    return lay
+
+
+class _StartError(Exception):
+    pass
+
+
+def _wait_for(pred, timeout_s: float, message: str, lay: Layout) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if pred():
+            return
+        if time.monotonic() > deadline:
+            raise _StartError(message)
+        time.sleep(0.2)
+
+
+def _cancel_jobs(lay: Layout) -> None:
+    """Cancel every job, so no slurmstepd outlives its slurmd."""
+    try:
+        res = _run_client(lay, [find_executable("squeue") or "squeue", "-h", "-o", "%A"], 5)
+        ids = res.stdout.split()
+        if ids:
+            _run_client(lay, [find_executable("scancel") or "scancel", *ids], 5)
+            deadline = time.monotonic() + 8
+            while time.monotonic() < deadline:
+                if not _run_client(lay, [find_executable("squeue") or "squeue", "-h", "-o", "%A"], 5).stdout.strip():
+                    break
+                time.sleep(0.3)
+    except (subprocess.TimeoutExpired, OSError):
+        pass
+
+
+def _stop_processes(lay: Layout) -> list[tuple[int, str]]:
+    """Stop recorded daemons (nodes, controller, then munged), then anything else still using
+    the scratch folder. Returns what could not be stopped."""
+    order = sorted(lay.pids, key=lambda n: (n == "munged", n == "slurmctld"))
+    for name in order:
+        pid = lay.pids[name]
+        if _is_ours(pid, lay):
+            _terminate([pid], 10)
+    rest = leftover_processes(lay.scratch)
+    if rest:
+        _terminate([p for p, _ in rest], 5)
+    return leftover_processes(lay.scratch)
+
+
+def stop(scratch: Path) -> int:
+    scratch = scratch.expanduser().absolute()
+    lay = load_layout(scratch)
+    if lay is None:
+        rest = leftover_processes(scratch) if scratch.exists() else []
+        if not rest:
+            print(f"testcluster: nothing runs in {scratch}", file=sys.stderr)
+            return 0
+        lay = Layout(scratch=scratch, nodes=0, hostname="", user="", cpus_per_node=0, ctld_port=0,
+                     node_ports=[])
+    if running_daemons(lay).get("slurmctld"):
+        _cancel_jobs(lay)
+    t0 = time.monotonic()
+    rest = _stop_processes(lay)
+    if rest:
+        listing = ", ".join(f"{name} (pid {pid})" for pid, name in rest)
+        print(f"error: still running after stop: {listing}", file=sys.stderr)
+        return EXIT_FAILURE
+    lay.pids = {}
+    atomic_write_json(scratch / STATE_FILE, lay.to_json())
+    print(f"testcluster: stopped ({time.monotonic() - t0:.1f} s); nothing left running", file=sys.stderr)
+    return 0
+
+
+def status(scratch: Path) -> int:
+    """Print daemons and nodes; exit 0 when the cluster runs, 1 when it does not."""
+    scratch = scratch.expanduser().absolute()
+    lay = load_layout(scratch)
+    alive = running_daemons(lay) if lay else {}
+    if lay is None or not alive:
+        print(f"testcluster: not running (scratch {scratch})")
+        return EXIT_FAILURE
+    print(f"testcluster: {lay.nodes} nodes in {scratch}")
+    for name, pid in sorted(lay.pids.items()):
+        print(f"  {name:<12} pid {pid:<8} {'running' if name in alive else 'NOT RUNNING'}")
+    res = _run_client(lay, [find_executable("sinfo") or "sinfo", "-N", "-o", "%10N %10T %5c %P"])
+    print(res.stdout.rstrip() or res.stderr.rstrip())
+    jobs = _run_client(lay, [find_executable("squeue") or "squeue", "-o", "%8i %20j %8T %10M %D %R"])
+    print(jobs.stdout.rstrip())
+    print(f"export SLURM_CONF={lay.conf}")
+    return 0 if len(alive) == len(lay.pids) else EXIT_FAILURE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m launch.testcluster",
+        description="Run a real Slurm cluster on this machine (munged + slurmctld + one slurmd per "
+                    "emulated node) for tests and demos. All state lives in one scratch folder.",
+        epilog="example:\n  eval \"$(python -m launch.testcluster start --nodes 4)\"\n"
+               "  srun -N4 hostname\n  python -m launch.testcluster stop",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("action", choices=("start", "stop", "status"))
+    p.add_argument("--nodes", type=int, default=4, help="emulated nodes for start (default: 4)")
+    p.add_argument("--dir", type=Path, default=default_scratch(),
+                   help="scratch folder for config, state, logs and sockets (default: %(default)s)")
+    p.add_argument("--timeout", type=float, default=30.0,
+                   help="seconds to wait for all nodes to be idle on start (default: 30)")
+    return p
+
+
+@main_guard
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.action == "start":
+        t0 = time.monotonic()
+        lay = start(args.dir, args.nodes, args.timeout)
+        print(f"testcluster: {lay.nodes} nodes idle after {time.monotonic() - t0:.1f} s "
+              f"(logs in {lay.log_dir}); point srun/sbatch at it with:", file=sys.stderr)
+        print(f"export SLURM_CONF={lay.conf}", flush=True)
+        return 0
+    if args.action == "stop":
+        return stop(args.dir)
+    return status(args.dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
