@@ -72,6 +72,8 @@ class Accumulator:
                 watts: float | None = raw
             else:
                 self._advance_counter(raw)
+                if self.error is not None:
+                    return None
                 watts = None
             self._last_raw, self._last_t_s = raw, t_s
             return t_s, self.total_uj, watts

@@ -82,15 +82,18 @@ class EnergyMeter:
 
     Extra keyword arguments (defaults are right for training): ``gpu_indices`` measures several
     GPUs as one domain (``energy.monitor``); ``open_fn`` opens sysfs files (tests inject
-    failures); ``proc_stat`` and ``cpu_packages`` feed the CPU estimate.
+    failures); ``proc_stat`` and ``cpu_packages`` feed the CPU estimate; ``clock`` replaces
+    ``time.monotonic`` (tests drive time by hand).
     """
 
     def __init__(self, config: EnergyConfig, *, rank: int, local_rank: int, node: str,
                  read_node_counters: bool, gpu_index: int | None, t0: float,
                  sync: Callable[[], None] | None = None, nvml_module: Any = None,
                  gpu_indices: list[int] | None = None, open_fn: OpenFn = default_open,
-                 proc_stat: str = "/proc/stat", cpu_packages: int | None = None):
+                 proc_stat: str = "/proc/stat", cpu_packages: int | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         config.check()
+        self._monotonic = clock
         self.config = config
         self.rank = rank
         self.local_rank = local_rank
@@ -128,7 +131,7 @@ class EnergyMeter:
 
     # -- construction -------------------------------------------------------------------------
     def _clock(self) -> float:
-        return time.monotonic() - self.t0
+        return self._monotonic() - self.t0
 
     def _accumulate(self, channels: list[Channel]) -> list[Accumulator]:
         return [Accumulator(ch, self._clock) for ch in channels]

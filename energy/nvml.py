@@ -35,7 +35,7 @@ def load_nvml(nvml_module: Any = None) -> tuple[Any | None, str | None, str]:
     nvml = nvml_module
     if nvml is None:
         try:
-            import pynvml as nvml  # noqa: PLC0415 - optional dependency, imported only when a GPU is wanted
+            import pynvml as nvml  # optional: imported only when a GPU is wanted
         except ImportError as exc:
             return None, f"pynvml not importable ({exc})", HINT_NO_MODULE
     try:
@@ -203,25 +203,33 @@ def resolve_gpu_index(local_rank: int, env: Mapping[str, str] = os.environ, visi
         shutdown_nvml(nvml)
 
 
-def all_visible_indices(env: Mapping[str, str] = os.environ, *, nvml_module: Any = None) -> list[int]:
-    """Every NVML index a process started with ``env`` can use (for ``energy.monitor``)."""
-    nvml, _reason, _hint = load_nvml(nvml_module)
+def all_visible_indices(env: Mapping[str, str] = os.environ, *,
+                        nvml_module: Any = None) -> tuple[list[int], str | None, str]:
+    """Every NVML index a process started with ``env`` can use (for ``energy.monitor``).
+
+    Returns ``(indices, reason, hint)``; ``reason`` says why the list is empty when it is.
+    """
+    nvml, reason, hint = load_nvml(nvml_module)
     if nvml is None:
-        return []
+        return [], reason, hint
     try:
         count = nvml.nvmlDeviceGetCount()
         visible = env.get("CUDA_VISIBLE_DEVICES")
         if visible is None:
-            return list(range(count))
-        out: list[int] = []
-        for entry in _parse_visible(visible):
-            if entry.startswith("MIG-"):
-                continue
-            index = int(entry) if entry.isdigit() else _uuid_to_index(nvml, entry)
-            if index is not None and index < count and index not in out:
-                out.append(index)
-        return out
-    except Exception:
-        return []
+            indices = list(range(count))
+        else:
+            indices = []
+            for entry in _parse_visible(visible):
+                if entry.startswith("MIG-"):
+                    continue
+                index = int(entry) if entry.isdigit() else _uuid_to_index(nvml, entry)
+                if index is not None and index < count and index not in indices:
+                    indices.append(index)
+    except Exception as exc:
+        return [], f"NVML device query failed: {_err_text(exc)}", HINT_NO_DRIVER
     finally:
         shutdown_nvml(nvml)
+    if not indices:
+        why = "NVML reports no GPU" if visible is None else f"CUDA_VISIBLE_DEVICES={visible!r} selects no GPU"
+        return [], why, ""
+    return indices, None, ""

@@ -1,0 +1,149 @@
+"""EnergyMeter behaviour independent of the device kind: config, windows, estimate, sampler."""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+from energy_fakes import two_socket_tree  # noqa: E402
+
+from bologan.config import BOLOGAN_SECTIONS  # noqa: E402
+from bologan.errors import UserError  # noqa: E402
+from bologan.settings import section_from_mapping  # noqa: E402
+from energy.config import EnergyConfig  # noqa: E402
+from energy.meter import EnergyMeter  # noqa: E402
+
+
+def meter_for(config: EnergyConfig, *, reader: bool = True, **kwargs) -> EnergyMeter:
+    return EnergyMeter(config, rank=1, local_rank=0 if reader else 1, node="n0", read_node_counters=reader,
+                       gpu_index=None, t0=time.monotonic(), **kwargs)
+
+
+@pytest.mark.parametrize("bad", [
+    {"sample_interval_s": 0.0}, {"sample_interval_s": -1.0}, {"sample_interval_s": 120.0},
+    {"sample_interval_s": math.nan}, {"cpu_tdp_w": -5.0}, {"gpu_tdp_w": math.inf}, {"powercap_root": " "},
+])
+def test_config_check_rejects(bad):
+    with pytest.raises(ValueError):
+        EnergyConfig(**bad).check()
+    with pytest.raises(UserError, match="energy"):
+        section_from_mapping(EnergyConfig, bad, "run.toml: [energy]")
+
+
+def test_config_defaults_and_unique_field_names():
+    cfg = section_from_mapping(EnergyConfig, {"sample_interval_s": 1, "estimate_energy": True}, "t")
+    assert cfg.sample_interval_s == 1.0 and cfg.estimate_energy and cfg.powercap_root == "/sys/class/powercap"
+    with pytest.raises(UserError, match="unknown key 'interval'"):
+        section_from_mapping(EnergyConfig, {"interval": 1}, "t")
+    ours = set(EnergyConfig.__dataclass_fields__)
+    for cls in BOLOGAN_SECTIONS.values():
+        assert not ours & set(cls.__dataclass_fields__)
+
+
+def test_windows_overlap_nest_and_restart(tmp_path):
+    tree = two_socket_tree(tmp_path)
+    meter = meter_for(EnergyConfig(powercap_root=str(tmp_path)))
+    meter.begin("run")
+    tree.add("intel-rapl:0", 1_000_000)
+    meter.begin("epoch-0")
+    tree.add("intel-rapl:0", 2_000_000)
+    e0 = meter.end("epoch-0")
+    meter.begin("epoch-1")
+    meter.begin("epoch-1")              # reopening restarts the window
+    tree.add("intel-rapl:1", 4_000_000)
+    e1 = meter.end("epoch-1")
+    run = meter.end("run")
+    assert (e0.cpu_energy_j, e1.cpu_energy_j, run.cpu_energy_j) == (2.0, 4.0, 7.0)
+    assert e0.time_s >= 0 and run.time_s >= e0.time_s + e1.time_s
+    with pytest.raises(KeyError, match="never begun"):
+        meter.end("epoch-0")
+    assert meter.open_windows() == []
+    meter.stop()
+
+
+def test_not_reader_rank_reports_no_node_energy(tmp_path):
+    tree = two_socket_tree(tmp_path)
+    meter = meter_for(EnergyConfig(powercap_root=str(tmp_path)), reader=False)
+    meter.begin("e")
+    tree.add("intel-rapl:0", 1_000_000)
+    w = meter.end("e")
+    assert (w.cpu_energy_source, w.dram_energy_source) == ("not_reader", "not_reader")
+    assert math.isnan(w.cpu_energy_j) and math.isnan(w.dram_energy_j)
+    d = meter.describe()
+    assert d["domains"]["cpu"]["devices"] == [] and d["powercap_root"] is None
+    meter.stop()
+
+
+def write_proc_stat(path: Path, busy: int, idle: int, cpus: int = 4) -> None:
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    lines = [f"cpu  {busy} 0 0 {idle} 7 0 0 0 0 0"]
+    lines += [f"cpu{i} 1 0 0 1 0 0 0 0 0 0" for i in range(cpus)]
+    lines += ["intr 1 2 3", "ctxt 99"]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_cpu_estimate_opt_in_flagged_and_exact(tmp_path):
+    stat = tmp_path / "stat"
+    write_proc_stat(stat, busy=1000, idle=5000)
+    config = EnergyConfig(powercap_root=str(tmp_path / "none"), estimate_energy=True, cpu_tdp_w=100.0)
+    meter = meter_for(config, proc_stat=str(stat), cpu_packages=2)
+    meter.begin("e")
+    ticks = os.sysconf("SC_CLK_TCK")
+    write_proc_stat(stat, busy=1000 + 4 * ticks, idle=9000)     # 4 busy CPU-seconds on 4 CPUs
+    w = meter.end("e")
+    # 100 W x 2 packages x 4 CPU-s / 4 CPUs = 200 J
+    assert w.cpu_energy_source == "estimated" and w.cpu_energy_j == pytest.approx(200.0, rel=1e-12)
+    assert w.dram_energy_source == "unavailable"                # no DRAM model: never guessed
+    d = meter.describe()
+    assert d["domains"]["cpu"]["method"] == "estimate"
+    assert d["domains"]["cpu"]["details"][0]["packages"] == 2
+    assert any("estimate" in x for x in d["warnings"])
+    meter.stop()
+
+
+def test_estimate_needs_tdp_and_never_replaces_rapl(tmp_path):
+    no_tdp = meter_for(EnergyConfig(powercap_root=str(tmp_path / "none"), estimate_energy=True))
+    assert no_tdp.describe()["domains"]["cpu"]["source"] == "unavailable"
+    assert any("cpu_tdp_w is 0" in x for x in no_tdp.describe()["warnings"])
+    no_tdp.stop()
+    two_socket_tree(tmp_path / "rapl")
+    with_rapl = meter_for(EnergyConfig(powercap_root=str(tmp_path / "rapl"), estimate_energy=True, cpu_tdp_w=200))
+    assert with_rapl.describe()["domains"]["cpu"]["source"] == "measured"
+    with_rapl.stop()
+    off = meter_for(EnergyConfig(powercap_root=str(tmp_path / "none"), cpu_tdp_w=200))
+    assert off.describe()["domains"]["cpu"]["source"] == "unavailable"      # estimate is opt-in
+    off.stop()
+
+
+def test_drain_while_sampling_loses_nothing(tmp_path):
+    two_socket_tree(tmp_path)
+    meter = meter_for(EnergyConfig(powercap_root=str(tmp_path), sample_interval_s=0.001))
+    got = []
+    meter.start()
+    end = time.monotonic() + 0.3
+    while time.monotonic() < end:
+        got.extend(meter.drain_samples())
+        time.sleep(0.003)
+    meter.stop()
+    got.extend(meter.drain_samples())
+    passes = meter.sampler_stats.samples          # includes the priming pass at construction
+    assert passes > 10
+    assert len(got) == (passes - 1) * 4
+    assert meter.describe()["sampler"]["thread_cpu_s"] > 0
+
+
+def test_stop_is_safe_from_any_thread_and_context_manager(tmp_path):
+    two_socket_tree(tmp_path)
+    with meter_for(EnergyConfig(powercap_root=str(tmp_path), sample_interval_s=0.01)) as meter:
+        assert meter.describe()["sampler"]["running"]
+        t = threading.Thread(target=meter.stop)
+        t.start()
+        t.join(5)
+    assert not meter.describe()["sampler"]["running"]
+    meter.stop()

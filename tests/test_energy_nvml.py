@@ -1,0 +1,233 @@
+"""GPU energy through a fake NVML module; GPU index mapping; the TensorFlow fence."""
+from __future__ import annotations
+
+import math
+import sys
+import time
+import types
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+from energy_fakes import NVML_ERROR_LIBRARY_NOT_FOUND, FakeGpu, fake_nvml  # noqa: E402
+
+from energy.config import EnergyConfig  # noqa: E402
+from energy.meter import EnergyMeter, resolve_gpu_index, tf_sync_devices  # noqa: E402
+from energy.nvml import all_visible_indices  # noqa: E402
+
+
+class Clock:
+    def __init__(self, t: float = 50.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def gpu_meter(nvml, gpu_index=0, clock=None, sync=None, **config) -> EnergyMeter:
+    clock = clock or Clock()
+    return EnergyMeter(EnergyConfig(powercap_root="/nonexistent-powercap", **config), rank=3, local_rank=1,
+                       node="n1", read_node_counters=False, gpu_index=gpu_index, t0=clock(), clock=clock,
+                       sync=sync, nvml_module=nvml)
+
+
+def test_energy_counter_exact_difference():
+    gpus = [FakeGpu(energy_mj=10_000), FakeGpu(energy_mj=77)]
+    nvml = fake_nvml(gpus)
+    clock = Clock()
+    fences = []
+    meter = gpu_meter(nvml, gpu_index=1, clock=clock, sync=lambda: fences.append(clock.t))
+    meter.begin("epoch-1")
+    clock.t += 2.0
+    gpus[1].energy_mj += 123_456
+    gpus[0].energy_mj += 999_999               # another rank's GPU: not ours
+    meter.sample_now()
+    w = meter.end("epoch-1")
+    assert w.gpu_energy_j == 123.456 and w.gpu_energy_source == "measured"
+    assert (w.cpu_energy_source, w.dram_energy_source) == ("not_reader", "not_reader")
+    assert math.isnan(w.cpu_energy_j) and math.isnan(w.dram_energy_j)
+    assert len(fences) == 2                    # begin and end each fenced GPU work first
+    gpu = meter.describe()["domains"]["gpu"]
+    assert (gpu["source"], gpu["method"], gpu["devices"]) == ("measured", "nvml-energy-counter", ["gpu1"])
+    [sample] = meter.drain_samples()
+    assert (sample.domain, sample.device, sample.rank, sample.node) == ("gpu", "gpu1", 3, "n1")
+    assert sample.watts == pytest.approx(123.456 / 2.0) and sample.t_s == pytest.approx(2.0)
+    meter.stop()
+    assert nvml.state["init"] == 0             # NVML released
+
+
+def test_power_integrated_when_counter_not_supported():
+    gpu = FakeGpu(energy_mj=None, power_mw=100_000)        # pre-Volta: no energy counter
+    clock = Clock()
+    meter = gpu_meter(fake_nvml([gpu]), clock=clock)
+    meter.begin("e")
+    clock.t += 1.0
+    gpu.power_mw = 300_000
+    meter.sample_now()                  # trapezoid 0..1 s: (100 + 300) / 2 = 200 J
+    clock.t += 1.0
+    meter.sample_now()                  # 1..2 s at 300 W: 300 J
+    clock.t += 0.5
+    gpu.power_mw = 100_000
+    w = meter.end("e")                  # 2..2.5 s: (300 + 100) / 2 * 0.5 = 100 J
+    assert w.gpu_energy_j == pytest.approx(600.0, rel=1e-12)
+    assert w.gpu_energy_source == "measured"
+    assert meter.describe()["domains"]["gpu"]["method"] == "nvml-power-integrated"
+    assert [s.watts for s in meter.drain_samples()] == [300.0, 300.0]   # the readings themselves
+    meter.stop()
+
+
+def test_power_integration_on_the_real_clock_within_tolerance():
+    gpu = FakeGpu(energy_mj=None, power_mw=150_000)
+    meter = gpu_meter(fake_nvml([gpu]), clock=time.monotonic, sample_interval_s=0.01)
+    meter.start()
+    meter.begin("e")
+    time.sleep(0.2)
+    w = meter.end("e")
+    meter.stop()
+    assert w.gpu_energy_j == pytest.approx(150.0 * w.time_s, rel=0.02)
+
+
+def test_nothing_supported_without_estimate_is_unavailable():
+    meter = gpu_meter(fake_nvml([FakeGpu(energy_mj=None, power_mw=None)]))
+    gpu = meter.describe()["domains"]["gpu"]
+    assert gpu["source"] == "unavailable" and "not supported" in gpu["reason"]
+    meter.begin("e")
+    assert meter.end("e").gpu_energy_source == "unavailable"
+    meter.stop()
+
+
+def test_estimate_only_when_opted_in_and_flagged():
+    gpu = FakeGpu(energy_mj=None, power_mw=None, util_pct=50)
+    clock = Clock()
+    meter = gpu_meter(fake_nvml([gpu]), clock=clock, estimate_energy=True, gpu_tdp_w=300.0)
+    meter.begin("e")
+    clock.t += 2.0
+    w = meter.end("e")
+    assert w.gpu_energy_source == "estimated" and w.gpu_energy_j == pytest.approx(300.0)   # 150 W x 2 s
+    assert meter.describe()["domains"]["gpu"]["method"] == "estimate"
+    meter.stop()
+
+
+def test_library_missing_or_init_failure_is_unavailable(monkeypatch):
+    failing = fake_nvml(init_error=NVML_ERROR_LIBRARY_NOT_FOUND)
+    meter = gpu_meter(failing)
+    gpu = meter.describe()["domains"]["gpu"]
+    assert gpu["source"] == "unavailable"
+    assert "NVML Shared Library Not Found" in gpu["reason"] and "driver" in gpu["hint"]
+    meter.begin("e")
+    w = meter.end("e")
+    assert w.gpu_energy_source == "unavailable" and math.isnan(w.gpu_energy_j)
+    meter.stop()
+
+    monkeypatch.setitem(sys.modules, "pynvml", None)            # module not installed
+    meter = gpu_meter(None)
+    gpu = meter.describe()["domains"]["gpu"]
+    assert gpu["source"] == "unavailable" and "pynvml not importable" in gpu["reason"]
+    assert "nvidia-ml-py" in gpu["hint"]
+    meter.stop()
+
+
+def test_real_pynvml_without_driver_is_unavailable():
+    pynvml = pytest.importorskip("pynvml")
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        pass
+    else:
+        pynvml.nvmlShutdown()
+        pytest.skip("this machine has a working NVIDIA driver: the no-driver path is covered by the fakes")
+    meter = gpu_meter(None)
+    gpu = meter.describe()["domains"]["gpu"]
+    assert gpu["source"] == "unavailable" and gpu["reason"].startswith("nvmlInit failed")
+    meter.stop()
+
+
+def test_bad_index_and_counter_reset():
+    meter = gpu_meter(fake_nvml([FakeGpu()]), gpu_index=4)
+    assert "gpu4" in meter.describe()["domains"]["gpu"]["reason"]
+    meter.stop()
+    gpu = FakeGpu(energy_mj=5000)
+    meter = gpu_meter(fake_nvml([gpu]))
+    meter.begin("e")
+    gpu.energy_mj = 10                    # driver reloaded: the counter restarted
+    w = meter.end("e")
+    assert w.gpu_energy_source == "unavailable"
+    assert "decreased" in meter.describe()["domains"]["gpu"]["details"][0]["error"]
+    meter.stop()
+
+
+def test_no_gpu_assigned():
+    meter = gpu_meter(fake_nvml(), gpu_index=None)
+    assert meter.describe()["domains"]["gpu"]["reason"] == "no GPU assigned to this rank"
+    meter.stop()
+
+
+UUIDS = ["GPU-aaaa1111-0000-0000-0000-000000000000", "GPU-bbbb2222-0000-0000-0000-000000000000",
+         "GPU-bbbb3333-0000-0000-0000-000000000000"]
+
+
+@pytest.mark.parametrize("visible, local_rank, count, expected", [
+    (None, 0, 4, 0),
+    (None, 3, 4, 3),
+    (None, 4, 4, None),           # more local ranks than GPUs: none rather than a shared GPU
+    (None, 0, 0, None),
+    ("", 0, 4, None),
+    ("-1", 0, 4, None),
+    ("NoDevFiles", 0, 4, None),
+    ("2,3", 0, 4, 2),
+    ("2,3", 1, 4, 3),
+    ("2,3", 2, 4, None),
+    (" 1 , 0 ", 1, 4, 0),
+    ("3", 5, 4, 3),               # one GPU per task bound by the launcher: use it whatever the local rank
+    ("0,7,1", 1, 4, None),        # index beyond the node's GPUs
+    ("1,-1,2", 1, 4, 1),          # CUDA stops at the first invalid entry: only "1" counts
+    ("MIG-1234", 0, 4, None),
+])
+def test_resolve_gpu_index_integers(visible, local_rank, count, expected):
+    env = {} if visible is None else {"CUDA_VISIBLE_DEVICES": visible}
+    assert resolve_gpu_index(local_rank, env, visible_count=count) == expected
+
+
+def test_resolve_gpu_index_uuids_and_nvml_count():
+    nvml = fake_nvml([FakeGpu(uuid=u) for u in UUIDS])
+    env = {"CUDA_VISIBLE_DEVICES": f"{UUIDS[2]},{UUIDS[0]}"}
+    assert resolve_gpu_index(0, env, nvml_module=nvml) == 2
+    assert resolve_gpu_index(1, env, nvml_module=nvml) == 0
+    assert resolve_gpu_index(0, {"CUDA_VISIBLE_DEVICES": "GPU-aaaa"}, nvml_module=nvml) == 0   # unique prefix
+    assert resolve_gpu_index(0, {"CUDA_VISIBLE_DEVICES": "GPU-bbbb"}, nvml_module=nvml) is None  # ambiguous
+    assert resolve_gpu_index(2, {}, nvml_module=nvml) == 2            # count asked from NVML
+    assert resolve_gpu_index(3, {}, nvml_module=nvml) is None
+    assert resolve_gpu_index(0, {}, nvml_module=fake_nvml(init_error=NVML_ERROR_LIBRARY_NOT_FOUND)) is None
+    assert nvml.state["init"] == 0
+    assert all_visible_indices({"CUDA_VISIBLE_DEVICES": f"2,{UUIDS[0]},2"}, nvml_module=nvml)[0] == [2, 0]
+    indices, reason, _ = all_visible_indices({"CUDA_VISIBLE_DEVICES": ""}, nvml_module=nvml)
+    assert indices == [] and "selects no GPU" in reason
+
+
+def test_tf_sync_devices_never_imports_tensorflow(monkeypatch):
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
+    assert tf_sync_devices() is None
+    assert "tensorflow" not in sys.modules
+    calls = []
+    fake_tf = types.SimpleNamespace(test=types.SimpleNamespace(
+        experimental=types.SimpleNamespace(sync_devices=lambda: calls.append(1))))
+    monkeypatch.setitem(sys.modules, "tensorflow", fake_tf)
+    fence = tf_sync_devices()
+    fence()
+    assert calls == [1]
+    monkeypatch.setitem(sys.modules, "tensorflow", types.SimpleNamespace(test=types.SimpleNamespace()))
+    assert tf_sync_devices() is None                    # TF older than 2.12
+
+
+def test_failing_sync_is_noted_not_fatal():
+    def sync():
+        raise RuntimeError("sync_devices() must be called eagerly")
+
+    gpu = FakeGpu(energy_mj=0)
+    meter = gpu_meter(fake_nvml([gpu]), sync=sync)
+    meter.begin("e")
+    gpu.energy_mj = 2000
+    assert meter.end("e").gpu_energy_j == 2.0
+    assert any("sync failed" in w for w in meter.describe()["warnings"])
+    meter.stop()
