@@ -202,3 +202,11 @@ def test_describe(photons):
     assert set(first["layer_fractions"]) == {"0", "1", "2", "3", "12"}
     rows = photons.momentum_mev == 256.0
     assert first["mean_total_mev"] == pytest.approx(photons.voxels_mev[rows].sum(axis=1).mean(), rel=1e-5)
+
+
+def test_ragged_list_column(tmp_path):
+    flat = pa.array(np.ones(368 + 367, dtype=np.float32))
+    ragged = pa.ListArray.from_arrays(pa.array([0, 368, 735], type=pa.int32()), flat)
+    out = tmp_path / "ragged.parquet"
+    pq.write_table(pa.table({"momentum_mev": [256.0, 512.0], "voxels_mev": ragged}), out)
+    assert "different voxel counts (367 to 368)" in _error(out)
