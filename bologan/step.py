@@ -21,8 +21,21 @@ import tensorflow as tf
 from bologan.config import ModelConfig, TrainConfig
 
 
+def timed(reduce: Callable[[list[tf.Tensor]], list[tf.Tensor]],
+          grads: list[tf.Tensor]) -> tuple[list[tf.Tensor], tf.Tensor]:
+    """Run ``reduce(grads)`` between two in-graph timestamps: (reduced grads, seconds)."""
+    with tf.control_dependencies(grads):
+        t0 = tf.timestamp()
+    with tf.control_dependencies([t0]):
+        grads = [tf.identity(g) for g in grads]
+    reduced = reduce(grads)
+    with tf.control_dependencies(reduced):
+        t1 = tf.timestamp()
+    return reduced, t1 - t0
+
+
 class Replicas:
-    """Single replica: no reduction. Engines subclass this."""
+    """Single replica: plain gradients, no reduction. Engines subclass this."""
 
     def index(self) -> tf.Tensor | int:
         """This replica's index among all replicas (a tensor inside tf.distribute)."""
@@ -34,6 +47,14 @@ class Replicas:
     def reduce_mean(self, grads: list[tf.Tensor], group: str) -> list[tf.Tensor]:
         """Average gradients over replicas; ``group`` is 'critic' or 'generator'."""
         return grads
+
+    def gradients(self, tape: tf.GradientTape, loss: tf.Tensor, variables: list[tf.Variable],
+                  group: str) -> tuple[list[tf.Tensor], tf.Tensor]:
+        """Replica-averaged gradients of ``loss`` and the seconds spent reducing them."""
+        grads = tape.gradient(loss, variables)
+        if self.count() == 1:
+            return grads, tf.constant(0.0, tf.float64)
+        return timed(lambda g: self.reduce_mean(g, group), grads)
 
 
 @dataclass
@@ -71,20 +92,16 @@ class WganGpStep:
         self.train = train
         self.replicas = replicas or Replicas()
         self.noise = noise or NoiseSpec(seed=train.seed)
-        self._local_rng: tf.random.Generator | None = None
         self.loss_scale = loss_scale
-
-    # ---- random numbers -------------------------------------------------------------------
-    def _rng(self) -> tf.random.Generator:
-        if self._local_rng is None:
-            self._local_rng = tf.random.Generator.from_seed(self.noise.seed)
-        return self._local_rng
+        # Created here, not while tracing: tf.distribute forbids creating it in replica context
+        # and gives each replica its own stream when it is created under the strategy's scope.
+        self._local_rng = tf.random.Generator.from_seed(self.noise.seed)
 
     def _draw(self, step: int, batch: int) -> tuple[tf.Tensor, tf.Tensor]:
         """(z (batch, latent), alpha (batch, 1)) for critic step ``step`` of this iteration."""
         m = self.model
         if not self.noise.global_noise:
-            rng = self._rng()
+            rng = self._local_rng
             z = rng.normal((batch, m.latent_dim), m.latent_mean, m.latent_std)
             alpha = rng.uniform((batch, 1))
             return z, alpha
@@ -95,19 +112,6 @@ class WganGpStep:
         a_all = tf.random.stateless_uniform((n * batch, 1), seed=seed + tf.constant([0, 31], tf.int64))
         start = tf.cast(self.replicas.index(), tf.int32) * batch
         return z_all[start:start + batch], a_all[start:start + batch]
-
-    # ---- reduction with timing -------------------------------------------------------------
-    def _reduce(self, grads: list[tf.Tensor], group: str) -> tuple[list[tf.Tensor], tf.Tensor]:
-        if self.replicas.count() == 1:
-            return grads, tf.constant(0.0, tf.float64)
-        with tf.control_dependencies(grads):
-            t0 = tf.timestamp()
-        with tf.control_dependencies([t0]):
-            grads = [tf.identity(g) for g in grads]
-        reduced = self.replicas.reduce_mean(grads, group)
-        with tf.control_dependencies(reduced):
-            t1 = tf.timestamp()
-        return reduced, t1 - t0
 
     # ---- the iteration ---------------------------------------------------------------------
     def replica_iteration(self, real: tf.Tensor, label: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -128,20 +132,21 @@ class WganGpStep:
                 gp = gradient_penalty(critic, x, fake, y, alpha)
                 d_loss = tf.reduce_mean(d_fake) - tf.reduce_mean(d_real) + t.gp_lambda * gp
                 scaled = self._scale(gan.d_opt, d_loss)
-            grads = self._unscale(gan.d_opt, tape.gradient(scaled, critic.trainable_variables))
-            grads, dt = self._reduce(grads, "critic")
+            grads, dt = self.replicas.gradients(tape, scaled, critic.trainable_variables, "critic")
+            grads = self._unscale(gan.d_opt, grads)
             comm += dt
-            gan.d_opt.apply_gradients(zip(grads, critic.trainable_variables))
+            # Gradients are already averaged over replicas: tf.distribute must not sum them again.
+            gan.d_opt.apply_gradients(zip(grads, critic.trainable_variables), skip_gradients_aggregation=True)
         z, _ = self._draw(t.n_disc, batch)
         y = label[t.n_disc - 1]
         with tf.GradientTape() as tape:
             fake = gen([z, y], training=True)
             g_loss = -tf.reduce_mean(critic([fake, y], training=True))
             scaled = self._scale(gan.g_opt, g_loss)
-        grads = self._unscale(gan.g_opt, tape.gradient(scaled, gen.trainable_variables))
-        grads, dt = self._reduce(grads, "generator")
+        grads, dt = self.replicas.gradients(tape, scaled, gen.trainable_variables, "generator")
+        grads = self._unscale(gan.g_opt, grads)
         comm += dt
-        gan.g_opt.apply_gradients(zip(grads, gen.trainable_variables))
+        gan.g_opt.apply_gradients(zip(grads, gen.trainable_variables), skip_gradients_aggregation=True)
         return {"d_loss": tf.cast(d_loss, tf.float32), "g_loss": tf.cast(g_loss, tf.float32),
                 "gp": tf.cast(gp, tf.float32), "comm_s": comm}
 

@@ -1,0 +1,102 @@
+"""Small host-side collectives between ranks (records, stop flags, barriers).
+
+MPI (mpi4py) whenever the job was started by an MPI launcher or srun; Horovod's object
+collectives when Horovod runs without MPI (horovodrun with Gloo); nothing for one process.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from scaling.world import World
+
+
+class LocalCollectives:
+    """One process: every collective is the identity."""
+
+    def gather(self, obj: Any) -> list[Any] | None:
+        return [obj]
+
+    def allgather(self, obj: Any) -> list[Any]:
+        return [obj]
+
+    def bcast(self, obj: Any) -> Any:
+        return obj
+
+    def any(self, flag: bool) -> bool:
+        return flag
+
+    def barrier(self) -> None:
+        pass
+
+    def abort(self, code: int) -> None:
+        raise SystemExit(code)
+
+
+class MpiCollectives(LocalCollectives):
+    def __init__(self):
+        from mpi4py import MPI
+
+        self._mpi = MPI
+        self.comm = MPI.COMM_WORLD
+
+    def gather(self, obj: Any) -> list[Any] | None:
+        """Objects of every rank on rank 0 (None elsewhere)."""
+        return self.comm.gather(obj, root=0)
+
+    def allgather(self, obj: Any) -> list[Any]:
+        return self.comm.allgather(obj)
+
+    def bcast(self, obj: Any) -> Any:
+        return self.comm.bcast(obj, root=0)
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank if ``flag`` is true on any rank."""
+        import numpy as np
+
+        buf = np.array([1 if flag else 0], dtype=np.int32)
+        out = np.zeros(1, dtype=np.int32)
+        self.comm.Allreduce(buf, out, op=self._mpi.MAX)
+        return bool(out[0])
+
+    def barrier(self) -> None:
+        self.comm.Barrier()
+
+    def abort(self, code: int) -> None:
+        """End every rank of the job (used when this rank failed: peers must not hang)."""
+        self.comm.Abort(code)
+
+
+class HorovodCollectives(LocalCollectives):
+    def __init__(self):
+        import horovod.tensorflow as hvd
+
+        self.hvd = hvd
+
+    def gather(self, obj: Any) -> list[Any] | None:
+        objs = self.hvd.allgather_object(obj)
+        return objs if self.hvd.rank() == 0 else None
+
+    def allgather(self, obj: Any) -> list[Any]:
+        return self.hvd.allgather_object(obj)
+
+    def bcast(self, obj: Any) -> Any:
+        return self.hvd.broadcast_object(obj, root_rank=0)
+
+    def any(self, flag: bool) -> bool:
+        return any(self.hvd.allgather_object(bool(flag)))
+
+    def barrier(self) -> None:
+        self.hvd.join()
+
+    def abort(self, code: int) -> None:
+        import os
+
+        os._exit(code)
+
+
+def for_world(world: World, engine: str) -> LocalCollectives:
+    if world.size == 1:
+        return LocalCollectives()
+    if world.launcher == "horovodrun" and engine == "horovod":
+        return HorovodCollectives()
+    return MpiCollectives()

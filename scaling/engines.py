@@ -1,0 +1,260 @@
+"""Engines: how one BoloGAN step becomes data-parallel. The step itself is bologan.step's.
+
+- ``SingleEngine``: one process, one replica.
+- ``HorovodEngine``: one replica per process; gradients reduced by Horovod's
+  ``DistributedGradientTape`` (its own all-reduce, timed around that call); variables and
+  optimiser state broadcast from rank 0.
+- ``MirroredEngine``: tf.distribute. One process: ``MirroredStrategy`` over the local GPUs (or
+  ``cpu_replicas`` logical CPU devices). Several processes: ``MultiWorkerMirroredStrategy``, one
+  worker per process, cluster spec built from the launcher (each worker its own port, because
+  emulated nodes share one hostname).
+
+Every engine must be set up before TensorFlow runs its first op.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+from typing import Any, Callable
+
+import numpy as np
+
+from bologan.step import Replicas, timed
+from scaling.collectives import LocalCollectives
+from scaling.config import ScalingConfig
+from scaling.world import World
+
+
+def _pin_gpu(local_rank: int) -> bool:
+    """Make only this rank's GPU visible (one GPU per local rank). Returns True if one is."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return False
+    gpu = gpus[local_rank % len(gpus)]
+    tf.config.set_visible_devices(gpu, "GPU")
+    tf.config.experimental.set_memory_growth(gpu, True)
+    return True
+
+
+class SingleEngine:
+    name = "single"
+
+    def __init__(self, world: World, cfg: ScalingConfig, coll: LocalCollectives):
+        self.world, self.cfg, self.coll = world, cfg, coll
+        self.on_gpu = False
+
+    def setup(self) -> None:
+        self.on_gpu = _pin_gpu(self.world.local_rank)
+
+    @property
+    def replicas(self) -> int:
+        return 1
+
+    def local_replica_ids(self) -> list[int]:
+        """Global indices of the replicas this process feeds."""
+        return [0]
+
+    def scope(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def replicas_object(self) -> Replicas:
+        return Replicas()
+
+    def wrap(self) -> Callable | None:
+        return None
+
+    def after_build(self, gan) -> None:
+        pass
+
+    def feed(self, batches: list) -> tuple[Any, Any]:
+        (real, label), = batches
+        return real, label
+
+    def local_values(self, value) -> list:
+        return [value]
+
+    def is_chief(self) -> bool:
+        return self.world.rank == 0
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine": self.name, "replicas": self.replicas}
+
+
+class _HorovodReplicas(Replicas):
+    def __init__(self, hvd):
+        self.hvd = hvd
+
+    def index(self):
+        return self.hvd.rank()
+
+    def count(self) -> int:
+        return self.hvd.size()
+
+    def gradients(self, tape, loss, variables, group):
+        dtape = self.hvd.DistributedGradientTape(tape, op=self.hvd.Average)
+        reduce_inner = dtape._allreduce_grads  # Horovod's own reduction, wrapped to time it
+        spent = []
+
+        def timed_reduce(grads, sources, *args):
+            reduced, dt = timed(lambda g: list(reduce_inner(g, sources, *args)), list(grads))
+            spent.append(dt)
+            return reduced
+
+        dtape._allreduce_grads = timed_reduce
+        grads = dtape.gradient(loss, variables)
+        return grads, spent[0]
+
+
+class HorovodEngine(SingleEngine):
+    name = "horovod"
+
+    def setup(self) -> None:
+        # Fusion/cycle settings are read by hvd.init(), so they go into the environment first.
+        if self.cfg.fusion_threshold_bytes >= 0:
+            os.environ["HOROVOD_FUSION_THRESHOLD"] = str(self.cfg.fusion_threshold_bytes)
+        if self.cfg.cycle_time_ms >= 0:
+            os.environ["HOROVOD_CYCLE_TIME"] = str(self.cfg.cycle_time_ms)
+        import horovod.tensorflow as hvd
+
+        hvd.init()
+        self.hvd = hvd
+        if hvd.size() != self.world.size or hvd.rank() != self.world.rank:
+            raise RuntimeError(f"Horovod sees rank {hvd.rank()}/{hvd.size()} but the launcher says "
+                               f"{self.world.rank}/{self.world.size}")
+        self.on_gpu = _pin_gpu(hvd.local_rank())
+
+    @property
+    def replicas(self) -> int:
+        return self.world.size
+
+    def local_replica_ids(self) -> list[int]:
+        return [self.world.rank]
+
+    def replicas_object(self) -> Replicas:
+        return _HorovodReplicas(self.hvd)
+
+    def after_build(self, gan) -> None:
+        # Identical start on every rank: weights and optimiser slots from rank 0.
+        self.hvd.broadcast_variables(gan.all_variables(), root_rank=0)
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine": self.name, "replicas": self.replicas,
+                "fusion_threshold_bytes": os.environ.get("HOROVOD_FUSION_THRESHOLD", "default"),
+                "cycle_time_ms": os.environ.get("HOROVOD_CYCLE_TIME", "default"),
+                "mpi_built": bool(self.hvd.mpi_built()), "gloo_built": bool(self.hvd.gloo_built()),
+                "nccl_built": bool(self.hvd.nccl_built())}
+
+
+class _StrategyReplicas(Replicas):
+    def __init__(self, n: int):
+        self.n = n
+
+    def index(self):
+        import tensorflow as tf
+
+        return tf.distribute.get_replica_context().replica_id_in_sync_group
+
+    def count(self) -> int:
+        return self.n
+
+    def reduce_mean(self, grads, group):
+        import tensorflow as tf
+
+        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.MEAN, grads)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+class MirroredEngine(SingleEngine):
+    name = "mirrored"
+
+    def setup(self) -> None:
+        import tensorflow as tf
+
+        w = self.world
+        if w.size > 1:
+            port = self.cfg.worker_base_port + w.rank if self.cfg.worker_base_port else _free_port()
+            addresses = self.coll.allgather(f"{w.hostname}:{port}")
+            os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": addresses},
+                                                  "task": {"type": "worker", "index": w.rank}})
+            self.on_gpu = _pin_gpu(w.local_rank)
+            impl = (tf.distribute.experimental.CommunicationImplementation.NCCL if self.on_gpu
+                    else tf.distribute.experimental.CommunicationImplementation.RING)
+            self.strategy = tf.distribute.MultiWorkerMirroredStrategy(
+                communication_options=tf.distribute.experimental.CommunicationOptions(implementation=impl))
+        else:
+            gpus = tf.config.list_physical_devices("GPU")
+            self.on_gpu = bool(gpus)
+            if gpus:
+                self.strategy = tf.distribute.MirroredStrategy()
+            else:
+                cpu = tf.config.list_physical_devices("CPU")[0]
+                n = self.cfg.cpu_replicas
+                tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
+                devices = [f"/cpu:{i}" for i in range(n)]
+                self.strategy = tf.distribute.MirroredStrategy(
+                    devices=devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
+        self._n_local = self.strategy.num_replicas_in_sync // max(1, w.size)
+
+    @property
+    def replicas(self) -> int:
+        return self.strategy.num_replicas_in_sync
+
+    def local_replica_ids(self) -> list[int]:
+        return [self.world.rank * self._n_local + i for i in range(self._n_local)]
+
+    def scope(self):
+        return self.strategy.scope()
+
+    def replicas_object(self) -> Replicas:
+        return _StrategyReplicas(self.replicas)
+
+    def wrap(self) -> Callable:
+        strategy = self.strategy
+
+        def per_replica(fn):
+            return lambda real, label: strategy.run(fn, args=(real, label))
+
+        return per_replica
+
+    def feed(self, batches: list):
+        """Per-replica values: local replica i gets ``batches[i]``."""
+        if len(batches) == 1 and self.world.size > 1:
+            return batches[0]  # one local replica per worker: a plain tensor is that replica's
+        reals = [b[0] for b in batches]
+        labels = [b[1] for b in batches]
+
+        def pick(values):
+            return self.strategy.experimental_distribute_values_from_function(
+                lambda ctx: values[ctx.replica_id_in_sync_group - self.local_replica_ids()[0]])
+
+        return pick(reals), pick(labels)
+
+    def local_values(self, value) -> list:
+        return list(self.strategy.experimental_local_results(value))
+
+    def is_chief(self) -> bool:
+        return self.world.rank == 0
+
+    def describe(self) -> dict[str, Any]:
+        kind = "MultiWorkerMirroredStrategy" if self.world.size > 1 else "MirroredStrategy"
+        return {"engine": self.name, "strategy": kind, "replicas": self.replicas,
+                "local_replicas": self._n_local}
+
+
+def make_engine(cfg: ScalingConfig, world: World, coll: LocalCollectives) -> SingleEngine:
+    # Horovod on one process still initialises, so the one-rank baseline pays its costs too.
+    return MirroredEngine(world, cfg, coll) if cfg.engine == "mirrored" else HorovodEngine(world, cfg, coll)
+
+
+def mean_local(values: list) -> float:
+    return float(np.mean([float(v) for v in values]))

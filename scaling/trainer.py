@@ -1,0 +1,138 @@
+"""The epoch loop every rank runs: step, time, measure energy, gather on rank 0, checkpoint.
+
+Per rank and epoch: ``time_s`` wall time; ``data_wait_s`` time blocked on the next batch;
+``comm_s`` time inside the gradient all-reduces (in-graph timestamps, includes waiting for
+the slowest replica); ``compute_s`` the rest of the step calls. What is left of ``time_s``
+(stop-flag checks, energy windows) is overhead the analysis shows as "other".
+"""
+from __future__ import annotations
+
+import math
+import signal
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from energy.records import EnergyWindow
+from scaling.rundir import EpochRecord, RunWriter
+from scaling.world import World
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGUSR1 (Slurm time limit, preemption); checked between iterations."""
+
+    def __init__(self):
+        self.signal: int | None = None
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
+        self.signal = signum
+
+    @property
+    def raised(self) -> bool:
+        return self.signal is not None
+
+
+@dataclass
+class EpochPlan:
+    epochs: int
+    iterations_per_epoch: int
+    warmup_epochs: int
+    attempt: int
+    showers_per_iteration: int   # this rank's showers per iteration (all its local replicas)
+
+
+def _fmt_eta(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def run_epochs(*, world: World, plan: EpochPlan, start_epoch: int, step: Callable, engine, iterators: list,
+               meter, coll, writer: RunWriter | None, save_checkpoint: Callable[[int], None],
+               stop: StopFlag, log: Callable[[str], None]) -> bool:
+    """Run epochs ``start_epoch .. plan.epochs-1``. Returns False if a stop signal cut it short."""
+    first_of_attempt = start_epoch
+    run_t0 = time.perf_counter()
+    done = 0
+    for epoch in range(start_epoch, plan.epochs):
+        name = f"epoch-{epoch}"
+        meter.begin(name)
+        t0 = time.perf_counter()
+        wait = comm = busy = 0.0
+        d_losses, g_losses = [], []
+        iterations = 0
+        interrupted = False
+        for _ in range(plan.iterations_per_epoch):
+            ta = time.perf_counter()
+            batches = [next(it) for it in iterators]
+            tb = time.perf_counter()
+            out = step(*engine.feed(batches))
+            # Reading the results waits for the step to finish, so busy time is complete.
+            comm_s = float(np.mean([float(v) for v in engine.local_values(out["comm_s"])]))
+            d_losses.append(float(np.mean([float(v) for v in engine.local_values(out["d_loss"])])))
+            g_losses.append(float(np.mean([float(v) for v in engine.local_values(out["g_loss"])])))
+            tc = time.perf_counter()
+            wait += tb - ta
+            comm += comm_s
+            busy += tc - tb
+            iterations += 1
+            if coll.any(stop.raised):
+                interrupted = True
+                break
+        time_s = time.perf_counter() - t0
+        window: EnergyWindow = meter.end(name)
+        if not (math.isfinite(d_losses[-1]) and math.isfinite(g_losses[-1])):
+            raise RuntimeError(f"rank {world.rank}: non-finite loss in epoch {epoch}")
+        record = EpochRecord(
+            rank=world.rank, local_rank=world.local_rank, node=world.node, epoch=epoch, attempt=plan.attempt,
+            time_s=time_s, compute_s=max(0.0, busy - comm), comm_s=comm, data_wait_s=wait,
+            iterations=iterations, showers=iterations * plan.showers_per_iteration,
+            warmup=epoch < plan.warmup_epochs or (plan.attempt > 0 and epoch == first_of_attempt),
+            interrupted=interrupted,
+            gpu_energy_j=window.gpu_energy_j, cpu_energy_j=window.cpu_energy_j, dram_energy_j=window.dram_energy_j,
+            gpu_energy_source=window.gpu_energy_source, cpu_energy_source=window.cpu_energy_source,
+            dram_energy_source=window.dram_energy_source,
+            d_loss=float(np.mean(d_losses)), g_loss=float(np.mean(g_losses)))
+        records = coll.gather(record)
+        samples = coll.gather(meter.drain_samples())
+        if not interrupted:
+            save_checkpoint(epoch)
+        if writer is not None:
+            writer.add_epochs(records)
+            writer.add_power([s for rank_samples in samples for s in rank_samples])
+            done += 1
+            log(_progress(records, epoch, plan, done, time.perf_counter() - run_t0))
+        if interrupted:
+            return False
+    return True
+
+
+def _progress(records: list[EpochRecord], epoch: int, plan: EpochPlan, done: int, elapsed: float) -> str:
+    t = max(r.time_s for r in records)
+    showers = sum(r.showers for r in records)
+    comm = float(np.mean([r.comm_s / r.time_s for r in records])) if t > 0 else 0.0
+    wait = float(np.mean([r.data_wait_s / r.time_s for r in records])) if t > 0 else 0.0
+    left = plan.epochs - epoch - 1
+    eta = elapsed / done * left if done else 0.0
+    energy = _energy_text(records)
+    tag = " [warm-up]" if records[0].warmup else ""
+    cut = " [interrupted]" if records[0].interrupted else ""
+    return (f"epoch {epoch + 1}/{plan.epochs}{tag}{cut}  {t:.2f} s  {showers / t:,.0f} showers/s  "
+            f"comm {100 * comm:.1f}%  data {100 * wait:.1f}%  {energy}  ETA {_fmt_eta(eta)}")
+
+
+def _energy_text(records: list[EpochRecord]) -> str:
+    parts = []
+    for domain in ("gpu", "cpu", "dram"):
+        values = [getattr(r, f"{domain}_energy_j") for r in records
+                  if getattr(r, f"{domain}_energy_source") in ("measured", "estimated")]
+        if values:
+            est = any(getattr(r, f"{domain}_energy_source") == "estimated" for r in records)
+            parts.append(f"{domain} {sum(values):.0f} J{' (est.)' if est else ''}")
+    return "energy: " + (", ".join(parts) if parts else "n/a")
+

@@ -1,0 +1,93 @@
+"""Who am I in the job: rank, size, local rank and node, discovered in one place.
+
+Sources, first match wins: horovodrun's Gloo launcher (HOROVOD_RANK ...), Open MPI's mpirun
+(OMPI_COMM_WORLD_*), MPICH/Hydra (PMI_RANK ...), a Slurm job step (SLURM_PROCID, SLURM_LOCALID,
+SLURM_STEP_TASKS_PER_NODE), else a single process. Under ``srun --mpi=pmix`` Open MPI sets its
+OMPI_COMM_WORLD_* variables only inside MPI_Init, so Slurm's variables are the ones seen first.
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+from dataclasses import dataclass
+from typing import Mapping
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int
+    size: int
+    local_rank: int
+    local_size: int
+    node: str            # node name (Slurm's node name when set: emulated nodes share a hostname)
+    hostname: str
+    launcher: str        # "horovodrun" | "mpirun" | "mpiexec" | "srun" | "python"
+    cores: int           # CPU cores this rank owns
+
+    @property
+    def is_root(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def reads_node_counters(self) -> bool:
+        """One rank per node reads node-wide counters (RAPL), so nothing is counted twice."""
+        return self.local_rank == 0
+
+
+def _int(env: Mapping[str, str], key: str) -> int | None:
+    value = env.get(key)
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _slurm_tasks_on_node(spec: str, node_id: int) -> int | None:
+    """Tasks on node ``node_id`` from SLURM_STEP_TASKS_PER_NODE, e.g. '2(x3),1'."""
+    counts: list[int] = []
+    for part in spec.split(","):
+        m = re.fullmatch(r"(\d+)(?:\(x(\d+)\))?", part.strip())
+        if not m:
+            return None
+        counts += [int(m.group(1))] * int(m.group(2) or 1)
+    return counts[node_id] if 0 <= node_id < len(counts) else None
+
+
+def _cores(env: Mapping[str, str], local_size: int) -> int:
+    per_task = _int(env, "SLURM_CPUS_PER_TASK")
+    if per_task:
+        return per_task
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        available = os.cpu_count() or 1
+    return max(1, available // max(1, local_size))
+
+
+def discover(env: Mapping[str, str] | None = None) -> World:
+    env = os.environ if env is None else env
+    hostname = socket.gethostname()
+    node = env.get("SLURMD_NODENAME") or hostname
+    candidates = (
+        ("horovodrun", "HOROVOD_RANK", "HOROVOD_SIZE", "HOROVOD_LOCAL_RANK", "HOROVOD_LOCAL_SIZE"),
+        ("mpirun", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
+         "OMPI_COMM_WORLD_LOCAL_SIZE"),
+        ("mpiexec", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS"),
+    )
+    for launcher, k_rank, k_size, k_local, k_local_size in candidates:
+        rank, size = _int(env, k_rank), _int(env, k_size)
+        if rank is not None and size is not None:
+            local = _int(env, k_local)
+            local_size = _int(env, k_local_size)
+            if local is None or local_size is None:
+                local, local_size = rank, size
+            return World(rank, size, local, local_size, node, hostname, launcher, _cores(env, local_size))
+    if "SLURM_STEP_NUM_TASKS" in env and _int(env, "SLURM_PROCID") is not None:
+        rank = _int(env, "SLURM_PROCID") or 0
+        size = _int(env, "SLURM_STEP_NUM_TASKS") or 1
+        local = _int(env, "SLURM_LOCALID") or 0
+        local_size = _slurm_tasks_on_node(env.get("SLURM_STEP_TASKS_PER_NODE", ""),
+                                          _int(env, "SLURM_NODEID") or 0) or 1
+        return World(rank, size, local, local_size, node, hostname, "srun", _cores(env, local_size))
+    return World(0, 1, 0, 1, node, hostname, "python", _cores(env, 1))
