@@ -1,0 +1,233 @@
+"""Find run directories and all-reduce benchmark files, and group runs into series.
+
+A series is a set of runs that differ only in how many ranks ran them: same engine, mode,
+particle, workload configuration (``config_hash``) and the batch that the mode keeps fixed
+(global batch for strong scaling, per-rank batch for weak scaling). Runs that share a series
+key but whose resolved configurations still differ are refused, naming the keys.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from bologan.errors import UserError
+from scaling.rundir import RUN_JSON, Run, is_run_dir, load_run
+
+BENCH_SCHEMA = "allreduce-bench/1"
+BENCH_GLOB = "allreduce*.json"
+
+VARYING_KEY_NAMES = frozenset({
+    "world_size", "nodes", "ranks_per_node", "np", "hosts", "run_id", "study",
+    "out", "out_dir", "output", "run_dir", "results", "checkpoint_dir", "resume",
+    "batch_size", "per_rank_batch", "batch_per_rank", "global_batch", "cpu_replicas", "worker_base_port",
+    "start_time", "end_time", "timestamp",
+})
+"""Config keys (last dotted component) that may differ between the runs of one series:
+world size and placement (``cpu_replicas`` sets N for the single-process mirrored engine, a
+free port differs per run), names and output paths, resume flags, timestamps, and the batch
+sizes (the one the mode keeps fixed is part of the series key, the other follows from N).
+A different data file is a different workload, so ``data.data`` is compared."""
+
+
+@dataclass(frozen=True)
+class SeriesKey:
+    engine: str
+    mode: str                     # "strong" | "weak"
+    particle: str
+    config_hash: str
+    batch_showers: int            # global batch (strong) or per-rank batch (weak), showers per critic step
+
+    @property
+    def batch_kind(self) -> str:
+        return "global" if self.mode == "strong" else "per-rank"
+
+    @property
+    def label(self) -> str:
+        """Short legend text, e.g. 'horovod strong photons, global batch 512 [1a2b3c]'."""
+        return (f"{self.engine} {self.mode} {self.particle}, {self.batch_kind} batch "
+                f"{self.batch_showers} [{self.config_hash[:6]}]")
+
+    @property
+    def slug(self) -> str:
+        return f"{self.engine}-{self.mode}-{self.particle}-b{self.batch_showers}-{self.config_hash[:6]}"
+
+
+@dataclass
+class Series:
+    key: SeriesKey
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.runs[0].meta.get("config", {})
+
+    @property
+    def world_sizes(self) -> list[int]:
+        return sorted({int(r.meta["world_size"]) for r in self.runs})
+
+
+@dataclass(frozen=True)
+class BenchFile:
+    """One all-reduce micro-benchmark result file (one world size)."""
+    path: Path
+    engine: str
+    world_size: int
+    nodes: int
+    ranks_per_node: int
+    bytes: tuple[int, ...]
+    time_s_median: tuple[float, ...]
+    time_s_p10: tuple[float, ...]
+    time_s_p90: tuple[float, ...]
+
+
+def _walk(root: Path) -> Iterable[Path]:
+    """Directories under ``root`` (itself included), sorted, not descending into run dirs."""
+    for dirpath, dirnames, _files in os.walk(root):
+        here = Path(dirpath)
+        if is_run_dir(here):
+            dirnames[:] = []      # checkpoints/ etc. hold no further runs
+        else:
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        yield here
+
+
+def find_inputs(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
+    """Run directories and benchmark files under each path; a path with no run is an error."""
+    runs: list[Path] = []
+    benches: list[Path] = []
+    for raw in paths:
+        root = Path(raw)
+        if not root.exists():
+            raise UserError(f"{root}: no such file or directory")
+        if not root.is_dir():
+            raise UserError(f"{root}: not a directory (give a run directory or a study directory)")
+        found = 0
+        for d in _walk(root):
+            if is_run_dir(d):
+                runs.append(d)
+                found += 1
+            benches.extend(sorted(d.glob(BENCH_GLOB)))
+        if not found:
+            raise UserError(f"{root}: no run directory found (no {RUN_JSON} at any depth)")
+    # The same run reached through two arguments is read once.
+    uniq_runs = list(dict.fromkeys(p.resolve() for p in runs))
+    uniq_bench = list(dict.fromkeys(p.resolve() for p in benches if p.is_file()))
+    return uniq_runs, uniq_bench
+
+
+def load_runs(run_dirs: Iterable[Path], progress: Callable[[str], None] | None = None) -> list[Run]:
+    """``load_run`` each directory (a damaged one raises ``UserError`` naming its path)."""
+    runs = []
+    for d in run_dirs:
+        run = load_run(d)
+        _check_meta(run)
+        runs.append(run)
+        if progress:
+            progress(f"loaded {d} ({run.meta['engine']}, {run.meta['mode']}, N={run.meta['world_size']}, "
+                     f"{len(run.epochs)} epoch rows)")
+    return runs
+
+
+def _check_meta(run: Run) -> None:
+    meta, where = run.meta, run.path / RUN_JSON
+    if meta.get("mode") not in ("strong", "weak"):
+        raise UserError(f"{where}: mode {meta.get('mode')!r} is not 'strong' or 'weak'")
+    for key in ("world_size", "per_rank_batch", "global_batch", "nodes", "ranks_per_node"):
+        value = meta.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"{where}: {key} must be a positive integer, got {value!r}")
+    if not isinstance(meta.get("config"), dict):
+        raise UserError(f"{where}: config must be an object of sections")
+    if len(run.epochs) == 0:
+        raise UserError(f"{run.path}: epochs.parquet holds no epoch (the run recorded nothing yet)")
+
+
+def flatten_config(config: dict[str, Any]) -> dict[str, Any]:
+    """{'train': {'n_disc': 5}} -> {'train.n_disc': 5} (nested tables flattened with dots)."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k in sorted(value):
+                walk(f"{prefix}.{k}" if prefix else str(k), value[k])
+        else:
+            out[prefix] = value
+
+    walk("", config)
+    return out
+
+
+def config_differences(configs: list[dict[str, Any]]) -> list[str]:
+    """Dotted keys whose values differ between configs, ignoring ``VARYING_KEY_NAMES``."""
+    flats = [flatten_config(c) for c in configs]
+    keys = sorted(set().union(*flats)) if flats else []
+    diffs = []
+    for key in keys:
+        if key.rsplit(".", 1)[-1] in VARYING_KEY_NAMES:
+            continue
+        values = {json.dumps(f[key] if key in f else "<absent>", sort_keys=True, default=str)
+                  for f in flats}
+        if len(values) > 1:
+            diffs.append(key)
+    return diffs
+
+
+def _config_hash(run: Run) -> str:
+    value = run.meta.get("config_hash")
+    if isinstance(value, str) and value:
+        return value
+    # Older writers: hash the workload-defining tables without the keys allowed to vary.
+    from bologan.config import config_hash
+
+    flat = flatten_config({s: run.meta["config"].get(s, {}) for s in ("model", "train", "data")})
+    exclude = tuple(k for k in flat if k.rsplit(".", 1)[-1] in VARYING_KEY_NAMES)
+    return config_hash({s: run.meta["config"].get(s, {}) for s in ("model", "train", "data")}, exclude)
+
+
+def series_key(run: Run) -> SeriesKey:
+    meta = run.meta
+    batch = meta["global_batch"] if meta["mode"] == "strong" else meta["per_rank_batch"]
+    return SeriesKey(engine=str(meta["engine"]), mode=str(meta["mode"]), particle=str(meta["particle"]),
+                     config_hash=_config_hash(run), batch_showers=int(batch))
+
+
+def group_series(runs: Iterable[Run]) -> list[Series]:
+    """Group runs by ``SeriesKey``; configs that still differ inside a group are a ``UserError``."""
+    groups: dict[SeriesKey, Series] = {}
+    for run in runs:
+        key = series_key(run)
+        groups.setdefault(key, Series(key)).runs.append(run)
+    for s in groups.values():
+        s.runs.sort(key=lambda r: (int(r.meta["world_size"]), str(r.meta.get("run_id"))))
+        diffs = config_differences([r.meta["config"] for r in s.runs])
+        if diffs:
+            paths = ", ".join(str(r.path) for r in s.runs[:4]) + (" ..." if len(s.runs) > 4 else "")
+            raise UserError(f"series {s.key.label}: runs have different configurations in "
+                            f"{', '.join(diffs)} (runs: {paths}); analyse them separately")
+    return sorted(groups.values(), key=lambda s: (s.key.particle, s.key.engine, s.key.mode,
+                                                  s.key.batch_showers, s.key.config_hash))
+
+
+def load_bench(path: Path) -> BenchFile:
+    """Read one ``allreduce-bench/1`` file; anything malformed is a ``UserError`` naming it."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: unreadable all-reduce benchmark file ({exc})") from None
+    if not isinstance(data, dict) or data.get("schema") != BENCH_SCHEMA:
+        got = data.get("schema") if isinstance(data, dict) else None
+        raise UserError(f"{path}: schema {got!r} is not supported (this version reads {BENCH_SCHEMA!r})")
+    try:
+        rows = sorted(data["results"], key=lambda r: int(r["bytes"]))
+        return BenchFile(
+            path=Path(path), engine=str(data["engine"]), world_size=int(data["world_size"]),
+            nodes=int(data.get("nodes", 1)), ranks_per_node=int(data.get("ranks_per_node", data["world_size"])),
+            bytes=tuple(int(r["bytes"]) for r in rows),
+            time_s_median=tuple(float(r["time_s_median"]) for r in rows),
+            time_s_p10=tuple(float(r.get("time_s_p10", r["time_s_median"])) for r in rows),
+            time_s_p90=tuple(float(r.get("time_s_p90", r["time_s_median"])) for r in rows))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{path}: malformed all-reduce benchmark file (missing or bad {exc})") from None
