@@ -101,8 +101,11 @@ class Accumulator:
         if dt > 0:
             self.total_uj += 0.5 * (watts + self._last_raw) * dt * 1e6
 
-    def close(self) -> None:
-        with self._lock:
+    def close(self, timeout_s: float = 1.0) -> None:
+        """Release the device; gives up after ``timeout_s`` if a read hangs (a stuck driver call)."""
+        if not self._lock.acquire(timeout=timeout_s):
+            return
+        try:
             if self.channel.close is not None:
                 try:
                     self.channel.close()
@@ -111,6 +114,8 @@ class Accumulator:
                 self.channel.close = None
             if self.error is None:
                 self.error = f"{self.channel.device}: closed"
+        finally:
+            self._lock.release()
 
 
 def _short(exc: BaseException) -> str:

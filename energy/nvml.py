@@ -106,7 +106,9 @@ def open_gpu(nvml: Any, index: int, *, estimate_tdp_w: float = 0.0) -> Channel:
         def read_estimate() -> float:
             return nvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100.0 * estimate_tdp_w
         info["tdp_w"] = estimate_tdp_w
-        return Channel("gpu", device, "power", "estimated", "estimate", read_estimate, info=info)
+        # Estimated power series carry domain "estimate" (device still says which GPU), so they
+        # can never be summed with measured "gpu" samples by accident.
+        return Channel("estimate", device, "power", "estimated", "estimate", read_estimate, info=info)
     raise RuntimeError(f"{device}: NVML offers no energy source ({'; '.join(tried)}); "
                        "set estimate_energy and gpu_tdp_w to estimate it")
 

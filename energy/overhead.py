@@ -106,8 +106,11 @@ def throughput_on_off(workload: Callable[[], int], *, repeats: int = 3,
             rates[mode].append(items / elapsed if elapsed > 0 else float("nan"))
     off, on = statistics.median(rates["off"]), statistics.median(rates["on"])
     slowdown = 1.0 - on / off if off > 0 else float("nan")
+    # Run-to-run spread of the unmetered runs: a slowdown inside it is machine noise, not the meter.
+    spread = (max(rates["off"]) - min(rates["off"])) / off if off > 0 else float("nan")
     return {"repeats": repeats, "items_per_s_off": off, "items_per_s_on": on,
             "runs_off": rates["off"], "runs_on": rates["on"], "slowdown": slowdown,
+            "off_relative_spread": spread, "within_noise": abs(slowdown) <= spread,
             "meets_target": abs(slowdown) <= TARGET_SLOWDOWN}
 
 

@@ -98,3 +98,27 @@ def test_overhead_prints_one_json_line():
     assert 0 <= fake["cpu_fraction"] < 0.5
     assert "real" in result and result["interval_s"] == 0.05
     assert run_module("energy.overhead", "--seconds", "0").returncode == 2
+
+
+def test_throughput_hook_reports_both_modes(tmp_path):
+    import time
+
+    from energy.config import EnergyConfig
+    from energy.overhead import make_meter, throughput_on_off, write_fake_powercap
+
+    config = EnergyConfig(powercap_root=str(write_fake_powercap(tmp_path)), sample_interval_s=0.005)
+    built = []
+
+    def factory():
+        built.append(make_meter(config, real=False))
+        return built[-1]
+
+    def workload() -> int:
+        time.sleep(0.02)
+        return 100
+
+    result = throughput_on_off(workload, repeats=2, meter_factory=factory)
+    assert len(result["runs_off"]) == len(result["runs_on"]) == 2 == len(built)
+    assert 0 < result["items_per_s_on"] <= 100 / 0.02 and 0 < result["items_per_s_off"] <= 100 / 0.02
+    assert {"slowdown", "within_noise", "meets_target", "off_relative_spread"} <= set(result)
+    assert not any(m.describe()["sampler"]["running"] for m in built)

@@ -102,10 +102,14 @@ def test_estimate_only_when_opted_in_and_flagged():
     clock = Clock()
     meter = gpu_meter(fake_nvml([gpu]), clock=clock, estimate_energy=True, gpu_tdp_w=300.0)
     meter.begin("e")
-    clock.t += 2.0
+    clock.t += 1.0
+    meter.sample_now()
+    clock.t += 1.0
     w = meter.end("e")
     assert w.gpu_energy_source == "estimated" and w.gpu_energy_j == pytest.approx(300.0)   # 150 W x 2 s
     assert meter.describe()["domains"]["gpu"]["method"] == "estimate"
+    [sample] = meter.drain_samples()                  # flagged in the series too, never a "gpu" row
+    assert (sample.domain, sample.device, sample.source, sample.watts) == ("estimate", "gpu0", "estimated", 150.0)
     meter.stop()
 
 
