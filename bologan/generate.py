@@ -1,0 +1,356 @@
+"""Generate showers from a trained BoloGAN generator, in the project's Parquet shower format.
+
+Example::
+
+    python -m bologan.generate --checkpoint runs/pions --energies all --n 1000 --out pions_gan.parquet
+    python -m bologan.generate --checkpoint runs/pions/eval/best_checkpoint --energies 1024,65536 \\
+        --n 5000 --seed 7 --out pions_best.parquet
+
+The output is read by ``bologan.dataio.read_showers`` exactly like converted Geant4 data: one
+row per shower, ``momentum_mev`` (the requested momentum) and ``voxels_mev`` (MeV per voxel,
+denormalised with the kinetic energy, dataset-1 voxel order).
+
+Which checkpoint (``--checkpoint PATH``):
+
+- a training directory (holds ``checkpoints/``): its newest checkpoint, or ``--iteration N``;
+- a directory of ``ckpt-<it>.*`` files, such as ``bologan.evaluate``'s ``best_checkpoint/`` or
+  a training run's ``checkpoints/``: the one named by its ``checkpoint`` state file (else the
+  highest iteration), or ``--iteration N``;
+- a checkpoint prefix ``.../ckpt-<it>`` (with or without ``.index``).
+
+Where the settings come from (the training ``config.json``, needed to rebuild the network):
+``--config-from TRAIN_DIR`` when given; otherwise the first of the checkpoint directory itself,
+the training directory named by a ``best.json`` beside it (what ``bologan.evaluate`` writes next
+to ``best_checkpoint/``), its parent (``TRAIN_DIR/checkpoints``) and its grandparent
+(``TRAIN_DIR/eval/best_checkpoint``) that holds a ``config.json``.
+
+Voxels the generator makes negative (the swish output goes down to about -0.28 x Ekin) are set
+to 0 MeV, because a deposited energy cannot be negative; the count is printed and stored in the
+file's ``source`` metadata. Exit codes: 0 ok, 2 bad input (nothing written).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from bologan.errors import UserError, main_guard
+from bologan.geometry import MOMENTA_MEV, is_grid_momentum
+
+if TYPE_CHECKING:
+    from bologan.dataio import Showers
+
+CHECKPOINT_SUBDIR = "checkpoints"
+CHECKPOINT_PREFIX = "ckpt"
+CONFIG_FILE = "config.json"
+BEST_JSON = "best.json"
+STATE_FILE = "checkpoint"
+_PREFIX_RE = re.compile(rf"^{CHECKPOINT_PREFIX}-(\d+)$")
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    """One generator checkpoint and the training directory whose ``config.json`` describes it."""
+
+    prefix: Path          # .../ckpt-<iteration>, the name tf.train.Checkpoint.restore takes
+    iteration: int
+    config_dir: Path      # holds config.json
+    config_found_by: str  # how config_dir was chosen, for messages and the benchmark JSON
+
+
+def _iterations_in(directory: Path) -> list[int]:
+    its = []
+    for index in directory.glob(f"{CHECKPOINT_PREFIX}-*.index"):
+        m = _PREFIX_RE.match(index.name[:-len(".index")])
+        if m:
+            its.append(int(m.group(1)))
+    return sorted(its)
+
+
+def _state_file_iteration(directory: Path) -> int | None:
+    """Iteration named by the ``checkpoint`` state file (model_checkpoint_path), if readable."""
+    try:
+        text = (directory / STATE_FILE).read_text()
+    except OSError:
+        return None
+    m = re.search(r'^model_checkpoint_path:\s*"([^"]+)"', text, re.MULTILINE)
+    if not m:
+        return None
+    hit = _PREFIX_RE.match(Path(m.group(1)).name)
+    return int(hit.group(1)) if hit else None
+
+
+def _short(values: Sequence[int], head: int = 8) -> str:
+    shown = ", ".join(map(str, values[:head]))
+    return shown + (f", ... ({len(values)} in all)" if len(values) > head else "")
+
+
+def _pick_iteration(directory: Path, wanted: int | None, label: str) -> int:
+    available = _iterations_in(directory)
+    if not available:
+        raise UserError(f"{label}: no {CHECKPOINT_PREFIX}-<iteration>.index files in {directory}")
+    if wanted is not None:
+        if wanted not in available:
+            raise UserError(f"{label}: no checkpoint for iteration {wanted} (available: {_short(available)})")
+        return wanted
+    named = _state_file_iteration(directory)
+    return named if named in available else available[-1]
+
+
+def _config_dir(ckpt_dir: Path, config_from: str | Path | None) -> tuple[Path, str]:
+    """The directory holding the training ``config.json`` (rule in the module docstring)."""
+    if config_from is not None:
+        d = Path(config_from)
+        if not (d / CONFIG_FILE).is_file():
+            raise UserError(f"--config-from {d}: no {CONFIG_FILE} there (give the training directory)")
+        return d, "--config-from"
+    looked: list[Path] = []
+    candidates: list[tuple[Path, str]] = [(ckpt_dir, "checkpoint directory")]
+    best = ckpt_dir.parent / BEST_JSON
+    if best.is_file():
+        try:
+            named = json.loads(best.read_text()).get("train_dir")
+        except (OSError, ValueError, AttributeError):
+            named = None
+        if isinstance(named, str) and named:
+            candidates.append((Path(named), f"train_dir in {best.name}"))
+    candidates += [(ckpt_dir.parent, "parent directory"), (ckpt_dir.parent.parent, "grandparent directory")]
+    for d, how in candidates:
+        looked.append(d)
+        if (d / CONFIG_FILE).is_file():
+            return d, how
+    where = ", ".join(str(p) for p in dict.fromkeys(looked))
+    raise UserError(f"{ckpt_dir}: cannot find the training {CONFIG_FILE} (looked in {where}); "
+                    f"pass --config-from TRAIN_DIR")
+
+
+def resolve_checkpoint(path: str | Path, iteration: int | None = None,
+                       config_from: str | Path | None = None) -> CheckpointRef:
+    """Find the checkpoint and its training config from ``--checkpoint`` (see module docstring)."""
+    p = Path(path)
+    label = f"--checkpoint {p}"
+    if iteration is not None and iteration < 0:
+        raise UserError("--iteration must be >= 0")
+    if p.name.endswith(".index"):
+        p = p.with_name(p.name[:-len(".index")])
+    m = _PREFIX_RE.match(p.name)
+    if m and Path(str(p) + ".index").is_file():
+        it = int(m.group(1))
+        if iteration is not None and iteration != it:
+            raise UserError(f"{label} names iteration {it} but --iteration says {iteration}")
+        ckpt_dir = p.parent
+    elif p.is_dir():
+        if (p / CHECKPOINT_SUBDIR).is_dir():
+            ckpt_dir = p / CHECKPOINT_SUBDIR
+        else:
+            ckpt_dir = p
+        it = _pick_iteration(ckpt_dir, iteration, label)
+    elif p.exists():
+        raise UserError(f"{label}: not a checkpoint (give a training directory, a checkpoint "
+                        f"directory or a {CHECKPOINT_PREFIX}-<iteration> prefix)")
+    else:
+        raise UserError(f"{label}: not found")
+    if config_from is None and ckpt_dir.name == CHECKPOINT_SUBDIR and (ckpt_dir.parent / CONFIG_FILE).is_file():
+        config_dir, how = ckpt_dir.parent, "training directory"
+    else:
+        config_dir, how = _config_dir(ckpt_dir, config_from)
+    return CheckpointRef(prefix=ckpt_dir / f"{CHECKPOINT_PREFIX}-{it}", iteration=it,
+                         config_dir=config_dir, config_found_by=how)
+
+
+def load_generator(ref: CheckpointRef) -> tuple[Any, dict[str, Any]]:
+    """Rebuild the generator from the training config and restore its weights.
+
+    Returns ``(keras_model, sections)`` with sections as from ``bologan.model.load_train_config``.
+    The layers follow the global Keras dtype policy in force (set it first for mixed precision).
+    A checkpoint that does not match the configuration is a ``UserError``.
+    """
+    import tensorflow as tf
+
+    from bologan.model import build_generator, load_train_config
+
+    cfg = load_train_config(ref.config_dir)
+    generator = build_generator(cfg["model"])
+    where = f"{ref.prefix}"
+    try:
+        status = tf.train.Checkpoint(generator=generator).restore(str(ref.prefix))
+        status.assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise UserError(f"{where}: does not hold a generator matching {ref.config_dir / CONFIG_FILE} "
+                        f"({first})") from None
+    status.expect_partial()   # the critic and optimisers are in the file but not wanted here
+    return generator, cfg
+
+
+# --------------------------------------------------------------------------- energies
+
+def parse_energies(text: str) -> list[float]:
+    """Momenta in MeV from ``all`` (the 15 dataset-1 grid points) or a comma list."""
+    text = text.strip()
+    if text.lower() == "all":
+        return list(MOMENTA_MEV)
+    values: list[float] = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            value = float(item)
+        except ValueError:
+            raise UserError(f"--energies: {item!r} is not a number (momenta in MeV, or 'all')") from None
+        if not (math.isfinite(value) and value > 0):
+            raise UserError(f"--energies: {item} MeV is not a positive finite momentum")
+        if value in values:
+            raise UserError(f"--energies: {item} MeV is listed twice")
+        values.append(value)
+    if not values:
+        raise UserError("--energies: empty list (momenta in MeV, or 'all')")
+    return values
+
+
+def energy_warnings(momenta_mev: Sequence[float]) -> list[str]:
+    """Warnings for momenta off the training grid; the label is continuous, so they are allowed."""
+    lo, hi = MOMENTA_MEV[0], MOMENTA_MEV[-1]
+    out = []
+    for p in momenta_mev:
+        if is_grid_momentum(p):
+            continue
+        if p < lo * (1 - 1e-9) or p > hi * (1 + 1e-9):
+            out.append(f"{p:g} MeV is outside the trained range {lo:g}..{hi:g} MeV: the generator "
+                       f"extrapolates its energy label and the showers are not validated")
+        else:
+            out.append(f"{p:g} MeV is not one of the 15 dataset-1 momenta: the generator interpolates "
+                       f"its continuous energy label")
+    return out
+
+
+# --------------------------------------------------------------------------- generation
+
+def generate_showers(generator: Any, sections: dict[str, Any], momenta_mev: Sequence[float],
+                     n_per_energy: int, seed: int, batch_size: int = 4096,
+                     source: str = "bologan.generate") -> tuple["Showers", int]:
+    """``n_per_energy`` showers at each momentum (MeV), grouped in the order given.
+
+    Returns ``(showers, clipped)``: ``clipped`` counts voxels the generator made negative, set to
+    0 MeV. The same seed, momenta, counts and batch size give the same showers.
+    """
+    from bologan.dataio import Showers
+    from bologan.geometry import particle as lookup_particle
+    from bologan.model import sample_showers
+
+    model_cfg = sections["model"]
+    requested = np.repeat(np.asarray(momenta_mev, dtype=np.float64), n_per_energy)
+    voxels = sample_showers(generator, model_cfg, sections["data"].label, requested, seed, batch_size)
+    negative = voxels < 0
+    clipped = int(negative.sum())
+    voxels[negative] = 0.0
+    if clipped:
+        source = f"{source}; {clipped} negative voxel values set to 0"
+    showers = Showers(particle=lookup_particle(model_cfg.particle), momentum_mev=requested,
+                      voxels_mev=voxels, source=source)
+    return showers, clipped
+
+
+# --------------------------------------------------------------------------- command line
+
+def add_checkpoint_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
+    """``--checkpoint``, ``--iteration`` and ``--config-from`` (shared with the benchmark and export)."""
+    parser.add_argument("--checkpoint", required=required, metavar="PATH",
+                        help="training directory, checkpoint directory (e.g. eval/best_checkpoint) "
+                             "or ckpt-<iteration> prefix")
+    parser.add_argument("--iteration", type=int, metavar="N",
+                        help="checkpoint iteration (default: the newest in the directory)")
+    parser.add_argument("--config-from", metavar="TRAIN_DIR",
+                        help="training directory whose config.json describes the checkpoint "
+                             "(default: found next to the checkpoint)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    doc = __doc__ or ""
+    parser = argparse.ArgumentParser(prog="python -m bologan.generate", description=doc.split("\n\n")[0],
+                                     epilog="\n\n".join(doc.split("\n\n")[1:]),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_checkpoint_arguments(parser, required=True)
+    parser.add_argument("--energies", required=True, metavar="P1,P2,...|all",
+                        help="incident momenta in MeV, comma-separated, or 'all' for the 15 grid points "
+                             "256 .. 4194304 MeV")
+    parser.add_argument("--n", type=int, required=True, metavar="N", help="showers per momentum")
+    parser.add_argument("--seed", type=int, default=0, help="noise seed (default: 0)")
+    parser.add_argument("--out", required=True, metavar="SHOWERS.parquet", help="output shower file")
+    parser.add_argument("--force", action="store_true", help="replace --out if it exists")
+    parser.add_argument("--batch-size", type=int, default=4096,
+                        help="showers per generator call; changes the noise draw order (default: 4096)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="TensorFlow intra-op threads (0 = TensorFlow's default)")
+    return parser
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.is_dir():
+        raise UserError(f"--out {out}: is a directory; give a file name such as showers.parquet")
+    if out.exists() and not force:
+        raise UserError(f"--out {out}: already exists (use --force to replace it)")
+    parent = out.parent if str(out.parent) else Path(".")
+    probe = parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
+        raise UserError(f"--out {out}: cannot write in {probe}")
+
+
+@main_guard
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.n < 1:
+        raise UserError("--n must be >= 1")
+    if args.batch_size < 1:
+        raise UserError("--batch-size must be >= 1")
+    if args.threads < 0:
+        raise UserError("--threads must be >= 0")
+    momenta = parse_energies(args.energies)
+    out = Path(args.out)
+    _check_out(out, args.force)
+    ref = resolve_checkpoint(args.checkpoint, args.iteration, args.config_from)
+    for warning in energy_warnings(momenta):
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
+
+    from bologan.tfsetup import configure, quiet_tensorflow
+
+    quiet_tensorflow()
+    configure(args.threads, args.seed)
+    generator, sections = load_generator(ref)
+    source = (f"bologan.generate: {sections['model'].particle} generator {ref.prefix.name} "
+              f"({sections['model'].generator}), seed {args.seed}")
+    showers, clipped = generate_showers(generator, sections, momenta, args.n, args.seed,
+                                        args.batch_size, source)
+
+    from bologan.dataio import write_showers
+
+    write_showers(out, showers)
+    part = showers.particle
+    etot = showers.voxels_mev.sum(axis=1, dtype=np.float64)
+    print(f"wrote {len(showers)} {part.name} showers ({part.n_voxels} voxels, MeV) from {ref.prefix.name} "
+          f"(config: {ref.config_found_by}) -> {out}")
+    print(f"{'momentum [MeV]':>15} {'showers':>8} {'mean Etot/Ekin':>15}")
+    for i, p in enumerate(momenta):
+        rows = slice(i * args.n, (i + 1) * args.n)
+        print(f"{p:>15.6g} {args.n:>8d} {etot[rows].mean() / part.ekin_mev(p):>15.4f}")
+    if clipped:
+        frac = clipped / showers.voxels_mev.size
+        print(f"note: {clipped} negative voxel values ({frac:.3%} of all voxels) were set to 0 MeV")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
