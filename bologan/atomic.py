@@ -11,6 +11,23 @@ from pathlib import Path
 from typing import Any, Callable
 
 
+def _read_umask() -> int:
+    """The process umask, read without changing it (os.umask sets it, racing other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
+
+
+# mkstemp creates files readable by the owner only; results are meant to be shared (a study
+# directory read by colleagues, an analysis job under another account), so the finished file
+# gets the mode a plain open() would have given it.
+_FILE_MODE = 0o666 & ~_read_umask()
+
+
 def _fsync_dir(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)
@@ -33,6 +50,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     try:
         write(tmp)
         with open(tmp, "rb+") as fh:
+            os.fchmod(fh.fileno(), _FILE_MODE)
             os.fsync(fh.fileno())
         os.replace(tmp, target)
     except BaseException:
