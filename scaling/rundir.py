@@ -110,13 +110,34 @@ class RunWriter:
 
     @classmethod
     def resume(cls, path: str | Path) -> "RunWriter":
-        """Re-open a run directory written earlier, keeping its records."""
-        run = load_run(path)
+        """Re-open a run directory written earlier, keeping its records (reads only).
+
+        A run that died before its first epoch was recorded has no epochs file yet; it is
+        resumed with no records rather than refused.
+        """
+        run = load_run(path, require_epochs=False)
         writer = cls(path, run.meta)
-        writer.epochs = [EpochRecord(**row) for row in run.epochs.to_dict("records")]
+        if run.epochs is not None:
+            writer.epochs = [EpochRecord(**row) for row in run.epochs.to_dict("records")]
         if run.power is not None:
             writer.power = [PowerSample(**row) for row in run.power.to_dict("records")]
         return writer
+
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Delete temp files a killed writer left beside the result files; returns them.
+
+        Only names of the form ``atomic_write`` uses for this directory's own files are
+        touched, so nothing a user put there is removed.
+        """
+        removed = []
+        for name in (RUN_JSON, EPOCHS_FILE, POWER_FILE, EVAL_FILE):
+            for tmp in self.path.glob(f".{name}.*.tmp"):
+                try:
+                    tmp.unlink()
+                    removed.append(tmp)
+                except FileNotFoundError:
+                    pass
+        return removed
 
     def write_meta(self, **updates: Any) -> None:
         self.meta.update(updates)
@@ -141,7 +162,7 @@ class RunWriter:
 class Run:
     path: Path
     meta: dict[str, Any]
-    epochs: "Any"                 # pandas.DataFrame with EPOCH_SCHEMA columns
+    epochs: "Any"                 # pandas.DataFrame with EPOCH_SCHEMA columns (None: see load_run)
     power: "Any | None"
     eval: "Any | None"
 
@@ -165,8 +186,12 @@ def is_run_dir(path: str | Path) -> bool:
     return (Path(path) / RUN_JSON).is_file()
 
 
-def load_run(path: str | Path) -> Run:
-    """Read and validate one run directory; problems are ``UserError`` naming the path."""
+def load_run(path: str | Path, require_epochs: bool = True) -> Run:
+    """Read and validate one run directory; problems are ``UserError`` naming the path.
+
+    ``require_epochs=False`` accepts a run without ``epochs.parquet`` (``Run.epochs`` None):
+    one that stopped before recording its first epoch, which ``--resume`` can still continue.
+    """
     p = Path(path)
     meta_path = p / RUN_JSON
     if not p.is_dir():
@@ -185,7 +210,7 @@ def load_run(path: str | Path) -> Run:
     missing = [k for k in RUN_REQUIRED_KEYS if k not in meta]
     if missing:
         raise UserError(f"{meta_path}: missing keys {', '.join(missing)}")
-    epochs = _read_parquet(p / EPOCHS_FILE, EPOCH_SCHEMA, required=True)
+    epochs = _read_parquet(p / EPOCHS_FILE, EPOCH_SCHEMA, required=require_epochs)
     power = _read_parquet(p / POWER_FILE, POWER_SCHEMA, required=False)
     evals = _read_parquet(p / EVAL_FILE, EVAL_SCHEMA, required=False)
     return Run(path=p, meta=meta, epochs=epochs, power=power, eval=evals)
