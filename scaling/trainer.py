@@ -21,14 +21,25 @@ from scaling.world import World
 
 
 class StopFlag:
-    """Set by SIGTERM/SIGUSR1 (Slurm time limit, preemption); checked between iterations."""
+    """Set by SIGTERM/SIGUSR1 (Slurm time limit, preemption); checked between iterations.
+
+    Installed before anything slow starts, so a signal that arrives while TensorFlow is still
+    importing is remembered instead of killing the rank before it can stop cleanly.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
     def __init__(self):
         self.signal: int | None = None
 
-    def install(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
-            signal.signal(sig, self._handle)
+    def install(self) -> dict:
+        """Catch the stop signals; returns the previous handlers for ``restore``."""
+        return {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+
+    @staticmethod
+    def restore(previous: dict) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
     def _handle(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
         self.signal = signum
@@ -55,10 +66,19 @@ def _fmt_eta(seconds: float) -> str:
 def run_epochs(*, world: World, plan: EpochPlan, start_epoch: int, step: Callable, engine, iterators: list,
                meter, coll, writer: RunWriter | None, save_checkpoint: Callable[[int], None],
                stop: StopFlag, log: Callable[[str], None]) -> bool:
-    """Run epochs ``start_epoch .. plan.epochs-1``. Returns False if a stop signal cut it short."""
+    """Run epochs ``start_epoch .. plan.epochs-1``. Returns False if a stop signal cut it short.
+
+    A stop agreed by all ranks ends the epoch in flight after the current iteration. If that
+    leaves the epoch short, its row is kept with ``interrupted=True`` (its time and energy stay
+    apart from the clean epochs) and no checkpoint is written for it: the run resumes from the
+    end of the last complete epoch and runs this one again.
+    """
     first_of_attempt = start_epoch
     run_t0 = time.perf_counter()
     done = 0
+    # A signal that came during start-up (TensorFlow import, tracing) stops before any epoch.
+    if start_epoch < plan.epochs and coll.any(stop.raised):
+        return False
     for epoch in range(start_epoch, plan.epochs):
         name = f"epoch-{epoch}"
         meter.begin(name)
@@ -66,7 +86,7 @@ def run_epochs(*, world: World, plan: EpochPlan, start_epoch: int, step: Callabl
         wait = comm = busy = 0.0
         d_losses, g_losses = [], []
         iterations = 0
-        interrupted = False
+        stopping = False
         for _ in range(plan.iterations_per_epoch):
             ta = time.perf_counter()
             batches = [next(it) for it in iterators]
@@ -82,8 +102,10 @@ def run_epochs(*, world: World, plan: EpochPlan, start_epoch: int, step: Callabl
             busy += tc - tb
             iterations += 1
             if coll.any(stop.raised):
-                interrupted = True
+                stopping = True
                 break
+        # A stop after the epoch's last iteration leaves a complete epoch: it is kept and saved.
+        interrupted = iterations < plan.iterations_per_epoch
         time_s = time.perf_counter() - t0
         window: EnergyWindow = meter.end(name)
         if not (math.isfinite(d_losses[-1]) and math.isfinite(g_losses[-1])):
@@ -100,15 +122,18 @@ def run_epochs(*, world: World, plan: EpochPlan, start_epoch: int, step: Callabl
             d_loss=float(np.mean(d_losses)), g_loss=float(np.mean(g_losses)))
         records = coll.gather(record)
         samples = coll.gather(meter.drain_samples())
-        if not interrupted:
-            save_checkpoint(epoch)
+        # Records before the checkpoint: a crash in between leaves an epoch that is recorded and
+        # run again after --resume (its old row then flagged), never a checkpointed epoch
+        # without a record.
         if writer is not None:
             writer.add_epochs(records)
             writer.add_power([s for rank_samples in samples for s in rank_samples])
             done += 1
             log(_progress(records, epoch, plan, done, time.perf_counter() - run_t0))
-        if interrupted:
-            return False
+        if not interrupted:
+            save_checkpoint(epoch)
+        if stopping:
+            return not interrupted and epoch == plan.epochs - 1
     return True
 
 
