@@ -1,0 +1,199 @@
+"""Training-throughput benchmark of one BoloGAN iteration (prints numbers; asserts nothing).
+
+Examples::
+
+    python -m bologan.bench --particle photons --batch 128 --threads 1 --json
+    python -m bologan.bench --particle photons --batch 128 --threads 1 --json --reference
+    python -m bologan.bench --inference ...        # generation benchmark (bologan.inference)
+
+``--reference`` runs what the original BoloGAN code does with the same numerics: each critic
+step and the generator step are separate calls, and the generator step recomputes the whole
+critic loss with its gradient penalty although only D(fake) is needed. The default is ours:
+the iteration is one compiled function and the generator step evaluates D(fake) only.
+FLOPs are counted from the compiled graph by TensorFlow's profiler (float operations of the
+matrix products and element-wise ops), per iteration.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from bologan.config import ModelConfig, TrainConfig
+from bologan.errors import main_guard
+from bologan.geometry import PARTICLE_NAMES
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bologan.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--particle", choices=PARTICLE_NAMES, default="photons")
+    p.add_argument("--batch", type=int, default=128, help="showers per critic step (default 128)")
+    p.add_argument("--threads", type=int, default=1, help="TensorFlow intra-op threads (default 1)")
+    p.add_argument("--generator", choices=("bn_swish", "bn_relu", "relu"), default="bn_swish")
+    p.add_argument("--iterations", type=int, default=40, help="timed iterations (default 40)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed iterations first (default 5)")
+    p.add_argument("--xla", action="store_true", help="compile with XLA (jit_compile)")
+    p.add_argument("--precision", choices=("float32", "mixed"), default="float32")
+    p.add_argument("--reference", action="store_true", help="time the original-code variant instead")
+    p.add_argument("--compare", action="store_true",
+                   help="time both variants in one process, alternating blocks; report the ratio")
+    p.add_argument("--rounds", type=int, default=5, help="alternating blocks per variant with --compare")
+    p.add_argument("--json", action="store_true", help="print one JSON line instead of text")
+    args = p.parse_args(argv)
+    if args.batch < 1 or args.iterations < 1 or args.threads < 0 or args.warmup < 0:
+        p.error("--batch and --iterations must be >= 1, --threads and --warmup >= 0")
+    return args
+
+
+def _reference_iteration(step, n_disc: int, unrolled: bool = False):
+    """The original code's shape, same numerics: one compiled function looping over the critic
+    steps with ``tf.range``, separate critic calls for fake and real showers, and a generator
+    step that recomputes the whole critic loss with its gradient penalty to get D(fake).
+    ``unrolled`` builds the same ops with a Python loop, only to count its FLOPs (the profiler
+    counts a ``tf.range`` loop body once)."""
+    import tensorflow as tf
+
+    from bologan.step import gradient_penalty
+
+    gan, model, train = step.gan, step.model, step.train
+    gen, critic = gan.generator, gan.critic
+    rng = tf.random.Generator.from_seed(train.seed)
+    batch = train.batch_size
+
+    def critic_loss(x, y):
+        z = rng.normal((batch, model.latent_dim), model.latent_mean, model.latent_std)
+        alpha = rng.uniform((batch, 1))
+        fake = gen([z, y], training=True)
+        d_fake = critic([fake, y], training=True)
+        d_real = critic([x, y], training=True)
+        gp = gradient_penalty(critic, x, fake, y, alpha)
+        return tf.reduce_mean(d_fake) - tf.reduce_mean(d_real) + train.gp_lambda * gp, d_fake
+
+    @tf.function(jit_compile=train.xla or None)
+    def iteration(real, label):
+        for k in (range(n_disc) if unrolled else tf.range(n_disc)):
+            with tf.GradientTape() as tape:
+                d_loss, _ = critic_loss(tf.gather(real, k), tf.gather(label, k))
+            grads = tape.gradient(d_loss, critic.trainable_variables)
+            gan.d_opt.apply_gradients(zip(grads, critic.trainable_variables))
+        with tf.GradientTape() as tape:
+            d_loss, d_fake = critic_loss(real[n_disc - 1], label[n_disc - 1])
+            g_loss = -tf.reduce_mean(d_fake)
+        grads = tape.gradient(g_loss, gen.trainable_variables)
+        gan.g_opt.apply_gradients(zip(grads, gen.trainable_variables))
+        gan.iteration.assign_add(1)
+        # The original returns (and logs) the recomputed critic loss, so it is really computed.
+        return {"d_loss": d_loss, "g_loss": g_loss}
+
+    return iteration
+
+
+def _graph_flops(concrete_function) -> int:
+    """Float operations in a concrete function's graph (TensorFlow's profiler)."""
+    from tensorflow.python.profiler import model_analyzer, option_builder
+
+    opts = option_builder.ProfileOptionBuilder.float_operation()
+    opts["output"] = "none"
+    return int(model_analyzer.profile(concrete_function.graph, options=opts).total_float_ops)
+
+
+def _build(args, reference: bool):
+    """(iteration function, inputs, FLOPs per iteration, policy) for one variant."""
+    import numpy as np
+    import tensorflow as tf
+
+    from bologan.geometry import particle
+    from bologan.model import Gan, set_precision
+    from bologan.step import WganGpStep
+
+    model = ModelConfig(particle=args.particle, generator=args.generator)
+    train = TrainConfig(batch_size=args.batch, xla=args.xla, precision=args.precision)
+    policy = set_precision(train, on_gpu=bool(tf.config.list_physical_devices("GPU")))
+    step = WganGpStep(Gan(model, train), model, train)
+    n_vox = particle(args.particle).n_voxels
+    rng = np.random.default_rng(0)
+    real = tf.constant(rng.random((train.n_disc, args.batch, n_vox), dtype=np.float32) / n_vox)
+    label = tf.constant(rng.random((train.n_disc, args.batch, 1), dtype=np.float32))
+    fn = _reference_iteration(step, train.n_disc) if reference else step.compile()
+    counted = _reference_iteration(step, train.n_disc, unrolled=True) if reference else fn
+    flops = _graph_flops(counted.get_concrete_function(real, label))
+    for _ in range(args.warmup):
+        float(fn(real, label)["d_loss"])
+    return (lambda: float(fn(real, label)["d_loss"])), flops, policy, train.n_disc
+
+
+def _time(call, iterations: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(iterations):
+        call()  # reading the loss waits for the iteration to finish
+    return time.perf_counter() - t0
+
+
+@main_guard
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--inference" in argv:
+        from bologan.inference import main_inference
+
+        argv.remove("--inference")
+        return main_inference(argv)
+    args = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import numpy as np
+    import tensorflow as tf
+
+    from bologan.geometry import particle
+    from bologan.tfsetup import configure
+
+    configure(args.threads, 10)
+    variants = [False, True] if args.compare else [args.reference]
+    built = {ref: _build(args, ref) for ref in variants}
+    rounds = args.rounds if args.compare else 1
+    per_block = max(1, args.iterations // rounds)
+    rates: dict[bool, list[float]] = {ref: [] for ref in variants}
+    for _ in range(rounds):
+        for ref in variants:  # alternate so both variants see the same machine load
+            rates[ref].append(per_block / _time(built[ref][0], per_block))
+    results = []
+    for ref in variants:
+        _, flops, policy, n_disc = built[ref]
+        its = float(np.median(rates[ref]))
+        results.append({
+            "variant": "reference" if ref else "bologan-scaling",
+            "particle": args.particle, "n_voxels": particle(args.particle).n_voxels, "batch": args.batch,
+            "n_disc": n_disc, "threads": args.threads, "xla": args.xla, "precision": policy,
+            "generator": args.generator, "iterations": per_block * rounds, "rounds": rounds,
+            "iterations_per_s": its, "iterations_per_s_blocks": rates[ref],
+            "showers_per_s": its * n_disc * args.batch,
+            "flops_per_iteration": flops, "achieved_gflops": flops * its / 1e9,
+            "tensorflow": tf.__version__,
+        })
+    if args.compare:
+        ours, ref = results
+        ratios = [a / b for a, b in zip(rates[False], rates[True])]
+        summary = {"compare": results, "speedup_showers_per_s": float(np.median(ratios)),
+                   "speedup_blocks": ratios}
+        if args.json:
+            print(json.dumps(summary), flush=True)
+        else:
+            for r in results:
+                _print_text(r)
+            print(f"speed-up (median of {rounds} alternating blocks): {summary['speedup_showers_per_s']:.2f}x")
+        return 0
+    if args.json:
+        print(json.dumps(results[0]), flush=True)
+    else:
+        _print_text(results[0])
+    return 0
+
+
+def _print_text(r: dict) -> None:
+    print(f"{r['variant']}: {r['iterations_per_s']:.1f} iterations/s, {r['showers_per_s']:,.0f} showers/s, "
+          f"{r['flops_per_iteration'] / 1e6:.1f} MFLOP/iteration, {r['achieved_gflops']:.2f} GFLOP/s "
+          f"({r['particle']}, batch {r['batch']}, {r['threads']} thread(s), {r['precision']}, xla={r['xla']})")
+
+if __name__ == "__main__":
+    sys.exit(main())
