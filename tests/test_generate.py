@@ -1,0 +1,221 @@
+"""bologan.generate: checkpoint lookup, energies, generated files that validate, and bad input."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bologan import generate
+from bologan.dataio import read_showers
+from bologan.errors import UserError
+from bologan.geometry import MOMENTA_MEV, PIONS
+
+REPO = Path(__file__).resolve().parents[1]
+ITERATIONS = (5, 10)
+
+
+def make_train_dir(root: Path, particle: str = "pions", generator: str = "relu",
+                   iterations: tuple[int, ...] = ITERATIONS) -> Path:
+    """A real (tiny) training directory: config.json and ckpt-<it> of a randomly initialised GAN."""
+    from bologan.config import DataConfig, ModelConfig, TrainConfig
+    from bologan.model import Gan, checkpoint_manager, save_train_config
+    from bologan.settings import sections_to_dict
+
+    out = root / "train"
+    cfg = {"model": ModelConfig(particle=particle, generator=generator, generator_widths=[8, 16],
+                                critic_widths=[16]),
+           "train": TrainConfig(), "data": DataConfig()}
+    gan = Gan(cfg["model"], cfg["train"])
+    save_train_config(out, sections_to_dict(cfg))
+    manager = checkpoint_manager(gan, out, 0)
+    for it in iterations:
+        gan.generator.get_layer("g_out").bias.assign_add(np.full(PIONS.n_voxels if particle == "pions" else 368,
+                                                                 0.01 * it, np.float32))
+        manager.save(checkpoint_number=it)
+    return out
+
+
+@pytest.fixture(scope="module")
+def train_dir(tmp_path_factory) -> Path:
+    return make_train_dir(tmp_path_factory.mktemp("gen"))
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    rc = generate.main(argv)
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def test_generated_file_validates_against_the_geometry(train_dir, tmp_path, capsys):
+    out = tmp_path / "gan.parquet"
+    rc, stdout, err = run(["--checkpoint", str(train_dir), "--energies", "1024,65536", "--n", "30",
+                           "--seed", "3", "--out", str(out)], capsys)
+    assert rc == 0, err
+    showers = read_showers(out, particle="pions")      # validates layout, voxel count, values
+    assert showers.particle is PIONS
+    assert showers.voxels_mev.shape == (60, PIONS.n_voxels)
+    assert np.array_equal(showers.momentum_mev, np.repeat([1024.0, 65536.0], 30))
+    assert (showers.voxels_mev >= 0).all() and showers.voxels_mev.sum() > 0
+    assert "ckpt-10" in showers.source and "seed 3" in showers.source    # newest checkpoint by default
+    assert "wrote 60 pions showers" in stdout and err == ""
+
+
+def test_same_seed_same_showers_other_seed_differs(train_dir, tmp_path, capsys):
+    paths = []
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        paths.append(tmp_path / f"{name}.parquet")
+        assert run(["--checkpoint", str(train_dir), "--iteration", "5", "--energies", "4096", "--n", "8",
+                    "--seed", str(seed), "--out", str(paths[-1])], capsys)[0] == 0
+    a, b, c = (read_showers(p).voxels_mev for p in paths)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_iterations_give_different_generators(train_dir, tmp_path, capsys):
+    means = []
+    for it in ITERATIONS:
+        out = tmp_path / f"it{it}.parquet"
+        assert run(["--checkpoint", str(train_dir), "--iteration", str(it), "--energies", "65536", "--n", "4",
+                    "--out", str(out)], capsys)[0] == 0
+        means.append(read_showers(out).voxels_mev.mean())
+    assert means[1] > means[0]      # the output bias grew between the two checkpoints
+
+
+def test_all_energies_and_warnings(train_dir, tmp_path, capsys):
+    out = tmp_path / "all.parquet"
+    rc, _, err = run(["--checkpoint", str(train_dir), "--energies", "all", "--n", "2", "--out", str(out)], capsys)
+    assert rc == 0 and err == ""
+    assert sorted(set(read_showers(out).momentum_mev)) == list(MOMENTA_MEV)
+    rc, _, err = run(["--checkpoint", str(train_dir), "--energies", "3000,100", "--n", "2",
+                      "--out", str(tmp_path / "off.parquet")], capsys)
+    assert rc == 0
+    assert "3000 MeV is not one of the 15 dataset-1 momenta" in err
+    assert "100 MeV is outside the trained range" in err
+
+
+def test_parse_energies():
+    assert generate.parse_energies("all") == list(MOMENTA_MEV)
+    assert generate.parse_energies(" 256, 1e3 ,") == [256.0, 1000.0]
+    for bad, match in (("abc", "not a number"), ("-5", "positive"), ("nan", "positive"), ("", "empty"),
+                       ("256,256", "twice")):
+        with pytest.raises(UserError, match=match):
+            generate.parse_energies(bad)
+
+
+def test_best_checkpoint_dir_finds_its_training_config(train_dir, tmp_path):
+    from bologan.evaluate import copy_checkpoint
+
+    # Default evaluate layout: TRAIN_DIR/eval/best_checkpoint -> the grandparent holds config.json.
+    work = tmp_path / "run"
+    shutil.copytree(train_dir, work)
+    best = work / "eval" / "best_checkpoint"
+    copy_checkpoint(work / "checkpoints", 5, best)
+    ref = generate.resolve_checkpoint(best)
+    assert ref.iteration == 5 and ref.config_dir == work and ref.prefix == best / "ckpt-5"
+
+    # Evaluation written elsewhere: best.json beside best_checkpoint names the training directory.
+    elsewhere = tmp_path / "evals" / "pions"
+    copy_checkpoint(work / "checkpoints", 10, elsewhere / "best_checkpoint")
+    (elsewhere / "best.json").write_text(json.dumps({"train_dir": str(work), "iteration": 10}))
+    ref = generate.resolve_checkpoint(elsewhere / "best_checkpoint")
+    assert ref.iteration == 10 and ref.config_dir == work and "best.json" in ref.config_found_by
+
+    # Nothing to find: the message says how to fix it; --config-from fixes it.
+    lone = tmp_path / "lone" / "a" / "best_checkpoint"
+    copy_checkpoint(work / "checkpoints", 10, lone)
+    with pytest.raises(UserError, match="--config-from TRAIN_DIR"):
+        generate.resolve_checkpoint(lone)
+    assert generate.resolve_checkpoint(lone, config_from=work).config_dir == work
+
+
+def test_checkpoint_forms_and_iteration_choice(train_dir):
+    ckpts = train_dir / "checkpoints"
+    assert generate.resolve_checkpoint(train_dir).iteration == 10
+    assert generate.resolve_checkpoint(train_dir, iteration=5).iteration == 5
+    assert generate.resolve_checkpoint(ckpts).config_dir == train_dir
+    assert generate.resolve_checkpoint(ckpts / "ckpt-5").iteration == 5
+    assert generate.resolve_checkpoint(ckpts / "ckpt-5.index").iteration == 5
+    with pytest.raises(UserError, match=r"no checkpoint for iteration 7 \(available: 5, 10\)"):
+        generate.resolve_checkpoint(train_dir, iteration=7)
+    with pytest.raises(UserError, match="names iteration 5 but --iteration says 10"):
+        generate.resolve_checkpoint(ckpts / "ckpt-5", iteration=10)
+
+
+def test_state_file_names_the_default_checkpoint(train_dir, tmp_path):
+    d = tmp_path / "ck"
+    d.mkdir()
+    for f in (train_dir / "checkpoints").glob("ckpt-*"):
+        shutil.copy2(f, d / f.name)
+    (d / "checkpoint").write_text('model_checkpoint_path: "ckpt-5"\n')
+    assert generate.resolve_checkpoint(d, config_from=train_dir).iteration == 5
+    (d / "checkpoint").unlink()
+    assert generate.resolve_checkpoint(d, config_from=train_dir).iteration == 10
+
+
+def test_negative_voxels_are_clipped_and_counted(tmp_path):
+    from bologan.model import load_train_config
+
+    train = make_train_dir(tmp_path, particle="photons", generator="bn_swish", iterations=(1,))
+    ref = generate.resolve_checkpoint(train)
+    gen, sections = generate.load_generator(ref)
+    assert load_train_config(train)["model"].generator == "bn_swish"
+    showers, clipped = generate.generate_showers(gen, sections, [1024.0], 50, seed=0)
+    assert clipped > 0       # swish reaches about -0.28: a random generator goes negative
+    assert (showers.voxels_mev >= 0).all()
+    assert f"{clipped} negative voxel values set to 0" in showers.source
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--n", "0"], "--n must be >= 1"),
+    (["--energies", "x"], "not a number"),
+    (["--checkpoint", "/nonexistent/run"], "not found"),
+    (["--iteration", "99"], "no checkpoint for iteration 99"),
+    (["--batch-size", "0"], "--batch-size must be >= 1"),
+])
+def test_bad_input_is_one_line_exit_2_nothing_written(train_dir, tmp_path, capsys, args, match):
+    out = tmp_path / "never.parquet"
+    base = {"--checkpoint": str(train_dir), "--energies": "1024", "--n": "3", "--out": str(out)}
+    for i in range(0, len(args), 2):
+        base[args[i]] = args[i + 1]
+    argv = [x for kv in base.items() for x in kv]
+    rc, _, err = run(argv, capsys)
+    assert rc == 2
+    assert err.count("\n") == 1 and err.startswith("error: ") and match in err
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_existing_output_needs_force(train_dir, tmp_path, capsys):
+    out = tmp_path / "x.parquet"
+    out.write_bytes(b"keep me")
+    argv = ["--checkpoint", str(train_dir), "--energies", "1024", "--n", "2", "--out", str(out)]
+    rc, _, err = run(argv, capsys)
+    assert rc == 2 and "already exists" in err and out.read_bytes() == b"keep me"
+    assert run(argv + ["--force"], capsys)[0] == 0
+    assert len(read_showers(out)) == 2
+
+
+def test_checkpoint_that_does_not_match_the_config(train_dir, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    shutil.copytree(train_dir, bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    cfg["model"]["generator_widths"] = [8, 32]
+    (bad / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "o.parquet"
+    rc, _, err = run(["--checkpoint", str(bad), "--energies", "1024", "--n", "2", "--out", str(out)], capsys)
+    assert rc == 2 and "does not hold a generator matching" in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_help_runs_without_tensorflow():
+    res = subprocess.run([sys.executable, "-c",
+                          "import sys, bologan.generate as g\n"
+                          "try:\n    g.main(['--help'])\nexcept SystemExit:\n    pass\n"
+                          "print('tensorflow' in sys.modules)"],
+                         cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0
+    assert "--energies" in res.stdout and res.stdout.strip().endswith("False")
