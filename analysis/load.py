@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from bologan.errors import UserError
-from scaling.rundir import RUN_JSON, Run, is_run_dir, load_run
+from scaling.rundir import EPOCHS_FILE, RUN_JSON, Run, is_run_dir, load_run
 
 BENCH_SCHEMA = "allreduce-bench/1"
 BENCH_GLOB = "allreduce*.json"
@@ -118,11 +118,46 @@ def find_inputs(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
     return uniq_runs, uniq_bench
 
 
-def load_runs(run_dirs: Iterable[Path], progress: Callable[[str], None] | None = None) -> list[Run]:
-    """``load_run`` each directory (a damaged one raises ``UserError`` naming its path)."""
+def _unstarted(d: Path) -> str | None:
+    """Why a run directory holds no epoch yet, if its run.json says it never completed one.
+
+    A run that failed or was killed before its first epoch is not corrupt: a study with such
+    a run still deserves a report of the others. A *completed* run without epochs is corrupt.
+    """
+    if (d / EPOCHS_FILE).exists():
+        return None
+    try:
+        status = json.loads((d / RUN_JSON).read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None                       # load_run reports the damaged run.json
+    if status in ("running", "failed", "interrupted"):
+        return f"{d}: no epoch recorded (status {status})"
+    return None
+
+
+def load_runs(run_dirs: Iterable[Path], progress: Callable[[str], None] | None = None,
+              skipped: list[str] | None = None) -> list[Run]:
+    """``load_run`` each directory (a damaged one raises ``UserError`` naming its path).
+
+    Runs that stopped before recording an epoch are left out and described in ``skipped``.
+    """
     runs = []
     for d in run_dirs:
+        why = _unstarted(Path(d))
+        if why is not None:
+            if skipped is not None:
+                skipped.append(why)
+            if progress:
+                progress(f"skipped {why}")
+            continue
         run = load_run(d)
+        if len(run.epochs) == 0 and run.meta.get("status") != "completed":
+            why = f"{d}: no epoch recorded (status {run.meta.get('status')})"
+            if skipped is not None:
+                skipped.append(why)
+            if progress:
+                progress(f"skipped {why}")
+            continue
         _check_meta(run)
         runs.append(run)
         if progress:

@@ -48,6 +48,7 @@ class Analysis:
     skipped_plots: dict[str, str] = field(default_factory=dict)
     power_run: Run | None = None
     iterations_to_solution: int | None = None
+    skipped_runs: list[str] = field(default_factory=list)
 
 
 def analyse(paths: Sequence[str | Path], network_files: Sequence[Path] = (),
@@ -56,7 +57,10 @@ def analyse(paths: Sequence[str | Path], network_files: Sequence[Path] = (),
     run_dirs, bench_paths = find_inputs(paths)
     progress(f"found {len(run_dirs)} run director{'y' if len(run_dirs) == 1 else 'ies'} and "
              f"{len(bench_paths)} all-reduce benchmark file(s)")
-    runs = load_runs(run_dirs, progress)
+    skipped: list[str] = []
+    runs = load_runs(run_dirs, progress, skipped)
+    if not runs:
+        raise UserError(f"no run with a recorded epoch ({len(skipped)} skipped; first: {skipped[0]})")
     series = group_series(runs)
     progress(f"{len(series)} series: " + "; ".join(f"{s.key.label} N={s.world_sizes}" for s in series))
     iterations = solution_iterations([r.meta["config"] for r in runs])
@@ -66,7 +70,7 @@ def analyse(paths: Sequence[str | Path], network_files: Sequence[Path] = (),
     projection = build_projection(results, benches, network_files)
     pareto, best = pareto_table(summary)
     return Analysis([str(p) for p in paths], runs, series, results, summary, benches, projection, pareto, best,
-                    iterations_to_solution=iterations)
+                    iterations_to_solution=iterations, skipped_runs=skipped)
 
 
 def choose_power_run(analysis: Analysis, run_id: str | None) -> Run | None:
@@ -222,7 +226,7 @@ def _meters_section(doc: Document, a: Analysis) -> None:
                 for name, d in domains.items():
                     d = d if isinstance(d, dict) else {}
                     why = "; ".join(str(d[k]) for k in ("reason", "hint") if d.get(k))
-                    key = (name, str(d.get("source", "?")), str(d.get("method", "?")), why)
+                    key = (name, str(d.get("source") or "-"), str(d.get("method") or "-"), why)
                     meters[key] = meters.get(key, 0) + 1
             else:   # a writer that describes its meter differently: show it verbatim
                 key = ("?", "?", json.dumps(item, sort_keys=True, default=str)[:200], "")
@@ -298,6 +302,9 @@ def build_document(a: Analysis) -> Document:
           f"{len(a.runs)} run director{'y' if len(a.runs) == 1 else 'ies'} in {len(a.series)} series under: "
           + ", ".join(f"`{p}`" for p in a.inputs) + ". Every number below can be regenerated from those run "
           "directories; `summary.csv` / `summary.parquet` hold the full table (units in the column names).")
+    if a.skipped_runs:
+        doc.p("Run directories left out because they stopped before recording an epoch:")
+        doc.ul(a.skipped_runs)
     doc.h(1, "How the numbers are measured")
     doc.ul(DEFINITIONS)
     _series_section(doc, a)

@@ -252,8 +252,8 @@ class Plotter:
         self._hide_unused(axes, len(series))
         handles = [Patch(color=PART_COLOURS[p], label=PART_LABELS[p]) for p in PART_COLOURS]
         handles.append(Line2D([], [], color="black", marker="_", linestyle="none", markersize=10,
-                              label="epoch time 25th-75th percentile"))
-        fig.legend(handles=handles, loc="outside upper center", ncols=min(5, len(handles)))
+                              label="epoch time p25-p75"))
+        fig.legend(handles=handles, loc="outside upper center", ncols=3 if len(series) == 1 else 5)
         return self._save(fig, "time_breakdown", "Time per epoch: compute, communication, data wait, other",
                           "Median epoch time T(N) split by the median share of each part: compute (training step "
                           "outside the all-reduce), communication (inside gradient all-reduces), data wait "
@@ -262,7 +262,7 @@ class Plotter:
     def _grid(self, count: int, per_row: int = 2) -> tuple[Figure, np.ndarray]:
         ncols = 1 if count == 1 else per_row
         nrows = math.ceil(count / ncols)
-        return self._figure(ncols=ncols, nrows=nrows, width=6.4 if ncols == 1 else 5.4 * ncols,
+        return self._figure(ncols=ncols, nrows=nrows, width=7.0 if ncols == 1 else 5.4 * ncols,
                             height=3.9 * nrows + 0.5)
 
     @staticmethod
@@ -305,7 +305,7 @@ class Plotter:
             if src in used_sources:
                 handles.append(Patch(facecolor="white", edgecolor="0.3", hatch=SOURCE_HATCH[src],
                                      label=f"hatched: {src}" if src != em.PARTIAL else "dotted: partial (lower bound)"))
-        fig.legend(handles=handles, loc="outside upper center", ncols=min(6, len(handles)))
+        fig.legend(handles=handles, loc="outside upper center", ncols=min(3 if len(series) == 1 else 6, len(handles)))
         return self._save(fig, "energy_breakdown", "Energy per epoch by domain",
                           "Median over non-warm-up epochs of energy per epoch: GPU = sum over every rank's GPU "
                           "(NVML energy counter); CPU package and DRAM = RAPL, read once per node by its reader "
@@ -450,34 +450,39 @@ class Plotter:
         if points is None or not len(points):
             self._skip("projection", "projection unavailable (see the projection section)")
             return None
-        fig, axes = self._figure(ncols=2, height=4.6)
+        fig, axes = self._figure(ncols=2, height=4.9)
         networks = list(dict.fromkeys(points["network"]))
-        particle_dash = {"photons": (0, (5, 2.5)), "pions": (0, (1.5, 1.5, 5, 1.5))}
+        particles = list(dict.fromkeys(points["particle"]))
+        particle_dash = {"photons": (0, (6, 3)), "pions": (0, (1.5, 2))}
         net_colour = {n: PALETTE[(i + 2) % len(PALETTE)] for i, n in enumerate(networks)}
+        handles: dict[str, Line2D] = {}
+        for n in networks:
+            handles[f"projection, {n}"] = Line2D([], [], color=net_colour[n], linestyle="--")
+        for pt in particles:
+            handles[f"projected {pt} model"] = Line2D([], [], color="0.4", linestyle=particle_dash.get(pt, "--"))
         for ax, mode in ((axes[0, 0], "strong"), (axes[0, 1], "weak")):
             p = points[points["mode"] == mode]
             for (net, particle), g in p.groupby(["network", "particle"], sort=False):
                 g = g.sort_values("world_size_ranks")
                 ax.plot(g["world_size_ranks"], g["efficiency_ratio"], color=net_colour[net],
                         linestyle=particle_dash.get(particle, "--"), linewidth=1.7)
-            handles = [Line2D([], [], color=net_colour[n], linestyle="--", label=f"projection, {n}")
-                       for n in networks]
-            handles += [Line2D([], [], color="0.4", linestyle=particle_dash.get(pt, "--"),
-                               label=f"projected {pt} model") for pt in dict.fromkeys(p["particle"])]
             m = measured[measured["mode"] == mode] if len(measured) else measured
-            if len(m):
-                for (label, particle), g in m.groupby(["series", "particle"], sort=False):
-                    g = g.sort_values("world_size_ranks")
-                    line = ax.plot(g["world_size_ranks"], g["efficiency_ratio"], color="black", linestyle="-",
-                                   marker="o" if particle == "photons" else "s", linewidth=1.4,
-                                   label=f"measured: {label}")
-                    handles.append(line[0])
+            for (label, particle), g in (m.groupby(["series", "particle"], sort=False) if len(m) else []):
+                g = g.sort_values("world_size_ranks")
+                marker = "o" if particle == "photons" else "s"
+                ax.plot(g["world_size_ranks"], g["efficiency_ratio"], color="black", linestyle="-", marker=marker,
+                        linewidth=1.4, zorder=4)
+                handles[f"measured: {label}"] = Line2D([], [], color="black", marker=marker, linestyle="-")
+            if not len(m):
+                ax.text(0.97, 0.97, f"no {mode}-scaling measurement", transform=ax.transAxes, ha="right",
+                        va="top", fontsize=8.5, color="0.4")
             ax.axhline(1.0, color="0.35", linestyle=":", linewidth=1.0, zorder=0)
             self.log2_axis(ax, points["world_size_ranks"])
             ax.set_ylim(0, 1.08)
             ax.set_ylabel("strong efficiency S / N" if mode == "strong" else "weak efficiency T(1) / T(N)")
             ax.set_title(f"{mode.capitalize()} scaling: projection vs measurement")
-            ax.legend(handles=handles, loc="lower left", fontsize=7)
+        fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=2, fontsize=8,
+                   handlelength=3.5)
         return self._save(fig, "projection", "Projected scaling efficiency (ring all-reduce model)",
                           "Dashed: projections from the ring all-reduce model (latency + size / bandwidth) fitted "
                           "to the all-reduce benchmark or given in a network file, plus the measured "

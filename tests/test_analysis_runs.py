@@ -221,3 +221,19 @@ def test_bad_bench_file_is_named(tmp_path, capsys):
     (tmp_path / "allreduce-n2.json").write_text(json.dumps({"schema": "other/9"}))
     err = _cli_error(capsys, [str(tmp_path), "--out", str(tmp_path / "rep"), "--quiet"])
     assert "allreduce-n2.json" in err
+
+
+def test_run_that_never_finished_an_epoch_is_skipped_but_a_completed_one_is_corrupt(tmp_path, capsys):
+    make_run(tmp_path, "good", n=1)
+    dead = make_run(tmp_path, "dead", n=2)
+    (dead / "epochs.parquet").unlink()
+    meta = json.loads((dead / "run.json").read_text())
+    meta["status"] = "failed"
+    (dead / "run.json").write_text(json.dumps(meta))
+    a = analyse([tmp_path])
+    assert [r.meta["run_id"] for r in a.runs] == ["good"]
+    assert len(a.skipped_runs) == 1 and str(dead) in a.skipped_runs[0]
+    meta["status"] = "completed"
+    (dead / "run.json").write_text(json.dumps(meta))
+    err = _cli_error(capsys, [str(tmp_path), "--out", str(tmp_path / "rep"), "--quiet"])
+    assert str(dead / "epochs.parquet") in err
