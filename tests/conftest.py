@@ -1,0 +1,38 @@
+"""Shared test helpers: how to start several ranks here, and why tests are skipped."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def mpirun_prefix(n: int) -> list[str]:
+    """``mpirun`` for ``n`` local ranks (root needs --allow-run-as-root; 2 cores need --oversubscribe)."""
+    cmd = ["mpirun", "--oversubscribe", "-np", str(n)]
+    if os.geteuid() == 0:
+        cmd.insert(1, "--allow-run-as-root")
+    return cmd
+
+
+def run_module(module: str, args: list[str], ranks: int = 1, timeout: float = 600,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m module args`` on ``ranks`` ranks (mpirun when > 1) from the repo root."""
+    cmd = [sys.executable, "-m", module, *args]
+    if ranks > 1:
+        cmd = mpirun_prefix(ranks) + cmd
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_mpi = None if shutil.which("mpirun") else pytest.mark.skip(
+        reason="mpirun not found (install openmpi-bin: make test does this as root)")
+    for item in items:
+        if skip_mpi is not None and "mpi" in item.keywords:
+            item.add_marker(skip_mpi)
