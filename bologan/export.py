@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import platform
 import shutil
 import sys
@@ -87,7 +88,7 @@ def make_export_module(generator: Any, model_cfg: Any, label_kind: str) -> Any:
             if label_kind == "maxe":
                 label = ekin / ekin_max
             else:
-                label = tf.math.log(ekin / ekin_min) / tf.math.log(ekin_max / ekin_min)
+                label = tf.math.log(ekin / ekin_min) / math.log(ekin_max / ekin_min)
             label = tf.reshape(tf.cast(label, tf.float32), (-1, 1))
             z = tf.random.stateless_normal((tf.shape(momentum_mev)[0], latent),
                                            seed=tf.stack([seed, tf.constant(0, tf.int64)]),
