@@ -67,10 +67,22 @@ class MpiCollectives(LocalCollectives):
 
 
 class HorovodCollectives(LocalCollectives):
+    """Horovod's object collectives (horovodrun with Gloo, no MPI).
+
+    Horovod is initialised by the first collective, which may come before the engine's setup
+    (the agreement on input errors); the caller sets HOROVOD_* settings in the environment first.
+    """
+
     def __init__(self):
         import horovod.tensorflow as hvd
 
-        self.hvd = hvd
+        self._hvd = hvd
+
+    @property
+    def hvd(self):
+        if not self._hvd.is_initialized():
+            self._hvd.init()
+        return self._hvd
 
     def gather(self, obj: Any) -> list[Any] | None:
         objs = self.hvd.allgather_object(obj)

@@ -19,11 +19,14 @@ import argparse
 import datetime as dt
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bologan.config import BOLOGAN_SECTIONS, config_hash
 from bologan.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR, UserError
@@ -32,6 +35,7 @@ from energy.config import EnergyConfig
 from scaling.collectives import for_world
 from scaling.config import ScalingConfig
 from scaling.rundir import CHECKPOINT_DIR, RUN_JSON, RunWriter
+from scaling.trainer import StopFlag
 from scaling.world import World, discover
 
 SECTIONS: dict[str, type] = {**BOLOGAN_SECTIONS, "scaling": ScalingConfig, "energy": EnergyConfig}
@@ -42,9 +46,20 @@ NOT_WORKLOAD = ("train.batch_size", "train.iterations", "train.checkpoint_every"
 KEEP_CHECKPOINTS = 3
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (exit 2), not a usage dump of every flag."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UserError(f"{self.prog}: {message} (see --help)")
+
+
+class _AgreedError(UserError):
+    """A user error that every rank raises at the same point, so all can exit without an abort."""
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m scaling.run", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="python -m scaling.run", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="TOML file with [model] [train] [data] [scaling] [energy] tables")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its latest checkpoint (after an interruption)")
@@ -68,8 +83,49 @@ def _resolve_config(args: argparse.Namespace) -> dict:
     return resolve_sections(SECTIONS, args.config, args)
 
 
-def _check_out(out: Path, resume: bool, workload_hash: str) -> str | None:
-    """Problem with the output directory, as a one-line message, or None."""
+def _replicas_before_engine(sc: ScalingConfig, world: World) -> int | None:
+    """Replicas known without TensorFlow: one per process, except tf.distribute in one process
+    (its devices are known only once TensorFlow runs)."""
+    return world.size if sc.engine == "horovod" or world.size > 1 else None
+
+
+def _per_replica_batch(sc: ScalingConfig, replicas: int) -> int:
+    try:
+        return sc.per_replica_batch(replicas)
+    except ValueError as exc:
+        raise UserError(f"--global-batch: {exc} (strong mode)") from None
+
+
+def _out_path(sc: ScalingConfig, replicas: int) -> Path:
+    return Path(sc.out or f"results/{sc.study}/{sc.engine}-{sc.mode}-n{replicas}")
+
+
+def _not_writable(out: Path) -> str | None:
+    """Why ``out`` could not be created or written, judged without creating anything."""
+    probe = out
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{out}: output directory not writable ({probe} is not a directory)"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{out}: output directory not writable (no write permission on {probe})"
+    return None
+
+
+def _resume_mismatch(saved: dict[str, Any], now: dict[str, Any]) -> str | None:
+    """A setting that would make the resumed epochs measure something else than the first ones."""
+    for key, value in now.items():
+        if value is not None and key in saved and saved[key] != value:
+            return f"--resume with {key} {value!r}, but the run was started with {saved[key]!r}"
+    return None
+
+
+def _check_out(out: Path, resume: bool, workload_hash: str, shape: dict[str, Any]) -> str | None:
+    """Problem with the output directory, as a one-line message, or None. Writes nothing.
+
+    ``shape``: run.json keys a resumed run must keep (engine, mode, world size, batch, epoch
+    length); a value of None is not known yet and not compared.
+    """
     meta_path = out / RUN_JSON
     if resume:
         if not meta_path.is_file():
@@ -78,12 +134,22 @@ def _check_out(out: Path, resume: bool, workload_hash: str) -> str | None:
             saved = json.loads(meta_path.read_text())
         except (OSError, ValueError) as exc:
             return f"{meta_path}: unreadable ({exc})"
+        if not isinstance(saved, dict):
+            return f"{meta_path}: expected a JSON object"
         if saved.get("config_hash") != workload_hash:
             return f"{out}: --resume with settings that change the workload (saved config_hash " \
                    f"{saved.get('config_hash')}, now {workload_hash}); use a new --out"
-        return None
+        mismatch = _resume_mismatch(saved, shape)
+        if mismatch:
+            return f"{out}: {mismatch}; use a new --out"
+        return _not_writable(out)
     if meta_path.exists() or (out / CHECKPOINT_DIR).exists():
         return f"{out}: already holds a run (use --resume to continue it, or choose another --out)"
+    return _not_writable(out)
+
+
+def _create_out(out: Path) -> str | None:
+    """Create ``out`` and prove a file can be written there; a problem as one line, or None."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out, prefix=".probe"):
@@ -93,15 +159,96 @@ def _check_out(out: Path, resume: bool, workload_hash: str) -> str | None:
     return None
 
 
+def _check_enough_showers(n_showers: int, n_disc: int, batch: int, replicas: int, source: str) -> None:
+    need = n_disc * batch * replicas
+    if n_showers < need:
+        raise UserError(f"{source}: {n_showers} showers, but one iteration needs {need} "
+                        f"(n_disc {n_disc} x batch {batch} x {replicas} replicas)")
+
+
+def _set_horovod_environment(sc: ScalingConfig) -> None:
+    # hvd.init() reads these; under horovodrun the first collective initialises Horovod, which
+    # may happen before the engine is set up.
+    if sc.fusion_threshold_bytes >= 0:
+        os.environ["HOROVOD_FUSION_THRESHOLD"] = str(sc.fusion_threshold_bytes)
+    if sc.cycle_time_ms >= 0:
+        os.environ["HOROVOD_CYCLE_TIME"] = str(sc.cycle_time_ms)
+
+
+@dataclass
+class _Checked:
+    """What the checks before TensorFlow found valid (values None are known only later)."""
+    args: argparse.Namespace
+    cfg: dict[str, Any]
+    workload: str
+    showers: Any
+    replicas: int | None
+    batch: int | None
+    out: Path | None
+    writer: RunWriter | None      # rank 0 of a resumed run: the records read back
+
+
+def _preflight(argv: list[str] | None, world: World) -> _Checked:
+    """Every check that needs no TensorFlow and no peer: arguments, config, batch split, output
+    directory (rank 0), data. Raises ``UserError``; writes nothing."""
+    args = parse_args(argv)
+    cfg = _resolve_config(args)
+    sc: ScalingConfig = cfg["scaling"]
+    _set_horovod_environment(sc)
+    workload = config_hash({k: v for k, v in sections_to_dict(cfg).items() if k in BOLOGAN_SECTIONS},
+                           exclude=NOT_WORKLOAD)
+    replicas = _replicas_before_engine(sc, world)
+    batch = out = writer = None
+    if replicas is not None:
+        batch = _per_replica_batch(sc, replicas)
+        out = _out_path(sc, replicas)
+        if world.rank == 0:
+            problem = _check_out(out, args.resume, workload, _shape(sc, replicas, batch))
+            if problem:
+                raise UserError(problem)
+            if args.resume:
+                writer = RunWriter.resume(out)
+    from bologan.pipeline import load_showers
+
+    showers = load_showers(cfg["data"], cfg["model"].particle, cfg["train"].seed)
+    if batch is not None:
+        _check_enough_showers(len(showers), cfg["train"].n_disc, batch, replicas,
+                              cfg["data"].data or "synthetic showers")
+    return _Checked(args, cfg, workload, showers, replicas, batch, out, writer)
+
+
+def _shape(sc: ScalingConfig, replicas: int | None, batch: int | None) -> dict[str, Any]:
+    return {"engine": sc.engine, "mode": sc.mode, "world_size": replicas, "per_rank_batch": batch,
+            "iterations_per_epoch": sc.iterations_per_epoch}
+
+
+def _agree(coll, world: World, problem: str | None) -> None:
+    """Every rank learns whether any rank found a problem; then all raise the first one."""
+    found = [(r, node, p) for r, (node, p) in enumerate(coll.allgather((world.node, problem))) if p]
+    if found:
+        rank, node, message = found[0]
+        raise _AgreedError(message if rank == 0 else f"rank {rank} on {node}: {message}")
+
+
 def main(argv: list[str] | None = None) -> int:
     world = discover()
+    # Before anything slow: a SIGTERM during start-up is then a clean stop, not a dead rank.
+    stop = StopFlag()
+    previous_handlers = stop.install()
     coll = None
     try:
         coll = for_world(world, _engine_from_argv(argv))
-        return _run(argv, world, coll)
-    except UserError as exc:
+        return _run(argv, world, coll, stop)
+    except _AgreedError as exc:
         if world.rank == 0:
             print(f"error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_USER_ERROR
+    except UserError as exc:
+        # Found by this rank alone: its peers may already wait in a collective, so end them all.
+        where = f"rank {world.rank} on {world.node}: " if world.size > 1 else ""
+        print(f"error: {where}{exc}", file=sys.stderr, flush=True)
+        if world.size > 1 and coll is not None:
+            coll.abort(EXIT_USER_ERROR)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
@@ -110,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         if world.size > 1 and coll is not None:
             coll.abort(EXIT_FAILURE)
         return EXIT_FAILURE
+    finally:
+        StopFlag.restore(previous_handlers)
 
 
 def _engine_from_argv(argv: list[str] | None) -> str:
@@ -122,9 +271,18 @@ def _engine_from_argv(argv: list[str] | None) -> str:
     return "horovod"
 
 
-def _run(argv: list[str] | None, world: World, coll) -> int:
-    args = parse_args(argv)
-    cfg = _resolve_config(args)
+def _run(argv: list[str] | None, world: World, coll, stop: StopFlag) -> int:
+    # Bad input is found before TensorFlow is imported (seconds, not a minute), and every rank
+    # agrees on it before any rank goes on, so a problem one rank sees cannot leave the others
+    # waiting in a collective.
+    checked = problem = None
+    try:
+        checked = _preflight(argv, world)
+    except UserError as exc:
+        problem = str(exc)
+    _agree(coll, world, problem)
+    assert checked is not None
+    args, cfg = checked.args, checked.cfg
     sc: ScalingConfig = cfg["scaling"]
     model_cfg, train_cfg, data_cfg = cfg["model"], cfg["train"], cfg["data"]
     log = (lambda msg: print(msg, flush=True)) if world.rank == 0 else (lambda msg: None)
@@ -138,27 +296,33 @@ def _run(argv: list[str] | None, world: World, coll) -> int:
     configure(train_cfg.threads or world.cores, train_cfg.seed, sc.inter_op_threads)
     engine.setup()
     replicas = engine.replicas
-    try:
-        batch = sc.per_replica_batch(replicas)
-    except ValueError as exc:
-        raise UserError(f"--global-batch: {exc} (strong mode)") from None
-    out = Path(sc.out or f"results/{sc.study}/{sc.engine}-{sc.mode}-n{replicas}")
-    workload = config_hash({k: v for k, v in sections_to_dict(cfg).items() if k in BOLOGAN_SECTIONS},
-                           exclude=NOT_WORKLOAD)
-    problem = coll.bcast(_check_out(out, args.resume, workload) if world.rank == 0 else None)
+    batch, out, writer = checked.batch, checked.out, checked.writer
+    if replicas != checked.replicas:
+        # tf.distribute in one process: the replica count is known only now.
+        problem = None
+        try:
+            batch = _per_replica_batch(sc, replicas)
+            out = _out_path(sc, replicas)
+            _check_enough_showers(len(checked.showers), train_cfg.n_disc, batch, replicas,
+                                  data_cfg.data or "synthetic showers")
+            if world.rank == 0:
+                problem = _check_out(out, args.resume, checked.workload, _shape(sc, replicas, batch))
+                if not problem and args.resume:
+                    writer = RunWriter.resume(out)
+        except UserError as exc:
+            problem = str(exc)
+        _agree(coll, world, problem)
+    assert batch is not None and out is not None
+    # Every check passed: only now is anything created on disk.
+    problem = coll.bcast(_create_out(out) if world.rank == 0 else None)
     if problem:
-        raise UserError(problem)
+        raise _AgreedError(problem)
+    workload = checked.workload
 
     from bologan.model import Gan, checkpoint_manager, set_precision
-    from bologan.pipeline import IterationBatches, load_showers
     from bologan.step import NoiseSpec, WganGpStep
-    from energy.meter import EnergyMeter, resolve_gpu_index, tf_sync_devices
     from scaling.runinfo import cpu_model, git_commit, versions
-    from scaling.trainer import EpochPlan, StopFlag, run_epochs
 
-    stop = StopFlag()
-    stop.install()
-    showers = load_showers(data_cfg, model_cfg.particle, train_cfg.seed)
     policy = set_precision(train_cfg, engine.on_gpu)
     lr_scale = float(replicas) if sc.lr_scaling == "linear" else 1.0
     with engine.scope():
@@ -175,7 +339,6 @@ def _run(argv: list[str] | None, world: World, coll) -> int:
     ckpt_root = out if writes_ckpt else Path(tempfile.mkdtemp(prefix=f"ckpt-rank{world.rank}-"))
     manager = checkpoint_manager(gan, ckpt_root, KEEP_CHECKPOINTS)
     attempt = 0
-    writer: RunWriter | None = None
     if args.resume:
         latest = checkpoint_manager(gan, out, KEEP_CHECKPOINTS).latest_checkpoint
         if latest:
@@ -185,10 +348,16 @@ def _run(argv: list[str] | None, world: World, coll) -> int:
     start_epoch = start_iteration // sc.iterations_per_epoch
     nodes = coll.allgather(world.node)
     t0 = time.monotonic()
+    if args.resume and start_epoch >= sc.epochs:
+        # Same answer on every rank (the checkpoint is rank 0's, broadcast by the engine).
+        log(f"{out}: all {sc.epochs} epochs are done already; nothing to resume (give a larger --epochs to "
+            f"train on)")
+        return EXIT_OK
 
     if world.rank == 0:
         if args.resume:
-            writer = RunWriter.resume(out)
+            assert writer is not None
+            writer.remove_stale_temp_files()
             attempt = len(writer.meta.get("restarts", [])) + 1
             # Epochs at or after the checkpoint were not saved: their rows stay, flagged as
             # interrupted, and the epochs are run again.
@@ -196,7 +365,8 @@ def _run(argv: list[str] | None, world: World, coll) -> int:
                 if rec.epoch >= start_epoch:
                     rec.interrupted = True
             writer.add_epochs([])
-            writer.meta["restarts"].append({"attempt": attempt, "time": _now(), "from_epoch": start_epoch})
+            writer.meta.setdefault("restarts", []).append(
+                {"attempt": attempt, "time": _now(), "from_epoch": start_epoch})
             writer.write_meta(status="running", end_time=None, exit_status=None, config=sections_to_dict(cfg))
         else:
             writer = RunWriter(out, {
@@ -217,8 +387,35 @@ def _run(argv: list[str] | None, world: World, coll) -> int:
                           "compute_s the rest of the step calls",
             })
             writer.write_meta()
+            # An empty epochs file from the start: a run killed in its first epoch is still a
+            # readable run directory that --resume can continue.
+            writer.add_epochs([])
+    else:
+        writer = None
     attempt = coll.bcast(attempt)
+    try:
+        return _train(world, coll, cfg, engine, checked.showers, batch, replicas, step, manager, writes_ckpt,
+                      writer, attempt, start_iteration, start_epoch, nodes, out, t0, stop, log)
+    except Exception:
+        if writer is not None:
+            # Rank 0 failed: say so in run.json (a failure elsewhere kills rank 0 before it can).
+            try:
+                writer.write_meta(status="failed", end_time=_now(), exit_status=EXIT_FAILURE)
+            except Exception:  # noqa: BLE001 - the original error matters more than this one
+                pass
+        raise
 
+
+def _train(world: World, coll, cfg: dict[str, Any], engine, showers, batch: int, replicas: int, step, manager,
+           writes_ckpt: bool, writer: RunWriter | None, attempt: int, start_iteration: int, start_epoch: int,
+           nodes: list[str], out: Path, t0: float, stop: StopFlag, log) -> int:
+    """The epochs of this attempt, then run.json's final status; returns the exit code."""
+    from bologan.pipeline import IterationBatches
+    from energy.meter import EnergyMeter, resolve_gpu_index, tf_sync_devices
+    from scaling.trainer import EpochPlan, run_epochs
+
+    sc: ScalingConfig = cfg["scaling"]
+    model_cfg, train_cfg, data_cfg = cfg["model"], cfg["train"], cfg["data"]
     gpu_index = resolve_gpu_index(world.local_rank) if engine.on_gpu else None
     meter = EnergyMeter(cfg["energy"], rank=world.rank, local_rank=world.local_rank, node=world.node,
                         read_node_counters=world.reads_node_counters, gpu_index=gpu_index, t0=t0,
@@ -256,7 +453,8 @@ def _run(argv: list[str] | None, world: World, coll) -> int:
         if completed:
             log(f"done: results in {out} (analyse with: python -m analysis {out.parent} --out {out.parent / 'report'})")
         else:
-            log(f"interrupted by signal {stop.signal}: completed epochs are saved; continue with "
+            name = signal.Signals(stop.signal).name if stop.signal else "signal"
+            log(f"interrupted by {name}: completed epochs are saved up to the last checkpoint; continue with "
                 f"--resume --out {out}")
     coll.barrier()
     return code
