@@ -71,7 +71,9 @@ def model_size(model: ModelConfig | Mapping[str, Any] | None = None,
     hidden = list(cfg.generator_widths)
     generator = dense_params([cfg.latent_dim + 1, *hidden, n_voxels])
     if cfg.generator.startswith("bn_"):
-        generator += 2 * sum(hidden)
+        generator += 2 * sum(hidden)  # trainable gamma and beta per normalised unit
+    if cfg.generator == "bn_swish":
+        generator += 2 * n_voxels  # BoloGAN's High12 also normalises the output layer
     critic_hidden = list(cfg.critic_widths) or [n_voxels] * 3
     critic = dense_params([n_voxels + 1, *critic_hidden, 1])
     return ModelSize(particle=name, n_voxels=n_voxels, generator_params=generator, critic_params=critic)

@@ -82,8 +82,9 @@ def test_derived_energy_metrics():
 
 def test_parameter_counts_by_hand():
     photons = model_size(None, "photons")
-    # generator 51 -> 50 -> 100 -> 200 -> 368 with BatchNorm (2 per hidden unit)
-    gen = (51 * 50 + 50) + (50 * 100 + 100) + (100 * 200 + 200) + (200 * 368 + 368) + 2 * (50 + 100 + 200)
+    # generator 51 -> 50 -> 100 -> 200 -> 368; bn_swish normalises every layer, the output too
+    # (2 trainable per unit)
+    gen = (51 * 50 + 50) + (50 * 100 + 100) + (100 * 200 + 200) + (200 * 368 + 368) + 2 * (50 + 100 + 200 + 368)
     critic = (369 * 368 + 368) + 2 * (368 * 368 + 368) + (368 + 1)
     assert (photons.n_voxels, photons.generator_params, photons.critic_params) == (368, gen, critic)
     assert photons.critic_grad_bytes == 4 * critic
