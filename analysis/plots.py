@@ -39,6 +39,7 @@ DOMAIN_LABELS = {"gpu": "GPU", "cpu": "CPU package", "dram": "DRAM"}
 SOURCE_HATCH = {em.MEASURED: "", em.ESTIMATED: "///", em.MIXED: "//", em.PARTIAL: "..", em.UNAVAILABLE: ""}
 DPI = 150
 MAX_TIMELINE_RANKS = 8
+MAX_LINE_POINTS = 3000
 
 STYLE = {
     "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10.5, "xtick.labelsize": 9.5,
@@ -79,6 +80,19 @@ def tidy_log_axis(ax, axis: str = "y") -> None:
         a.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         a.set_major_formatter(FuncFormatter(_plain))
         a.set_minor_formatter(NullFormatter())
+
+
+def downsample(t: np.ndarray, y: np.ndarray, max_points: int = MAX_LINE_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over equal time bins when a series is longer than ``max_points`` (keeps PDFs small)."""
+    if len(t) <= max_points:
+        return t, y
+    edges = np.linspace(t[0], t[-1], max_points + 1)
+    idx = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, max_points - 1)
+    counts = np.bincount(idx, minlength=max_points)
+    keep = counts > 0
+    t_mean = np.bincount(idx, weights=t, minlength=max_points)[keep] / counts[keep]
+    y_mean = np.bincount(idx, weights=y, minlength=max_points)[keep] / counts[keep]
+    return t_mean, y_mean
 
 
 def bytes_label(v: float, _pos=None) -> str:
@@ -173,19 +187,28 @@ class Plotter:
                         capsize=3, label=r.series.key.label)
             if r.fit is not None:
                 grid = np.geomspace(n.min(), n.max(), 60)
-                ax.plot(grid, r.fit.predict(grid), color=colour, linestyle=":", linewidth=1.3,
-                        label=f"Amdahl fit, parallel fraction P = {r.fit.parallel_fraction:.3f}")
+                # Many series: one generic legend entry for the fits (P values are in the report).
+                fit_label = (f"Amdahl fit, parallel fraction P = {r.fit.parallel_fraction:.3f}"
+                             if len(series) <= 3 else None)
+                ax.plot(grid, r.fit.predict(grid), color=colour, linestyle=":", linewidth=1.3, label=fit_label)
             all_n += list(n)
         ideal = np.array(sorted(set(all_n)), dtype=float)
         ax.plot(ideal, ideal, color="0.35", linestyle="--", linewidth=1.2, label="ideal (S = N)", zorder=0)
         self.log2_axis(ax, all_n)
         ax.set_yscale("log", base=2)
-        ax.yaxis.set_major_locator(FixedLocator(sorted({2**k for k in range(0, int(math.log2(max(all_n))) + 2)})))
+        s_all = [v for r in series for v in r.rows["speedup_ratio"].dropna()] + list(all_n)
+        k_lo = math.floor(math.log2(max(min(s_all), 1e-3)))
+        k_hi = math.ceil(math.log2(max(s_all)))
+        ax.yaxis.set_major_locator(FixedLocator([2.0**k for k in range(k_lo, k_hi + 1)]))
         ax.yaxis.set_minor_locator(NullLocator())
-        ax.set_yticklabels([str(int(t)) for t in ax.get_yticks()])
+        ax.yaxis.set_major_formatter(FuncFormatter(_plain))
         ax.set_ylabel("speedup S = N0 T(N0) / T(N)")
         ax.set_title("Strong scaling: speedup")
-        ax.legend(loc="upper left")
+        handles, labels = ax.get_legend_handles_labels()
+        if len(series) > 3 and any(r.fit is not None for r in series):
+            handles.append(Line2D([], [], color="0.3", linestyle=":"))
+            labels.append("dotted: Amdahl fits (P in the report)")
+        ax.legend(handles, labels, loc="upper left", fontsize=8 if len(series) <= 3 else 7)
         return self._save(fig, "speedup", "Speedup vs ranks (strong scaling)",
                           "Speedup from the median epoch time T(N) over non-warm-up, non-interrupted epochs; an "
                           "epoch's time is that of its slowest rank. Error bars: epoch-time 25th-75th percentile "
@@ -365,7 +388,8 @@ class Plotter:
             for (domain, device), g in power[power["rank"] == rank].groupby(["domain", "device"], sort=True):
                 g = g.sort_values("t_s")
                 est = " (estimated)" if (g["source"] == "estimated").any() else ""
-                ax.plot(g["t_s"], g["watts"], color=colour, linestyle=dash.get(domain, "-"), linewidth=1.2,
+                t, w = downsample(g["t_s"].to_numpy(float), g["watts"].to_numpy(float))
+                ax.plot(t, w, color=colour, linestyle=dash.get(domain, "-"), linewidth=1.2,
                         label=f"rank {rank} {device}{est}")
         ax.set_xlabel("time since run start (s)")
         ax.set_ylabel("power (W)")
@@ -376,7 +400,8 @@ class Plotter:
         return self._save(fig, "power_timeline", f"Per-rank power timeline ({run_label})",
                           "Samples of power.parquet: GPU board power (NVML) of each rank's GPU (solid), RAPL "
                           "package (dashed) and DRAM (dotted) power of each node from its reader rank; "
-                          "estimates are labelled.")
+                          f"estimates are labelled. Lines with more than {MAX_LINE_POINTS} samples are drawn as "
+                          "averages over equal time bins.")
 
     def plot_pareto(self, table: pd.DataFrame) -> PlotFile | None:
         if table is None or not len(table):
