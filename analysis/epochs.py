@@ -20,7 +20,7 @@ from analysis.energy_metrics import DOMAINS, domain_energy, total_energy
 from scaling.rundir import Run
 
 EPOCH_TABLE_COLUMNS = (
-    "run_id", "world_size", "epoch", "attempt", "ranks_count", "time_s", "time_min_s", "compute_s", "comm_s",
+    "run_id", "world_size", "nodes", "epoch", "attempt", "ranks_count", "time_s", "time_min_s", "compute_s", "comm_s",
     "data_wait_s", "busy_max_s", "busy_min_s", "showers_count", "iterations_count", "warmup", "interrupted",
     "gpu_energy_j", "gpu_energy_source", "cpu_energy_j", "cpu_energy_source", "dram_energy_j",
     "dram_energy_source", "total_energy_j", "total_energy_source", "total_energy_domains",
@@ -38,6 +38,7 @@ def epoch_table(run: Run) -> pd.DataFrame:
         tot = total_energy(parts)
         row = {
             "run_id": str(run.meta.get("run_id")), "world_size": int(run.meta["world_size"]),
+            "nodes": int(run.meta["nodes"]),
             "epoch": int(epoch), "attempt": int(attempt), "ranks_count": int(len(g)),
             "time_s": float(g["time_s"].max()), "time_min_s": float(g["time_s"].min()),
             "compute_s": float(g["compute_s"].mean()), "comm_s": float(g["comm_s"].mean()),

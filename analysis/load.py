@@ -68,6 +68,11 @@ class Series:
     def world_sizes(self) -> list[int]:
         return sorted({int(r.meta["world_size"]) for r in self.runs})
 
+    @property
+    def placements(self) -> list[tuple[int, int]]:
+        """Distinct (world size, nodes): the same N on a different number of nodes is its own row."""
+        return sorted({(int(r.meta["world_size"]), int(r.meta["nodes"])) for r in self.runs})
+
 
 @dataclass(frozen=True)
 class BenchFile:
@@ -236,7 +241,7 @@ def group_series(runs: Iterable[Run]) -> list[Series]:
         key = series_key(run)
         groups.setdefault(key, Series(key)).runs.append(run)
     for s in groups.values():
-        s.runs.sort(key=lambda r: (int(r.meta["world_size"]), str(r.meta.get("run_id"))))
+        s.runs.sort(key=lambda r: (int(r.meta["world_size"]), int(r.meta["nodes"]), str(r.meta.get("run_id"))))
         diffs = config_differences([r.meta["config"] for r in s.runs])
         if diffs:
             paths = ", ".join(str(r.path) for r in s.runs[:4]) + (" ..." if len(s.runs) > 4 else "")

@@ -31,7 +31,10 @@ def fmt(value: Any, digits: int = 4) -> str:
         f = float(value)  # numpy scalars
     except (TypeError, ValueError):
         return str(value)
-    if hasattr(value, "dtype") and getattr(value.dtype, "kind", "") in "iu":
+    kind = getattr(getattr(value, "dtype", None), "kind", "")
+    if kind == "b":
+        return "yes" if bool(value) else "no"
+    if kind in ("i", "u"):
         return str(int(value))
     return fmt(f, digits)
 

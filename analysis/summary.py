@@ -37,7 +37,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("ranks_per_node_count", "ranks", "run.json ranks_per_node"),
     Column("per_rank_batch_showers", "showers", "run.json per_rank_batch (showers per critic step per rank)"),
     Column("global_batch_showers", "showers", "run.json global_batch (showers per critic step, all ranks)"),
-    Column("runs_count", "runs", "run directories pooled at this N (repeats share one median)"),
+    Column("runs_count", "runs", "run directories pooled in this row (same N and nodes; repeats share one median)"),
     Column("epochs_used_count", "epochs", "epochs entering the medians: not warm-up, not interrupted"),
     Column("epochs_excluded_count", "epochs", "warm-up and interrupted epochs (excluded from medians)"),
     Column("iterations_per_epoch_count", "iterations", "median iterations per epoch (one iteration = n_disc critic steps + 1 generator step)"),
@@ -123,10 +123,10 @@ def _epochs_to_solution(iterations: int | None, iterations_per_epoch: float) -> 
     return iterations / iterations_per_epoch
 
 
-def _row_for(series: Series, n: int, table: pd.DataFrame, iterations: int | None) -> dict[str, Any]:
-    runs = [r for r in series.runs if int(r.meta["world_size"]) == n]
+def _row_for(series: Series, n: int, nodes: int, table: pd.DataFrame, iterations: int | None) -> dict[str, Any]:
+    runs = [r for r in series.runs if int(r.meta["world_size"]) == n and int(r.meta["nodes"]) == nodes]
     meta = runs[0].meta
-    all_n = table[table["world_size"] == n]
+    all_n = table[(table["world_size"] == n) & (table["nodes"] == nodes)]
     used = used_epochs(all_n)
     t = used["time_s"].to_numpy(dtype=float)
     notes: list[str] = []
@@ -200,7 +200,7 @@ def summarise_series(series: Series, iterations_to_solution: int | None = None) 
     """
     tables = [epoch_table(r) for r in series.runs]
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
-    rows = [_row_for(series, n, table, iterations_to_solution) for n in series.world_sizes]
+    rows = [_row_for(series, n, nodes, table, iterations_to_solution) for n, nodes in series.placements]
     notes: list[str] = []
     timed = [r for r in rows if math.isfinite(r["epoch_time_median_s"])]
     n0 = timed[0]["world_size_ranks"] if timed else math.nan
@@ -210,6 +210,10 @@ def summarise_series(series: Series, iterations_to_solution: int | None = None) 
                      "(assumes perfect scaling up to N0)")
     if len({r["world_size_ranks"] for r in timed}) < 2:
         notes.append("only one world size: no efficiency curve")
+    for n in sorted({r["world_size_ranks"] for r in rows}):
+        nodes = [r["nodes_count"] for r in rows if r["world_size_ranks"] == n]
+        if len(nodes) > 1:
+            notes.append(f"N = {n} was run on {' and '.join(map(str, nodes))} nodes: one row each")
     strong = series.key.mode == "strong"
     for r in rows:
         n, tn = r["world_size_ranks"], r["epoch_time_median_s"]

@@ -237,3 +237,15 @@ def test_run_that_never_finished_an_epoch_is_skipped_but_a_completed_one_is_corr
     (dead / "run.json").write_text(json.dumps(meta))
     err = _cli_error(capsys, [str(tmp_path), "--out", str(tmp_path / "rep"), "--quiet"])
     assert str(dead / "epochs.parquet") in err
+
+
+def test_same_world_size_on_different_node_counts_is_not_pooled(tmp_path):
+    make_run(tmp_path, "n1", n=1, time_fn=40.0)
+    make_run(tmp_path, "n4-one-node", n=4, nodes=1, time_fn=11.0)
+    make_run(tmp_path, "n4-two-nodes", n=4, nodes=2, time_fn=14.0)
+    a = analyse([tmp_path])
+    rows = {(r.world_size_ranks, r.nodes_count): r for r in a.summary.itertuples()}
+    assert rows[(4, 1)].epoch_time_median_s == pytest.approx(11.0)
+    assert rows[(4, 2)].epoch_time_median_s == pytest.approx(14.0)
+    assert rows[(4, 2)].cpu_energy_per_epoch_j == pytest.approx(2 * 50 * 14.0)
+    assert any("1 and 2 nodes" in n for n in a.results[0].notes)
