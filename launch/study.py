@@ -20,6 +20,7 @@ import argparse
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -224,17 +225,24 @@ class Progress:
     def _prefix(self, step: Step) -> str:
         return f"[{self.steps.index(step) + 1}/{len(self.steps)}] {step.label:<{self.width}}  ..."
 
+    # Seconds guessed for a kind of step before one of them has run (runs have no guess).
+    GUESS_S = {"bench": 15.0, "analysis": 15.0}
+
     def remaining_s(self) -> float:
-        """Mean time of the steps of each kind run so far x the steps of that kind still to run."""
+        """Mean time of the steps of each kind run so far x the steps of that kind still to run
+        (NaN until a training run has finished: their length depends on the settings)."""
         total = 0.0
         for kind in ("bench", "run", "analysis"):
             done = [s.duration_s for s in self.steps if s.kind == kind and s.duration_s is not None
                     and s.status != "skipped"]
             todo = [s for s in self.steps if s.kind == kind and s.status == "pending" and not s.skip_reason]
             if todo:
-                if not done:
+                if done:
+                    total += sum(done) / len(done) * len(todo)
+                elif kind in self.GUESS_S:
+                    total += self.GUESS_S[kind] * len(todo)
+                else:
                     return float("nan")
-                total += sum(done) / len(done) * len(todo)
         return total
 
     def begin(self, step: Step) -> None:
@@ -259,18 +267,17 @@ class Progress:
         self.stream.flush()
 
 
+_EPOCH_LINE = re.compile(r"^epoch (\d+)/(\d+)")
+
+
 def _progress_detail(step: Step) -> str:
-    """How far a training run is, from the epochs its run.json reports (when it does)."""
+    """How far a training run is, from the last 'epoch i/n' line scaling.run has logged."""
     if step.kind != "run":
         return ""
-    try:
-        meta = json.loads((step.out / "run.json").read_text())
-    except (OSError, ValueError):
-        return ""
-    done = meta.get("epochs_done") if isinstance(meta, dict) else None
-    total = meta.get("config", {}).get("epochs") if isinstance(meta.get("config"), dict) else None
-    if isinstance(done, int) and isinstance(total, int):
-        return f"epoch {done}/{total}"
+    for line in reversed(tail(step.log, 6).splitlines()):
+        m = _EPOCH_LINE.match(line)
+        if m:
+            return f"epoch {m.group(1)}/{m.group(2)} done"
     return ""
 
 

@@ -143,8 +143,9 @@ def render_slurm_conf(lay: Layout) -> str:
         f"SlurmUser={lay.user}",
         f"SlurmdUser={lay.user}",
         # Our own munged, found through its socket: no system munge service is needed.
+        # cred_expire: a requeued job waits this long (+1 s) before it may start again (default 120).
         "AuthType=auth/munge",
-        f"AuthInfo=socket={lay.munge_socket}",
+        f"AuthInfo=socket={lay.munge_socket},cred_expire=10",
         "CredType=cred/munge",
         f"StateSaveLocation={s}/state",
         # %n: one spool, pid and log file per emulated node.
@@ -197,6 +198,9 @@ def render_task_prolog() -> str:
         "# Emulated nodes share one hostname, so Open MPI would pick its shared-memory transport\n"
         "# (vader) between ranks of different 'nodes' and crash; use TCP unless the user chose.\n"
         'if [ -z "${OMPI_MCA_btl:-}" ]; then echo "export OMPI_MCA_btl=^vader"; fi\n'
+        "# Every node claims all cores, so ranks always oversubscribe them: waiting ranks yield\n"
+        "# the CPU instead of spinning.\n"
+        'if [ -z "${OMPI_MCA_mpi_yield_when_idle:-}" ]; then echo "export OMPI_MCA_mpi_yield_when_idle=1"; fi\n'
     )
 
 

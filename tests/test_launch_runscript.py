@@ -1,0 +1,137 @@
+"""apptainer/runscript.sh run as a plain shell script with a fake interpreter, and the recipe.
+
+PYTHON points at tests/helpers/launch_fake_python.sh, which prints 'fake-python: <args>'.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNSCRIPT = ROOT / "apptainer" / "runscript.sh"
+DEF = ROOT / "apptainer" / "bologan.def"
+FAKE_PY = str(Path(__file__).parent / "helpers" / "launch_fake_python.sh")
+
+
+def run(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    full = dict(os.environ, PYTHON=FAKE_PY, BOLOGAN_WORK=str(tmp_path))
+    full.pop("BOLOGAN_DATA", None)
+    full.update(env)
+    return subprocess.run(["bash", str(RUNSCRIPT), *args], env=full, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=30)
+
+
+def calls(res: subprocess.CompletedProcess) -> list[str]:
+    return [line[len("fake-python: "):] for line in res.stdout.splitlines() if line.startswith("fake-python: ")]
+
+
+def test_train_without_data_uses_synthetic_showers(tmp_path):
+    res = run(tmp_path, "train", "pions")
+    assert res.returncode == 0, res.stderr
+    assert calls(res) == [f"-m bologan.train --particle pions --out {tmp_path}/train/pions"]
+    assert "synthetic" in res.stderr
+
+
+def test_train_with_data_and_extra_args(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "photons.parquet").write_bytes(b"")
+    res = run(tmp_path, "train", "photons", "--iterations", "50")
+    assert calls(res) == [f"-m bologan.train --particle photons --out {tmp_path}/train/photons "
+                          f"--data {tmp_path}/data/photons.parquet --iterations 50"]
+
+
+def test_train_continues_from_checkpoints(tmp_path):
+    ckpt = tmp_path / "train" / "pions" / "checkpoints"
+    ckpt.mkdir(parents=True)
+    (ckpt / "ckpt-100.index").write_bytes(b"")
+    res = run(tmp_path, "train", "pions")
+    assert calls(res)[0].endswith("--resume")
+
+
+def test_train_with_own_out_is_left_alone(tmp_path):
+    res = run(tmp_path, "train", "pions", "--out", "elsewhere")
+    assert calls(res) == ["-m bologan.train --particle pions --out elsewhere"]
+
+
+def test_bestiter_prefers_held_out_reference(tmp_path):
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / "pions.parquet").write_bytes(b"")
+    res = run(tmp_path, "bestiter", "pions", "--every", "100", BOLOGAN_DATA=str(data))
+    assert calls(res) == [f"-m bologan.evaluate {tmp_path}/train/pions --reference {data}/pions.parquet --every 100"]
+    (data / "pions_test.parquet").write_bytes(b"")
+    res = run(tmp_path, "bestiter", "pions", BOLOGAN_DATA=str(data))
+    assert calls(res) == [f"-m bologan.evaluate {tmp_path}/train/pions --reference {data}/pions_test.parquet"]
+
+
+def test_bestiter_without_reference_exits_2(tmp_path):
+    res = run(tmp_path, "bestiter", "photons")
+    assert res.returncode == 2 and "reference" in res.stderr and not calls(res)
+
+
+@pytest.mark.parametrize("command, module", [("scale", "scaling.run"), ("analyse", "analysis"),
+                                             ("analyze", "analysis"), ("study", "launch.study")])
+def test_pass_through_commands_keep_arguments_intact(tmp_path, command, module):
+    res = run(tmp_path, command, "--out", "a dir/with space", "--mode", "weak")
+    assert res.returncode == 0
+    assert calls(res) == [f"-m {module} --out a dir/with space --mode weak"]
+
+
+def test_init_creates_folders_and_synthetic_data(tmp_path):
+    res = run(tmp_path, "init", "--synthetic", "100")
+    assert res.returncode == 0, res.stderr
+    assert {p.name for p in tmp_path.iterdir()} >= {"data", "train", "results"}
+    assert calls(res) == [
+        f"-m bologan.data generate --particle photons --events 100 --seed 10 --out {tmp_path}/data/photons.parquet",
+        f"-m bologan.data generate --particle pions --events 100 --seed 10 --out {tmp_path}/data/pions.parquet"]
+
+
+def test_init_without_synthetic_explains_how_to_import(tmp_path):
+    res = run(tmp_path, "init")
+    assert res.returncode == 0 and not calls(res)
+    assert "bologan.data convert --from hdf5" in res.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    ((), "no command"), (("fly",), "unknown command 'fly'"), (("train",), "needs a particle"),
+    (("train", "electrons"), "unknown particle 'electrons'"), (("bestiter",), "needs a particle"),
+    (("init", "--synthetic", "many"), "positive integer"),
+])
+def test_bad_commands_print_usage_and_exit_2(tmp_path, args, message):
+    res = run(tmp_path, *args)
+    assert res.returncode == 2
+    assert message in res.stderr and "usage:" in res.stderr and not calls(res)
+
+
+def test_help_exits_0(tmp_path):
+    res = run(tmp_path, "help")
+    assert res.returncode == 0
+    for command in ("init", "train PARTICLE", "bestiter PARTICLE", "scale", "analyse", "study"):
+        assert command in res.stdout
+
+
+def _sections(text: str) -> dict[str, str]:
+    parts = re.split(r"^%(\w+)[^\n]*\n", text, flags=re.M)
+    return {parts[i]: parts[i + 1] for i in range(1, len(parts) - 1, 2)}
+
+
+def test_recipe_uses_the_pin_file_and_the_runscript():
+    text = DEF.read_text()
+    header = re.split(r"^%", text, maxsplit=1, flags=re.M)[0]
+    assert re.search(r"^Bootstrap: docker$", header, re.M) and re.search(r"^From: \S+", header, re.M)
+    s = _sections(text)
+    assert {"arguments", "labels", "help", "files", "post", "environment", "runscript", "test"} <= set(s)
+    assert "constraints.txt /opt/bologan/constraints.txt" in s["files"]
+    assert "apptainer/runscript.sh" in s["files"]
+    assert "-c /opt/bologan/constraints.txt" in s["post"]
+    # One pin source: the recipe names no versions of Python packages itself.
+    assert not re.search(r"(tensorflow|horovod|numpy)[^\s]*==", text)
+    assert "HOROVOD_GPU_OPERATIONS=NCCL" in s["post"]
+    assert "runscript.sh" in s["runscript"] and '"$@"' in s["runscript"]
+    for path in ("constraints.txt", "setup.cfg", "pyproject.toml", "README.md", "bologan", "scaling", "energy",
+                 "analysis", "launch"):
+        assert (ROOT / path).exists(), f"%files copies {path}, which must exist"
