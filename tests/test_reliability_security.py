@@ -6,6 +6,7 @@ that names a forbidden call does not trip it, while ``pickle . load`` spelt oddl
 """
 from __future__ import annotations
 
+import functools
 import io
 import re
 import tokenize
@@ -34,6 +35,7 @@ FORBIDDEN = {
 ALLOWED: dict[tuple[str, str], str] = {}
 
 
+@functools.cache
 def _code_tokens(path: Path) -> str:
     """The file's code with comments and string literals removed, tokens separated by spaces."""
     skip = {tokenize.COMMENT, tokenize.STRING, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT}
