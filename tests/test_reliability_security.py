@@ -82,8 +82,8 @@ def test_the_scan_would_catch_each_rule(tmp_path):
         "dynamic import": "m = __import__(name)\n",
     }
     assert set(samples) == set(FORBIDDEN)
-    for rule, code in samples.items():
-        f = tmp_path / "sample.py"
+    for i, (rule, code) in enumerate(samples.items()):
+        f = tmp_path / f"sample{i}.py"   # one file each: _code_tokens caches by path
         f.write_text(f'"""eval( in a docstring is fine."""\n# os.system( in a comment too\n{code}')
         assert re.search(FORBIDDEN[rule], _code_tokens(f)), rule
     clean = tmp_path / "clean.py"
