@@ -83,6 +83,12 @@ def _resolve_config(args: argparse.Namespace) -> dict:
     return resolve_sections(SECTIONS, args.config, args)
 
 
+def workload_hash(cfg: dict[str, Any]) -> str:
+    """run.json's ``config_hash``: the settings that define one replica's work per iteration."""
+    return config_hash({k: v for k, v in sections_to_dict(cfg).items() if k in BOLOGAN_SECTIONS},
+                       exclude=NOT_WORKLOAD)
+
+
 def _replicas_before_engine(sc: ScalingConfig, world: World) -> int | None:
     """Replicas known without TensorFlow: one per process, except tf.distribute in one process
     (its devices are known only once TensorFlow runs)."""
@@ -195,8 +201,7 @@ def _preflight(argv: list[str] | None, world: World) -> _Checked:
     cfg = _resolve_config(args)
     sc: ScalingConfig = cfg["scaling"]
     _set_horovod_environment(sc)
-    workload = config_hash({k: v for k, v in sections_to_dict(cfg).items() if k in BOLOGAN_SECTIONS},
-                           exclude=NOT_WORKLOAD)
+    workload = workload_hash(cfg)
     replicas = _replicas_before_engine(sc, world)
     batch = out = writer = None
     if replicas is not None:
