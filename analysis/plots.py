@@ -141,6 +141,16 @@ class Plotter:
             fig.savefig(pdf)
         return PlotFile(name, title, caption, png, pdf)
 
+    def series_handle(self, label: str, hollow: bool = False) -> Line2D:
+        colour, marker = self.style_of(label)
+        return Line2D([], [], color=colour, marker=marker, markerfacecolor="white" if hollow else colour,
+                      markeredgewidth=1.4 if hollow else 1.0)
+
+    def _figure_legend(self, fig: Figure, handles: dict[str, Line2D]) -> None:
+        """One legend below the panels: never on top of the data, however many series."""
+        fig.legend(list(handles.values()), list(handles), loc="outside lower center",
+                   ncols=2 if len(handles) > 2 else len(handles), fontsize=8)
+
     def _skip(self, name: str, reason: str) -> None:
         self.skipped[name] = reason
 
@@ -219,7 +229,8 @@ class Plotter:
         if not strong and not weak:
             self._skip("efficiency", "no series with two or more world sizes")
             return None
-        fig, axes = self._figure(ncols=2)
+        fig, axes = self._figure(ncols=2, height=4.3 + 0.2 * len(strong + weak))
+        handles: dict[str, Line2D] = {}
         for ax, group, mode in ((axes[0, 0], strong, "strong"), (axes[0, 1], weak, "weak")):
             col = f"{mode}_efficiency_ratio"
             all_n: list[float] = []
@@ -231,13 +242,14 @@ class Plotter:
                 ratio_lo = d["epoch_time_median_s"].to_numpy(float) / d["epoch_time_p75_s"].to_numpy(float)
                 ratio_hi = d["epoch_time_median_s"].to_numpy(float) / d["epoch_time_p25_s"].to_numpy(float)
                 ax.errorbar(n, e, yerr=[np.clip(e - e * ratio_lo, 0, None), np.clip(e * ratio_hi - e, 0, None)],
-                            color=colour, marker=marker, capsize=3, label=r.series.key.label)
+                            color=colour, marker=marker, capsize=3)
+                handles[r.series.key.label] = self.series_handle(r.series.key.label)
                 all_n += list(n)
                 ymax = max(ymax, float(np.nanmax(e * ratio_hi)) * 1.05)
             if all_n:
-                ax.axhline(1.0, color="0.35", linestyle="--", linewidth=1.2, label="ideal", zorder=0)
+                ax.axhline(1.0, color="0.35", linestyle="--", linewidth=1.2, zorder=0)
+                handles["ideal (efficiency 1)"] = Line2D([], [], color="0.35", linestyle="--", linewidth=1.2)
                 self.log2_axis(ax, all_n)
-                ax.legend(loc="lower left")
             else:
                 ax.text(0.5, 0.5, f"no {mode}-scaling series\nwith two or more world sizes", ha="center",
                         va="center", transform=ax.transAxes, color="0.4")
@@ -245,6 +257,7 @@ class Plotter:
             ax.set_ylim(0, ymax)
             ax.set_ylabel("strong efficiency S / N" if mode == "strong" else "weak efficiency T(N0) / T(N)")
             ax.set_title(f"{mode.capitalize()} scaling efficiency")
+        self._figure_legend(fig, handles)
         return self._save(fig, "efficiency", "Strong and weak scaling efficiency vs ranks",
                           "Strong efficiency S/N with the global batch fixed; weak efficiency T(N0)/T(N) with the "
                           "per-rank batch fixed. T is the median epoch time (slowest rank per epoch, warm-up and "
@@ -339,8 +352,9 @@ class Plotter:
         if not series:
             self._skip("energy_efficiency", "no energy measured or estimated in any run")
             return None
-        fig, axes = self._figure(ncols=2)
+        fig, axes = self._figure(ncols=2, height=4.3 + 0.2 * len(series))
         all_n: list[float] = []
+        handles: dict[str, Line2D] = {}
         any_est = False
         for r in series:
             colour, marker = self.style_of(r.series.key.label)
@@ -349,26 +363,28 @@ class Plotter:
             all_n += list(n)
             measured = (d["total_energy_source"] == em.MEASURED).to_numpy()
             any_est |= not measured.all()
+            handles[r.series.key.label] = self.series_handle(r.series.key.label, hollow=not measured.any())
             for ax, col in ((axes[0, 0], "showers_per_j"), (axes[0, 1], "edp_j_s")):
                 y = d[col].to_numpy(float)
-                ax.plot(n, y, color=colour, linestyle="-", label=r.series.key.label)
-                ax.scatter(n[measured], y[measured], color=colour, marker=marker, zorder=3)
-                ax.scatter(n[~measured], y[~measured], facecolors="white", edgecolors=colour, marker=marker,
-                           zorder=3, linewidths=1.4)
+                ax.plot(n, y, color=colour, linestyle="-")
+                if measured.any():
+                    ax.scatter(n[measured], y[measured], color=colour, marker=marker, zorder=3)
+                if not measured.all():
+                    ax.scatter(n[~measured], y[~measured], facecolors="white", edgecolors=colour, marker=marker,
+                               zorder=3, linewidths=1.4)
         for ax in axes.flat:
             self.log2_axis(ax, all_n)
+        axes[0, 1].set_yscale("log")
         tidy_log_axis(axes[0, 1])
         axes[0, 0].set_ylabel("showers per joule (showers/J)")
         axes[0, 0].set_title("Energy efficiency (higher is better)")
         axes[0, 0].set_ylim(bottom=0)
         axes[0, 1].set_ylabel("energy-delay product per epoch (J s)")
-        axes[0, 1].set_yscale("log")
         axes[0, 1].set_title("EDP = E x T (lower is better)")
-        handles, labels = axes[0, 0].get_legend_handles_labels()
         if any_est:
-            handles.append(Line2D([], [], marker="o", color="0.3", markerfacecolor="white", linestyle="none"))
-            labels.append("hollow: energy includes estimates or is partial")
-        axes[0, 0].legend(handles, labels, loc="best")
+            handles["hollow: energy includes estimates or is partial"] = Line2D(
+                [], [], marker="o", color="0.3", markerfacecolor="white", linestyle="none")
+        self._figure_legend(fig, handles)
         return self._save(fig, "energy_efficiency", "Showers per joule and energy-delay product vs ranks",
                           "Showers per joule = showers processed per epoch / total energy per epoch; EDP = total "
                           "energy per epoch x median epoch time. Totals add the available domains (GPU, CPU "
@@ -416,9 +432,11 @@ class Plotter:
             measured = (g["total_energy_source"] == em.MEASURED).to_numpy()
             x = g["time_to_solution_s"].to_numpy(float) / tdiv
             y = g["energy_to_solution_j"].to_numpy(float) / ediv
-            ax.scatter(x[measured], y[measured], color=colour, marker=marker, s=42, zorder=3, label=label)
-            ax.scatter(x[~measured], y[~measured], facecolors="white", edgecolors=colour, marker=marker, s=42,
-                       zorder=3, linewidths=1.4, label=None if measured.any() else label)
+            if measured.any():
+                ax.scatter(x[measured], y[measured], color=colour, marker=marker, s=42, zorder=3, label=label)
+            if not measured.all():
+                ax.scatter(x[~measured], y[~measured], facecolors="white", edgecolors=colour, marker=marker, s=42,
+                           zorder=3, linewidths=1.4, label=None if measured.any() else label)
             for xi, yi, n in zip(x, y, g["world_size_ranks"]):
                 ax.annotate(f"N={n}", (xi, yi), textcoords="offset points", xytext=(5, 4), fontsize=7.5,
                             color="0.25")
