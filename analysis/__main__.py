@@ -42,13 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
 @main_guard
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from analysis.pipeline import analyse, write_report
+    from analysis.pipeline import analyse, check_out, write_report
     from analysis.projection import resolve_network_arg
 
     def progress(msg: str) -> None:
         if not args.quiet:
             print(f"analysis: {msg}", flush=True)
 
+    check_out(args.out)
     networks = [resolve_network_arg(n) for n in args.network]
     result = analyse(args.paths, networks, progress)
     write_report(result, args.out, args.power_run, progress)

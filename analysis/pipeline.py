@@ -327,13 +327,20 @@ def build_document(a: Analysis) -> Document:
 
 
 # ------------------------------------------------------------------------------------ writing
-def _prepare_out(out: Path) -> Path:
+def check_out(out: str | Path) -> None:
+    """Refuse an output folder that exists and is not a report written here (checked first, so
+    a long analysis never ends in this error)."""
     out = Path(out)
     if out.exists():
         if not out.is_dir():
             raise UserError(f"{out}: exists and is not a directory")
         if any(out.iterdir()) and not (out / MARKER).exists():
             raise UserError(f"{out}: exists and is not an analysis report directory; choose another --out")
+
+
+def _prepare_out(out: Path) -> Path:
+    out = Path(out)
+    check_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     umask = os.umask(0)

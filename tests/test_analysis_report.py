@@ -92,14 +92,15 @@ def test_summary_tables_carry_units(report):
 def test_report_dir_is_replaced_whole_and_foreign_dirs_are_refused(report, tmp_path, capsys):
     before = set(os.listdir(report.parent))
     study = next(p for p in report.parent.iterdir() if p.name.startswith("study"))
-    assert main([str(study / "strong-n1"), "--out", str(report), "--quiet"]) == 0
+    small = study / "weak" / "weak-n1"          # no power, no eval: few plots, quick
+    assert main([str(small), "--out", str(report), "--quiet"]) == 0
     assert not (report / "plots" / "speedup.png").exists()      # stale plots went with the old report
     assert (report / "report.md").exists()
     assert set(os.listdir(report.parent)) == before             # no temporary folder left behind
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "thesis.tex").write_text("keep me")
-    assert main([str(study / "strong-n1"), "--out", str(foreign), "--quiet"]) == 2
+    assert main([str(small), "--out", str(foreign), "--quiet"]) == 2
     assert "not an analysis report" in capsys.readouterr().err
     assert (foreign / "thesis.tex").read_text() == "keep me"
 
