@@ -47,7 +47,7 @@ from bologan.generate import add_checkpoint_arguments, resolve_checkpoint
 SAVED_MODEL_DIR = "saved_model"
 ONNX_FILE = "generator.onnx"
 META_FILE = "export.json"
-ONNX_OPSET = 13
+ONNX_OPSET = 15   # tf2onnx's default and tested range is 14-18
 ONNX_MISSING = ("ONNX export skipped: the tf2onnx package is not installed (install it, or convert "
                 "later with: python -m tf2onnx.convert --saved-model OUT/saved_model --output generator.onnx)")
 

@@ -542,6 +542,11 @@ def format_summary(result: dict[str, Any]) -> str:
                      f"{b['time_per_shower_ms']:>10.4f} {energy:>16}")
     if result["energy"]["source"] == "unavailable":
         lines.append(f"  energy unavailable: {result['energy']['reason']}")
+    load = [v for v in (result["hardware"].get("load_average_1m") or {}).values() if v is not None]
+    cpus = result["hardware"].get("logical_cpus") or 1
+    if load and max(load) > cpus:
+        lines.append(f"  note: 1-minute load average up to {max(load):.1f} on {cpus} CPUs: other work shared "
+                     f"the machine, so latencies are inflated and throughputs deflated")
     return "\n".join(lines)
 
 
@@ -636,8 +641,14 @@ def run_from_args(args: argparse.Namespace) -> int:
     elif args.iteration is not None or args.config_from is not None:
         raise UserError("--iteration and --config-from need --checkpoint")
     out = Path(args.out) if args.out else None
-    if out is not None and out.is_dir():
-        raise UserError(f"--out {out}: is a directory; give a file name such as inference.json")
+    if out is not None:
+        if out.is_dir():
+            raise UserError(f"--out {out}: is a directory; give a file name such as inference.json")
+        probe = out.parent
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not os.access(probe, os.W_OK):  # fail now, not after minutes of benchmarking
+            raise UserError(f"--out {out}: cannot write in {probe}")
     stem = None
     if not args.no_plot:
         stem = Path(args.plot) if args.plot else (out.with_suffix("") if out is not None else None)

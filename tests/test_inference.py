@@ -5,7 +5,6 @@ import itertools
 import json
 import math
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -77,30 +76,32 @@ def test_energy_without_counters_is_unavailable_with_reasons(photons_result):
     assert "no-powercap" in r["energy"]["reason"]
 
 
-def test_measured_rapl_gives_energy_per_1000_showers(tmp_path):
-    """A fake powercap tree whose package counter climbs while the benchmark runs."""
+def test_measured_rapl_gives_energy_per_1000_showers(tmp_path, monkeypatch):
+    """A fake powercap tree whose package counter gains exactly 0.5 J inside every window."""
     tree = FakePowercap(tmp_path / "powercap")
     tree.zone("intel-rapl:0", "package-0", 0)
-    stop = threading.Event()
+    real_open = inference.open_meter
 
-    def burn():
-        while not stop.wait(0.002):
-            tree.add("intel-rapl:0", 1000)    # 1 mJ per tick
+    def open_meter(cfg, on_gpu):
+        meter = real_open(cfg, on_gpu)
+        real_end = meter.end
 
-    t = threading.Thread(target=burn, daemon=True)
-    t.start()
-    try:
-        r = inference.run_benchmark(inference.InferenceSettings(particle="pions", **TINY),
-                                    EnergyConfig(powercap_root=str(tmp_path / "powercap")))
-    finally:
-        stop.set()
-        t.join()
+        def end(name):
+            tree.add("intel-rapl:0", 500_000)
+            return real_end(name)
+
+        meter.end = end
+        return meter
+
+    monkeypatch.setattr(inference, "open_meter", open_meter)
+    r = inference.run_benchmark(inference.InferenceSettings(particle="pions", **TINY),
+                                EnergyConfig(powercap_root=str(tmp_path / "powercap")))
     assert r["n_voxels"] == 533 and r["energy"]["source"] == "measured"
     for entry in [r["on_demand"]] + r["batches"]:
         assert entry["energy_source"] == "measured" and entry["energy_domains"] == ["cpu"]
-        assert entry["energy_j"] > 0
+        assert entry["energy_j"] == pytest.approx(0.5)
         showers = entry.get("showers", entry["calls"])
-        assert math.isclose(entry["energy_per_1000_showers_j"], entry["energy_j"] * 1000 / showers)
+        assert entry["energy_per_1000_showers_j"] == pytest.approx(500.0 / showers)
         assert entry["energy_by_domain"]["dram"]["source"] == "unavailable"
 
 
