@@ -78,7 +78,9 @@ def load_network(path: str | Path) -> Network:
         raise UserError(f"{path}: expected exactly one [network] table"
                         + (f" (unknown section [{unknown[0]}])" if unknown else ""))
     cfg = section_from_mapping(NetworkConfig, data["network"], f"{path}: [network]")
-    return Network(cfg.name, cfg.bandwidth_gbit_s * 1e9 / 8, cfg.latency_us * 1e-6, str(path), cfg.description)
+    p = Path(path).resolve()
+    origin = f"shipped example {p.name}" if p.parent == NETWORKS_DIR.resolve() else str(path)
+    return Network(cfg.name, cfg.bandwidth_gbit_s * 1e9 / 8, cfg.latency_us * 1e-6, origin, cfg.description)
 
 
 def shipped_networks() -> list[Path]:

@@ -145,6 +145,39 @@ DEFINITIONS = [
 ]
 
 
+def _key_results(doc: Document, a: Analysis) -> None:
+    doc.h(1, "Key results")
+    items = []
+    for r in a.results:
+        d = r.rows[r.rows["epoch_time_median_s"].notna()]
+        if not len(d):
+            items.append(f"{r.series.key.label}: no timed epoch.")
+            continue
+        last = d.iloc[-1]
+        n0, n = int(last["baseline_world_size_ranks"]), int(last["world_size_ranks"])
+        if n == n0:
+            items.append(f"{r.series.key.label}: only N = {n} measured, T = {fmt(last['epoch_time_median_s'])} s "
+                         f"per epoch, {fmt(last['showers_per_s'])} showers/s.")
+            continue
+        col = "strong_efficiency_ratio" if r.series.key.mode == "strong" else "weak_efficiency_ratio"
+        text = (f"{r.series.key.label}: {r.series.key.mode} efficiency {fmt(last[col], 3)} at N = {n} "
+                f"(baseline N0 = {n0}), {fmt(last['showers_per_s'])} showers/s, communication "
+                f"{fmt(100 * last['comm_share_fraction'], 3)} % of the epoch")
+        if math.isfinite(last["showers_per_j"]):
+            text += f", {fmt(last['showers_per_j'], 3)} showers/J ({last['total_energy_source']})"
+        items.append(text + ".")
+    if a.recommended is not None:
+        items.append(f"Recommended configuration (minimal E x T on the energy/time Pareto front): {a.recommended.label}.")
+    p = a.projection
+    if p.available and len(p.points):
+        top = int(p.points["world_size_ranks"].max())
+        at = p.points[(p.points["world_size_ranks"] == top)]
+        for (net, mode), g in at.groupby(["network", "mode"], sort=False):
+            eff = ", ".join(f"{row.particle} {fmt(row.efficiency_ratio, 3)}" for row in g.itertuples())
+            items.append(f"Projection (not a measurement), {net}, {mode} scaling at N = {top}: {eff}.")
+    doc.ul(items)
+
+
 def _series_section(doc: Document, a: Analysis) -> None:
     doc.h(1, "Series")
     doc.p("A series is a set of runs that differ only in their number of ranks: same engine, scaling mode, "
@@ -305,6 +338,7 @@ def build_document(a: Analysis) -> Document:
     if a.skipped_runs:
         doc.p("Run directories left out because they stopped before recording an epoch:")
         doc.ul(a.skipped_runs)
+    _key_results(doc, a)
     doc.h(1, "How the numbers are measured")
     doc.ul(DEFINITIONS)
     _series_section(doc, a)
