@@ -16,6 +16,7 @@ Pure Python: no TensorFlow, so analysis stays light.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -59,7 +60,10 @@ def as_model_config(model: ModelConfig | Mapping[str, Any] | None) -> ModelConfi
         return ModelConfig()
     if isinstance(model, ModelConfig):
         return model
-    return section_from_mapping(ModelConfig, dict(model), "run.json: config.model")
+    # Keys this version does not know (a newer writer) do not change the layer sizes read here.
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    return section_from_mapping(ModelConfig, {k: v for k, v in dict(model).items() if k in known},
+                                "run.json: config.model")
 
 
 def model_size(model: ModelConfig | Mapping[str, Any] | None = None,
