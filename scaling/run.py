@@ -417,14 +417,19 @@ def _train(world: World, coll, cfg: dict[str, Any], engine, showers, batch: int,
     """The epochs of this attempt, then run.json's final status; returns the exit code."""
     from bologan.pipeline import IterationBatches
     from energy.meter import EnergyMeter, resolve_gpu_index, tf_sync_devices
+    from energy.nvml import all_visible_indices
     from scaling.trainer import EpochPlan, run_epochs
 
     sc: ScalingConfig = cfg["scaling"]
     model_cfg, train_cfg, data_cfg = cfg["model"], cfg["train"], cfg["data"]
-    gpu_index = resolve_gpu_index(world.local_rank) if engine.on_gpu else None
+    gpu_index, gpu_indices = None, None
+    if engine.on_gpu and len(engine.local_replica_ids()) > 1:
+        gpu_indices = all_visible_indices()[0]  # one process drives every local GPU: meter them all
+    elif engine.on_gpu:
+        gpu_index = resolve_gpu_index(world.local_rank)
     meter = EnergyMeter(cfg["energy"], rank=world.rank, local_rank=world.local_rank, node=world.node,
-                        read_node_counters=world.reads_node_counters, gpu_index=gpu_index, t0=t0,
-                        sync=tf_sync_devices())
+                        read_node_counters=world.reads_node_counters, gpu_index=gpu_index,
+                        gpu_indices=gpu_indices, t0=t0, sync=tf_sync_devices())
     descriptions = coll.gather(meter.describe())
     if writer is not None:
         writer.write_meta(energy=descriptions)
@@ -451,10 +456,12 @@ def _train(world: World, coll, cfg: dict[str, Any], engine, showers, batch: int,
     finally:
         meter.stop()
     leftover = coll.gather(meter.drain_samples())
+    # Described again after the run: now with the sampler's cost, wraps seen and read errors.
+    descriptions = coll.gather(meter.describe())
     status, code = ("completed", EXIT_OK) if completed else ("interrupted", EXIT_INTERRUPTED)
     if writer is not None:
         writer.add_power([s for rank_samples in leftover for s in rank_samples])
-        writer.write_meta(status=status, end_time=_now(), exit_status=code)
+        writer.write_meta(status=status, end_time=_now(), exit_status=code, energy=descriptions)
         if completed:
             log(f"done: results in {out} (analyse with: python -m analysis {out.parent} --out {out.parent / 'report'})")
         else:
