@@ -197,3 +197,23 @@ def _print_text(r: dict) -> None:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+_WORKLOAD: dict = {}
+
+
+def training_workload(iterations: int = 30) -> int:
+    """``iterations`` training iterations (photons, batch 128, one thread; built once and reused);
+    returns the showers processed. For ``python -m energy.overhead --workload
+    bologan.bench:training_workload``: training throughput with energy sampling on vs off."""
+    if "call" not in _WORKLOAD:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        from bologan.tfsetup import configure
+
+        configure(1, 10)
+        args = parse_args(["--warmup", "3"])
+        call, _, _, n_disc = _build(args, reference=False)
+        _WORKLOAD.update(call=call, showers=n_disc * args.batch)
+    for _ in range(iterations):
+        _WORKLOAD["call"]()
+    return iterations * _WORKLOAD["showers"]
