@@ -235,7 +235,12 @@ def _agree(coll, world: World, problem: str | None) -> None:
         raise _AgreedError(message if rank == 0 else f"rank {rank} on {node}: {message}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, restore_signals: bool = True) -> int:
+    """Run (or refuse) one training; returns the exit code.
+
+    ``restore_signals=False`` keeps the stop-signal handlers after returning: a process that is
+    about to exit must not be killed by a late SIGTERM and lose its exit code 3.
+    """
     world = discover()
     # Before anything slow: a SIGTERM during start-up is then a clean stop, not a dead rank.
     stop = StopFlag()
@@ -263,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
             coll.abort(EXIT_FAILURE)
         return EXIT_FAILURE
     finally:
-        StopFlag.restore(previous_handlers)
+        if restore_signals:
+            StopFlag.restore(previous_handlers)
 
 
 def _engine_from_argv(argv: list[str] | None) -> str:
@@ -465,8 +471,9 @@ def _train(world: World, coll, cfg: dict[str, Any], engine, showers, batch: int,
         if completed:
             log(f"done: results in {out} (analyse with: python -m analysis {out.parent} --out {out.parent / 'report'})")
         else:
-            name = signal.Signals(stop.signal).name if stop.signal else "signal"
-            log(f"interrupted by {name}: completed epochs are saved up to the last checkpoint; continue with "
+            # The stop is agreed: this rank may have stopped for a signal that reached another one.
+            why = signal.Signals(stop.signal).name if stop.signal else "a stop signal on another rank"
+            log(f"interrupted by {why}: completed epochs are saved up to the last checkpoint; continue with "
                 f"--resume --out {out}")
     coll.barrier()
     return code
@@ -474,4 +481,4 @@ def _train(world: World, coll, cfg: dict[str, Any], engine, showers, batch: int,
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.exit(main())
+    sys.exit(main(restore_signals=False))
