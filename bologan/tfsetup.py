@@ -16,8 +16,11 @@ def configure(threads: int, seed: int, inter_op_threads: int = 1) -> None:
     """Thread pools (0 = TensorFlow's default) and seeds of Python, numpy and TensorFlow."""
     import tensorflow as tf
 
-    if threads:
+    # Only changes are applied: the pools are fixed once TensorFlow's runtime has started, and
+    # a caller may have set them earlier (e.g. before collectives that run TensorFlow ops).
+    if threads and tf.config.threading.get_intra_op_parallelism_threads() != threads:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
+    if threads and tf.config.threading.get_inter_op_parallelism_threads() != inter_op_threads:
         tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
     random.seed(seed)
     np.random.seed(seed % 2**32)

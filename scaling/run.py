@@ -32,7 +32,7 @@ from bologan.config import BOLOGAN_SECTIONS, config_hash
 from bologan.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR, UserError
 from bologan.settings import add_section_arguments, resolve_sections, sections_to_dict
 from energy.config import EnergyConfig
-from scaling.collectives import for_world
+from scaling.collectives import HorovodCollectives, for_world
 from scaling.config import ScalingConfig
 from scaling.rundir import CHECKPOINT_DIR, RUN_JSON, RunWriter
 from scaling.trainer import StopFlag
@@ -291,6 +291,12 @@ def _run(argv: list[str] | None, world: World, coll, stop: StopFlag) -> int:
         checked = _preflight(argv, world)
     except UserError as exc:
         problem = str(exc)
+    if checked is not None and isinstance(coll, HorovodCollectives):
+        # Horovod's Gloo collectives run TensorFlow ops, which fix the thread pools: set them first.
+        from bologan.tfsetup import configure
+
+        c = checked.cfg
+        configure(c["train"].threads or world.cores, c["train"].seed, c["scaling"].inter_op_threads)
     _agree(coll, world, problem)
     assert checked is not None
     args, cfg = checked.args, checked.cfg
