@@ -55,6 +55,8 @@ class StudySettings:
     analyse: bool = field(default=True, metadata={"help": "run the analysis into <study>/report at the end"})
     mpirun: str = field(default="mpirun", metadata={"help": "the mpirun command"})
     mpirun_args: list[str] = field(default_factory=list, metadata={"help": "extra mpirun arguments, comma separated"})
+    allreduce_args: list[str] = field(default_factory=lambda: ["--repeats", "10", "--budget-s", "2"], metadata={
+        "help": "arguments of scaling.allreduce_bench (kept short: the study only needs a rough fit)"})
 
     def check(self) -> None:
         try:
@@ -154,7 +156,7 @@ def plan(study: StudySettings, run: RunSettings, force: bool = False,
         for world in sorted(w for w in study.world_sizes if w > 1):
             out = root / f"allreduce-n{world}.json"
             argv = launcher_prefix(study, run, world) + [python, "-m", "scaling.allreduce_bench",
-                                                         "--out", str(out)]
+                                                         *study.allreduce_args, "--out", str(out)]
             step = Step("bench", f"all-reduce benchmark n={world}", argv, logs / f"allreduce-n{world}.log",
                         out, world=world)
             if out.exists() and not force:
@@ -228,21 +230,25 @@ class Progress:
     # Seconds guessed for a kind of step before one of them has run (runs have no guess).
     GUESS_S = {"bench": 15.0, "analysis": 15.0}
 
+    def _estimate(self, step: Step, done: list[Step]) -> float:
+        """Expected seconds of a pending step: the mean of finished steps of its kind, preferring
+        those of the same world size (more ranks on few cores take longer); NaN if unknown."""
+        same = [s.duration_s for s in done if s.world == step.world]
+        pool = same or [s.duration_s for s in done]
+        if pool:
+            return sum(pool) / len(pool)
+        return self.GUESS_S.get(step.kind, float("nan"))
+
     def remaining_s(self) -> float:
-        """Mean time of the steps of each kind run so far x the steps of that kind still to run
-        (NaN until a training run has finished: their length depends on the settings)."""
+        """Expected seconds for the steps still to run (NaN until a training run has finished:
+        their length depends on the settings)."""
         total = 0.0
-        for kind in ("bench", "run", "analysis"):
-            done = [s.duration_s for s in self.steps if s.kind == kind and s.duration_s is not None
+        for step in self.steps:
+            if step.status != "pending" or step.skip_reason:
+                continue
+            done = [s for s in self.steps if s.kind == step.kind and s.duration_s is not None
                     and s.status != "skipped"]
-            todo = [s for s in self.steps if s.kind == kind and s.status == "pending" and not s.skip_reason]
-            if todo:
-                if done:
-                    total += sum(done) / len(done) * len(todo)
-                elif kind in self.GUESS_S:
-                    total += self.GUESS_S[kind] * len(todo)
-                else:
-                    return float("nan")
+            total += self._estimate(step, done)
         return total
 
     def begin(self, step: Step) -> None:

@@ -79,7 +79,10 @@ def test_plan_order_ids_and_flags(tmp_path):
     assert one[one.index("--out") + 1] == str(tmp_path / "local" / "horovod-strong-n1")
     assert one[one.index("--threads") + 1] == "1" and "--resume" not in one
     bench = steps[0]
-    assert bench.argv[-4:] == ["-m", "scaling.allreduce_bench", "--out", str(tmp_path / "local" / "allreduce-n2.json")]
+    i = bench.argv.index("scaling.allreduce_bench")
+    assert bench.argv[i - 1] == "-m" and bench.argv[0] == "mpirun"
+    assert bench.argv[i + 1:] == ["--repeats", "10", "--budget-s", "2", "--out",
+                                  str(tmp_path / "local" / "allreduce-n2.json")]
     assert steps[-1].argv == ["PY", "-m", "analysis", str(tmp_path / "local"), "--out",
                               str(tmp_path / "local" / "report")]
     assert all(s.log.parent == tmp_path / "local" / "logs" for s in steps)
@@ -189,3 +192,15 @@ def test_missing_mpirun_is_a_user_error(tmp_path, monkeypatch, capsys):
     rc = st.main(["--out-dir", str(tmp_path), "--mpirun", "no-such-mpirun"])
     assert rc == 2 and "no-such-mpirun" in capsys.readouterr().err
     assert os.listdir(tmp_path) == []
+
+
+def test_remaining_time_prefers_runs_of_the_same_world_size(tmp_path):
+    study, run = _settings(tmp_path, engines=["horovod", "mirrored"], modes=["weak"], allreduce_bench=False)
+    steps = st.plan(study, run, python="PY")
+    progress = st.Progress(steps, stream=io.StringIO())
+    assert progress.remaining_s() != progress.remaining_s()  # NaN: no run has finished yet
+    steps[0].status, steps[0].duration_s = "completed", 30.0      # horovod weak n=1
+    # mirrored n=1 ~ 30, the two n=2 runs ~ 30 each (no n=2 history yet), analysis guessed
+    assert progress.remaining_s() == 30.0 * 3 + st.Progress.GUESS_S["analysis"]
+    steps[2].status, steps[2].duration_s = "completed", 90.0      # horovod weak n=2
+    assert progress.remaining_s() == 30.0 + 90.0 + st.Progress.GUESS_S["analysis"]
