@@ -53,6 +53,7 @@ class StudySettings:
     timeout_s: float = field(default=600.0, metadata={"help": "seconds one run may take before it is stopped"})
     allreduce_bench: bool = field(default=True, metadata={"help": "run the all-reduce benchmark for each world size > 1"})
     analyse: bool = field(default=True, metadata={"help": "run the analysis into <study>/report at the end"})
+    python: str = field(default="", metadata={"help": "interpreter of the runs (default: the one running the study)"})
     mpirun: str = field(default="mpirun", metadata={"help": "the mpirun command"})
     mpirun_args: list[str] = field(default_factory=list, metadata={"help": "extra mpirun arguments, comma separated"})
     allreduce_args: list[str] = field(default_factory=lambda: ["--repeats", "10", "--budget-s", "2"], metadata={
@@ -148,7 +149,7 @@ def read_status(run_dir: Path) -> str | None:
 def plan(study: StudySettings, run: RunSettings, force: bool = False,
          python: str | None = None) -> list[Step]:
     """Every step of the study in order: benchmarks, training runs, analysis."""
-    python = python or python_executable()
+    python = python or study.python or python_executable()
     root = study_dir(study)
     logs = root / "logs"
     steps: list[Step] = []

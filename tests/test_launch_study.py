@@ -204,3 +204,30 @@ def test_remaining_time_prefers_runs_of_the_same_world_size(tmp_path):
     assert progress.remaining_s() == 30.0 * 3 + st.Progress.GUESS_S["analysis"]
     steps[2].status, steps[2].duration_s = "completed", 90.0      # horovod weak n=2
     assert progress.remaining_s() == 30.0 + 90.0 + st.Progress.GUESS_S["analysis"]
+
+
+def test_sigterm_stops_the_study_resumably(tmp_path):
+    """SIGTERM to the study: the running step gets SIGTERM too, the study exits 3."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, FAKE_SLEEP_S="60")
+    proc = subprocess.Popen([sys.executable, "-m", "launch.study", "--name", "sig", "--out-dir", str(tmp_path),
+                             "--python", FAKE_PY, "--world-sizes", "1", "--engines", "horovod", "--modes", "weak",
+                             "--no-allreduce-bench", "--no-analyse"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "sig" / "logs" / "horovod-weak-n1.log"
+    deadline = time.monotonic() + 20
+    while not (log.exists() and "fake-python" in log.read_text()):
+        assert time.monotonic() < deadline, "the run did not start"
+        time.sleep(0.1)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 3, err
+    assert time.monotonic() - t0 < 10
+    assert "run the same command again to resume" in out and "interrupted" in err
+    summary = json.loads((tmp_path / "sig" / "study.json").read_text())
+    assert summary["steps"][0]["status"] == "interrupted"
