@@ -174,7 +174,9 @@ def test_cli_writes_json_and_plot_readable_by_comparison(tmp_path, capsys):
     assert rc == 0, err
     r = json.loads(out.read_text())
     assert r["settings"]["precision_policy"] == "mixed_bfloat16" and r["particle"] == "pions"
-    assert (tmp_path / "inf" / "pions.png").stat().st_size > 0 and (tmp_path / "inf" / "pions.pdf").exists()
+    # The figure (here with its "energy unavailable" panel) beside the JSON, in both formats.
+    assert r["plots"] == [str(tmp_path / "inf" / "pions.png"), str(tmp_path / "inf" / "pions.pdf")]
+    assert all(Path(p).stat().st_size > 0 for p in r["plots"])
     assert "peak throughput" in err and "on-demand batch 1: median" in err
     import tensorflow as tf
 
@@ -198,11 +200,6 @@ def test_xla_and_a_checkpoint(tmp_path):
     assert r["particle"] == "pions" and r["settings"]["xla"] is True
     assert r["model"]["generator_widths"] == [8, 16]
     assert any("particle taken from the checkpoint" in n for n in r["notes"])
-
-
-def test_plot_without_energy(photons_result, tmp_path):
-    paths = inference.plot_result(photons_result, tmp_path / "fig")
-    assert [p.name for p in paths] == ["fig.png", "fig.pdf"] and all(p.stat().st_size > 0 for p in paths)
 
 
 @pytest.mark.parametrize("argv, match", [
