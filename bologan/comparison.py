@@ -218,21 +218,22 @@ def compare(gans: Sequence[GanFigure], figures: Sequence[Figure]) -> list[Compar
             if gan.kind == "literature" and gan.study != g4.study:
                 continue
             e4 = g4_energy.get(g4.study)
-            ratio, note = None, ""
+            ratio, missing = None, []
             if e4 is None:
-                note = f"unavailable: no Geant4 energy_per_shower figure for {g4.study} in the reference file"
-            elif gan.energy_per_shower_j is None:
-                note = f"unavailable: GAN energy not known ({gan.energy_reason})"
+                missing.append(f"no Geant4 energy_per_shower figure for {g4.study} in the reference file")
+            if gan.energy_per_shower_j is None:
+                missing.append(f"GAN energy not known ({gan.energy_reason})")
             elif gan.energy_per_shower_j <= 0:
-                note = "unavailable: the GAN energy reading is zero (window shorter than the counter update?)"
+                missing.append("the GAN energy reading is zero (window shorter than the counter update?)")
+            if missing:
+                note = "unavailable: " + "; ".join(missing)
             else:
                 ratio = e4.si_value / gan.energy_per_shower_j
                 note = f"Geant4 energy: literature ({e4.id}); GAN energy: {gan.energy_source}"
-            sources = [f"{g4.id}: {g4.source}"]
+            sources = [_cite(g4)]
             if e4 is not None:
-                sources.append(f"{e4.id}: {e4.source}")
-            sources.append(f"{gan.origin}: {gan.source}" if gan.kind == "literature"
-                           else f"measured: {gan.origin}")
+                sources.append(_cite(e4))
+            sources.append(gan.source if gan.kind == "literature" else f"measured: {gan.origin}")
             rows.append(ComparisonRow(
                 gan=gan.label, gan_kind=gan.kind, gan_time_per_shower_s=gan.time_per_shower_s,
                 gan_hardware=gan.hardware, geant4=g4.id, geant4_kind=g4.kind,
@@ -244,6 +245,10 @@ def compare(gans: Sequence[GanFigure], figures: Sequence[Figure]) -> list[Compar
     return rows
 
 
+def _cite(f: Figure) -> str:
+    return f"{f.id}: {f.source}" + (f" (note: {f.note})" if f.note else "")
+
+
 def _literature_gan(f: Figure, figures: Sequence[Figure]) -> GanFigure:
     energy = next((e for e in figures if e.system == "gan" and e.quantity == "energy_per_shower"
                    and e.study == f.study), None)
@@ -252,7 +257,7 @@ def _literature_gan(f: Figure, figures: Sequence[Figure]) -> GanFigure:
                      energy_per_shower_j=None if energy is None else energy.si_value,
                      energy_source="unavailable" if energy is None else "literature",
                      energy_reason="" if energy is not None else f"no GAN energy_per_shower figure for {f.study}",
-                     hardware=f.hardware, origin=f.id, study=f.study, source=f.source)
+                     hardware=f.hardware, origin=f.id, study=f.study, source=_cite(f))
 
 
 COLUMNS = tuple(f.name for f in fields(ComparisonRow))

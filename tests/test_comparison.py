@@ -94,6 +94,7 @@ def test_speedup_is_geant4_time_over_measured_gan_time():
     assert "batch 4096 (peak throughput)" in measured[1].gan
     # No Geant4 energy figure exists in the shipped file: the ratio is unavailable, with the reason.
     assert all(r.energy_ratio is None and r.energy_note.startswith("unavailable: no Geant4 energy") for r in rows)
+    assert all("GAN energy not known" in r.energy_note for r in measured)     # both sides missing: both said
     lit = [r for r in rows if r.gan_kind == "literature"]
     assert len(lit) == 1 and lit[0].speedup == pytest.approx(17.0 / 0.007)
 
@@ -135,7 +136,7 @@ def test_csv_and_markdown_outputs(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert printed == (tmp_path / "t.md").read_text()
     assert "(measured)" in printed and "(literature)" in printed and "17 s" in printed
-    assert "3dgan-geant4-time: CERN 3DGAN" in printed
+    assert "3dgan-geant4-time: CERN 3DGAN" in printed and "(note: 3DGAN simulates a different" in printed
     rows = list(csv.DictReader(io.StringIO((tmp_path / "t.csv").read_text())))
     assert list(rows[0]) == list(comparison.COLUMNS) and len(rows) == 3
     assert math.isclose(float(rows[0]["speedup"]), 17.0 / 0.002)
