@@ -10,7 +10,8 @@ all-reduce benchmark for each world size above one, then ``python -m analysis`` 
 ``<out_dir>/<name>/report/``. Output of every process goes to ``<out_dir>/<name>/logs/``.
 
 Re-running the same command resumes: completed runs are skipped, interrupted ones continue
-(``scaling.run --resume``), failed ones start again; ``--force`` re-runs everything.
+(``scaling.run --resume``), failed ones and runs made with other settings (study.json keeps the
+arguments of each run) start again; ``--force`` re-runs everything.
 A failed run is reported with the tail of its log and the study goes on; the exit status is
 1 when any step failed, 3 when the study itself was interrupted.
 """
@@ -91,6 +92,8 @@ class Step:
     world: int = 1
     resume: bool = False
     skip_reason: str = ""
+    note: str = ""                # said on the progress line (e.g. why a run starts again)
+    made_with: list[str] | None = None   # scaling.run arguments that produced the run directory
     status: str = "pending"       # pending | skipped | completed | failed | timeout | interrupted
     exit_code: int | None = None
     duration_s: float | None = None
@@ -146,12 +149,30 @@ def read_status(run_dir: Path) -> str | None:
     return status if isinstance(status, str) else None
 
 
+def _trainer_args(argv: list[str]) -> list[str]:
+    """The scaling.run arguments of a command line, without --resume."""
+    if "scaling.run" not in argv:
+        return []
+    return [a for a in argv[argv.index("scaling.run") + 1:] if a != "--resume"]
+
+
+def earlier_run_args(root: Path) -> dict[str, list[str]]:
+    """scaling.run arguments of each run as the last study.json in ``root`` recorded them."""
+    try:
+        summary = json.loads((root / "study.json").read_text())
+        return {s["run_id"]: list(s["run_args"]) for s in summary["steps"]
+                if s.get("kind") == "run" and s.get("run_args") is not None}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
 def plan(study: StudySettings, run: RunSettings, force: bool = False,
          python: str | None = None) -> list[Step]:
     """Every step of the study in order: benchmarks, training runs, analysis."""
     python = python or study.python or python_executable()
     root = study_dir(study)
     logs = root / "logs"
+    earlier = earlier_run_args(root)
     steps: list[Step] = []
     if study.allreduce_bench:
         for world in sorted(w for w in study.world_sizes if w > 1):
@@ -173,14 +194,21 @@ def plan(study: StudySettings, run: RunSettings, force: bool = False,
                 rid = run_id(engine, mode, world)
                 out = root / rid
                 status = read_status(out)
-                resume = not force and status in ("interrupted", "running")
-                args = scaling_run_args(run, engine=engine, mode=mode, out=str(out), study=study.name,
-                                        resume=resume)
+                args = scaling_run_args(run, engine=engine, mode=mode, out=str(out), study=study.name)
+                before = earlier.get(rid)
+                # A run made with other settings is not reused: it would not measure these ones.
+                changed = before is not None and before != args
+                keep = not force and not changed
+                resume = keep and status in ("interrupted", "running")
                 argv = launcher_prefix(study, run, world) + [python, "-m", "scaling.run", *args]
+                if resume:
+                    argv.append("--resume")
                 step = Step("run", f"{engine} {mode} n={world}", argv, logs / f"{rid}.log", out,
-                            run_id=rid, world=world, resume=resume)
-                if status == "completed" and not force:
+                            run_id=rid, world=world, resume=resume, made_with=before if status else None)
+                if status == "completed" and keep:
                     step.skip_reason = "completed earlier"
+                elif changed and status is not None:
+                    step.note = "settings changed: starting again"
                 steps.append(step)
     if study.analyse:
         report = root / "report"
@@ -296,6 +324,8 @@ def run_step(step: Step, env: dict[str, str], timeout_s: float, progress: Progre
         shutil.rmtree(step.out)
     if step.kind == "bench" and step.out.exists():
         step.out.unlink()
+    if step.kind == "run":
+        step.made_with = _trainer_args(step.argv)
     t0 = time.monotonic()
     with open(step.log, "ab") as log:
         log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(step.argv)}\n".encode())
@@ -333,7 +363,7 @@ def run_step(step: Step, env: dict[str, str], timeout_s: float, progress: Progre
 def _describe(step: Step, timeout_s: float) -> str:
     took = f"{step.duration_s:.0f} s" if step.duration_s is not None else "?"
     if step.status == "completed":
-        return f"done in {took}" + (" (resumed)" if step.resume else "")
+        return f"done in {took}" + (" (resumed)" if step.resume else "") + (f" ({step.note})" if step.note else "")
     if step.status == "timeout":
         return f"TIMED OUT after {timeout_s:.0f} s (exit {step.exit_code})"
     if step.status == "interrupted":
@@ -342,12 +372,14 @@ def _describe(step: Step, timeout_s: float) -> str:
 
 
 def write_summary(root: Path, steps: list[Step], resolved: dict[str, Any]) -> None:
-    """study.json: the resolved configuration and what happened to every step."""
+    """study.json: the resolved configuration and what happened to every step; ``run_args`` are
+    the scaling.run arguments that made each run directory (compared on the next invocation)."""
     atomic_write_json(root / "study.json", {
         "config": sections_to_dict(resolved),
         "steps": [{"kind": s.kind, "label": s.label, "run_id": s.run_id, "world_size": s.world,
                    "out": str(s.out), "log": str(s.log), "argv": s.argv, "status": s.status,
-                   "exit_code": s.exit_code, "duration_s": s.duration_s, "resumed": s.resume}
+                   "exit_code": s.exit_code, "duration_s": s.duration_s, "resumed": s.resume,
+                   "run_args": s.made_with}
                   for s in steps],
     })
 
@@ -470,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
         import shlex
 
         for i, step in enumerate(steps, 1):
-            note = f"  # skipped: {step.skip_reason}" if step.skip_reason else ""
+            note = f"  # skipped: {step.skip_reason}" if step.skip_reason else (f"  # {step.note}" if step.note else "")
             print(f"[{i}/{len(steps)}] {step.label}{note}\n    {shlex.join(step.argv)} > {shlex.quote(str(step.log))}")
         return 0
     _check_environment(study, steps)

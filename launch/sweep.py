@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -335,8 +336,10 @@ def _sbatch(argv: list[str]) -> str:
     return res.stdout.strip().splitlines()[-1].split(";")[0]
 
 
-def submit(jobs: list[Job], wait: bool) -> int:
-    """sbatch every run job, then the analysis with afterany on them; print the job ids."""
+def submit(jobs: list[Job], wait: bool, fresh_dirs: Path | None = None) -> int:
+    """sbatch every run job, then the analysis with afterany on them; print the job ids.
+    With ``fresh_dirs`` (--force) each submitted point's old run directory there is removed
+    first: the job script would otherwise continue it (--resume)."""
     sbatch = find_executable("sbatch")
     if sbatch is None:
         raise UserError("sbatch not found: submit on a Slurm login node, or start the local test "
@@ -346,6 +349,9 @@ def submit(jobs: list[Job], wait: bool) -> int:
         if job.skip_reason:
             print(f"{job.name}: skipped ({job.skip_reason})", flush=True)
             continue
+        if fresh_dirs is not None and (fresh_dirs / job.name).exists():
+            shutil.rmtree(fresh_dirs / job.name)
+            print(f"{job.name}: removed the earlier run directory (--force)", flush=True)
         jid = _sbatch([sbatch, "--parsable", str(job.path)])
         ids.append(jid)
         print(f"{job.name}: job {jid}", flush=True)
@@ -380,7 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     act.add_argument("--dry-run", action="store_true", help="print the scripts; write and submit nothing")
     act.add_argument("--submit", action="store_true", help="write the scripts and submit them with sbatch")
     p.add_argument("--wait", action="store_true", help="with --submit: return when the analysis job has ended")
-    p.add_argument("--force", action="store_true", help="also submit points whose run completed earlier")
+    p.add_argument("--force", action="store_true",
+                   help="also submit points whose run completed earlier; with --submit their run "
+                        "directories are removed first (otherwise a job continues the run it finds)")
     add_section_arguments(p, SECTIONS)
     return p
 
@@ -405,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.submit:
         print(f"wrote {len(jobs)} job scripts to {submit_sh.parent}; submit them with:\n  {shlex.quote(str(submit_sh))}")
         return 0
-    return submit(jobs, wait=args.wait)
+    return submit(jobs, wait=args.wait, fresh_dirs=study_dir(sweep) if args.force else None)
 
 
 if __name__ == "__main__":

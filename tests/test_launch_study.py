@@ -231,3 +231,22 @@ def test_sigterm_stops_the_study_resumably(tmp_path):
     assert "run the same command again to resume" in out and "interrupted" in err
     summary = json.loads((tmp_path / "sig" / "study.json").read_text())
     assert summary["steps"][0]["status"] == "interrupted"
+
+
+def test_runs_made_with_other_settings_start_again(tmp_path):
+    study, run = _settings(tmp_path, name="c", world_sizes=[1], engines=["horovod"], modes=["weak"],
+                           allreduce_bench=False, analyse=False)
+    resolved = {"study": study, "run": run}
+    assert st.execute(st.plan(study, run, python=FAKE_PY), study, run, resolved, stream=io.StringIO()) == 0
+    again = st.plan(study, run, python=FAKE_PY)
+    assert again[0].skip_reason == "completed earlier"
+    more = dataclasses.replace(run, epochs=6)
+    changed = st.plan(study, more, python=FAKE_PY)
+    assert not changed[0].skip_reason and not changed[0].resume and "settings changed" in changed[0].note
+    out = io.StringIO()
+    assert st.execute(changed, study, more, {"study": study, "run": more}, stream=out) == 0
+    assert "settings changed" in out.getvalue()
+    # an interrupted run is not resumed with other settings either
+    (tmp_path / "c" / "horovod-weak-n1" / "run.json").write_text('{"status": "interrupted"}')
+    assert not st.plan(study, run, python=FAKE_PY)[0].resume
+    assert st.plan(study, more, python=FAKE_PY)[0].resume

@@ -233,3 +233,14 @@ def test_example_config_is_valid(capsys):
     example = Path(sw.__file__).with_name("sweep_example.toml")
     assert sw.main(["--config", str(example), "--dry-run"]) == 0
     assert "#SBATCH --gpus-per-node=4" in capsys.readouterr().out
+
+
+def test_force_replaces_completed_points(tmp_path, fake_slurm, capsys):
+    done = tmp_path / "sweep" / "horovod-weak-N1x1"
+    done.mkdir(parents=True)
+    (done / "run.json").write_text('{"status": "completed"}')
+    assert sw.main(["--out-dir", str(tmp_path), "--nodes", "1", "--modes", "weak", "--engines", "horovod",
+                    "--force", "--submit"]) == 0
+    out = capsys.readouterr().out
+    assert "removed the earlier run directory" in out and "horovod-weak-N1x1: job 101" in out
+    assert not done.exists()
