@@ -254,7 +254,8 @@ class Progress:
         self.width = max(len(s.label) for s in steps) if steps else 0
 
     def _prefix(self, step: Step) -> str:
-        return f"[{self.steps.index(step) + 1}/{len(self.steps)}] {step.label:<{self.width}}  ..."
+        n = len(self.steps)
+        return f"[{self.steps.index(step) + 1:>{len(str(n))}}/{n}] {step.label:<{self.width}}  ..."
 
     # Seconds guessed for a kind of step before one of them has run (runs have no guess).
     GUESS_S = {"bench": 15.0, "analysis": 15.0}
