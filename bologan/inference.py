@@ -306,11 +306,16 @@ def _load_average() -> float | None:
 
 
 def _git_commit() -> str | None:
+    """Commit of the checkout this module runs from (None outside git). Kept here rather than
+    imported from ``scaling`` because ``bologan`` does not depend on the layer above it."""
+    import subprocess
+
     try:
-        from scaling.runinfo import git_commit
-    except ImportError:
+        res = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "HEAD"],
+                             capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired):
         return None
-    return git_commit()
+    return (res.stdout.strip() or None) if res.returncode == 0 else None
 
 
 # --------------------------------------------------------------------------- the benchmark
