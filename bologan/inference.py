@@ -41,7 +41,6 @@ import datetime as dt
 import json
 import math
 import os
-import platform
 import socket
 import sys
 import time
@@ -53,6 +52,8 @@ import numpy as np
 
 from bologan.atomic import atomic_write, atomic_write_json
 from bologan.errors import UserError, main_guard
+from bologan.runinfo import cpu_model, git_commit
+from bologan.runinfo import versions as runinfo_versions
 
 SCHEMA_VERSION = 1
 RESULT_KIND = "bologan-inference-benchmark"
@@ -259,21 +260,7 @@ def time_batch(call: CallFn, inputs: tuple[Any, Any], batch_size: int, settings:
 # --------------------------------------------------------------------------- environment
 
 def versions() -> dict[str, Any]:
-    out: dict[str, Any] = {"python": platform.python_version()}
-    for name in ("tensorflow", "keras", "numpy", "pyarrow"):
-        mod = sys.modules.get(name)
-        out[name] = getattr(mod, "__version__", None) if mod else None
-    return out
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    return runinfo_versions(("tensorflow", "keras", "numpy", "pyarrow"), mpi=False)
 
 
 def hardware(device: str) -> dict[str, Any]:
@@ -303,19 +290,6 @@ def _load_average() -> float | None:
         return os.getloadavg()[0]
     except (AttributeError, OSError):
         return None
-
-
-def _git_commit() -> str | None:
-    """Commit of the checkout this module runs from (None outside git). Kept here rather than
-    imported from ``scaling`` because ``bologan`` does not depend on the layer above it."""
-    import subprocess
-
-    try:
-        res = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "HEAD"],
-                             capture_output=True, text=True, timeout=5, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return (res.stdout.strip() or None) if res.returncode == 0 else None
 
 
 # --------------------------------------------------------------------------- the benchmark
@@ -426,7 +400,7 @@ def run_benchmark(settings: InferenceSettings, energy_cfg: Any, checkpoint: Any 
         "versions": versions(),
         "hardware": {**hardware(device), "weights_device": result_device,
                      "load_average_1m": {"start": load_start, "end": _load_average()}},
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "started_at": started.isoformat(timespec="seconds"),
         "wall_s": time.perf_counter() - t_start,
         "notes": notes,

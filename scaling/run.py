@@ -338,7 +338,7 @@ def _run(argv: list[str] | None, world: World, coll, stop: StopFlag) -> int:
 
     from bologan.model import Gan, checkpoint_manager, set_precision
     from bologan.step import NoiseSpec, WganGpStep
-    from scaling.runinfo import cpu_model, git_commit, versions
+    from bologan.runinfo import cpu_model, git_commit, versions
 
     policy = set_precision(train_cfg, engine.on_gpu)
     lr_scale = float(replicas) if sc.lr_scaling == "linear" else 1.0

@@ -1,4 +1,4 @@
-"""What run.json records about the software and hardware a run used."""
+"""What result files record about the software and hardware that made them (run.json, benchmark JSON)."""
 from __future__ import annotations
 
 import platform
@@ -8,11 +8,16 @@ from pathlib import Path
 from typing import Any
 
 
-def versions() -> dict[str, Any]:
+def versions(names: tuple[str, ...] = ("tensorflow", "numpy", "horovod", "mpi4py", "pyarrow"),
+             mpi: bool = True) -> dict[str, Any]:
+    """Python's version and those of the already-imported modules ``names`` (None if not
+    imported); with ``mpi``, the MPI library's version line."""
     out: dict[str, Any] = {"python": platform.python_version()}
-    for name in ("tensorflow", "numpy", "horovod", "mpi4py", "pyarrow"):
+    for name in names:
         mod = sys.modules.get(name)
         out[name] = getattr(mod, "__version__", None) if mod else None
+    if not mpi:
+        return out
     try:
         from mpi4py import MPI
 
