@@ -18,7 +18,6 @@ import os
 import socket
 from typing import Any, Callable
 
-import numpy as np
 
 from bologan.step import Replicas, timed
 from scaling.collectives import LocalCollectives
@@ -255,6 +254,3 @@ def make_engine(cfg: ScalingConfig, world: World, coll: LocalCollectives) -> Sin
     # Horovod on one process still initialises, so the one-rank baseline pays its costs too.
     return MirroredEngine(world, cfg, coll) if cfg.engine == "mirrored" else HorovodEngine(world, cfg, coll)
 
-
-def mean_local(values: list) -> float:
-    return float(np.mean([float(v) for v in values]))
