@@ -43,6 +43,16 @@ class ScalingConfig:
         if not 0 <= self.worker_base_port <= 65000:
             raise ValueError("worker_base_port must be 0..65000")
 
+    def set_horovod_environment(self) -> None:
+        """Put the Horovod settings where ``hvd.init()`` reads them (the environment). Done
+        before any collective: under horovodrun the first one may initialise Horovod."""
+        import os
+
+        if self.fusion_threshold_bytes >= 0:
+            os.environ["HOROVOD_FUSION_THRESHOLD"] = str(self.fusion_threshold_bytes)
+        if self.cycle_time_ms >= 0:
+            os.environ["HOROVOD_CYCLE_TIME"] = str(self.cycle_time_ms)
+
     def per_replica_batch(self, replicas: int) -> int:
         """Showers per critic step on each replica; a strong-mode batch must split evenly."""
         if self.mode == "weak":

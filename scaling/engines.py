@@ -113,11 +113,7 @@ class HorovodEngine(SingleEngine):
     name = "horovod"
 
     def setup(self) -> None:
-        # Fusion/cycle settings are read by hvd.init(), so they go into the environment first.
-        if self.cfg.fusion_threshold_bytes >= 0:
-            os.environ["HOROVOD_FUSION_THRESHOLD"] = str(self.cfg.fusion_threshold_bytes)
-        if self.cfg.cycle_time_ms >= 0:
-            os.environ["HOROVOD_CYCLE_TIME"] = str(self.cfg.cycle_time_ms)
+        self.cfg.set_horovod_environment()
         import horovod.tensorflow as hvd
 
         hvd.init()

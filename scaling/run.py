@@ -172,15 +172,6 @@ def _check_enough_showers(n_showers: int, n_disc: int, batch: int, replicas: int
                         f"(n_disc {n_disc} x batch {batch} x {replicas} replicas)")
 
 
-def _set_horovod_environment(sc: ScalingConfig) -> None:
-    # hvd.init() reads these; under horovodrun the first collective initialises Horovod, which
-    # may happen before the engine is set up.
-    if sc.fusion_threshold_bytes >= 0:
-        os.environ["HOROVOD_FUSION_THRESHOLD"] = str(sc.fusion_threshold_bytes)
-    if sc.cycle_time_ms >= 0:
-        os.environ["HOROVOD_CYCLE_TIME"] = str(sc.cycle_time_ms)
-
-
 @dataclass
 class _Checked:
     """What the checks before TensorFlow found valid (values None are known only later)."""
@@ -200,7 +191,7 @@ def _preflight(argv: list[str] | None, world: World) -> _Checked:
     args = parse_args(argv)
     cfg = _resolve_config(args)
     sc: ScalingConfig = cfg["scaling"]
-    _set_horovod_environment(sc)
+    sc.set_horovod_environment()
     workload = workload_hash(cfg)
     replicas = _replicas_before_engine(sc, world)
     batch = out = writer = None
