@@ -28,12 +28,12 @@ import io
 import json
 import math
 import sys
-import tomllib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence
 
 from bologan.atomic import atomic_write_text
+from bologan.settings import load_toml
 from bologan.errors import UserError, main_guard
 
 DEFAULT_REFERENCE = Path(__file__).with_name("geant4_reference.toml")
@@ -101,14 +101,7 @@ def _figure(entry: Any, where: str) -> Figure:
 def load_reference(path: str | Path = DEFAULT_REFERENCE) -> list[Figure]:
     """Read and validate the literature figures; any problem is a one-line ``UserError``."""
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{p}: reference file not found") from None
-    except OSError as exc:
-        raise UserError(f"{p}: cannot read ({exc.strerror})") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{p}: invalid TOML ({exc})") from None
+    data = load_toml(p)
     unknown = sorted(set(data) - {"schema_version", "figure"})
     if unknown:
         raise UserError(f"{p}: unknown key '{unknown[0]}' (known: schema_version, figure)")

@@ -85,10 +85,10 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         with p.open("rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError:
-        raise UserError(f"{p}: config file not found") from None
+        raise UserError(f"{p}: file not found") from None
     except OSError as exc:
-        raise UserError(f"{p}: cannot read config file ({exc.strerror})") from None
-    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{p}: cannot read ({exc.strerror})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{p}: invalid TOML ({exc})") from None
 
 
