@@ -229,8 +229,8 @@ def _agree(coll, world: World, problem: str | None) -> None:
 def main(argv: list[str] | None = None, *, restore_signals: bool = True) -> int:
     """Run (or refuse) one training; returns the exit code.
 
-    ``restore_signals=False`` keeps the stop-signal handlers after returning: a process that is
-    about to exit must not be killed by a late SIGTERM and lose its exit code 3.
+    ``restore_signals=False`` ignores the stop signals after returning: a process that is about
+    to exit must not be killed by a late SIGTERM and lose its exit code 3.
     """
     world = discover()
     # Before anything slow: a SIGTERM during start-up is then a clean stop, not a dead rank.
@@ -261,6 +261,8 @@ def main(argv: list[str] | None = None, *, restore_signals: bool = True) -> int:
     finally:
         if restore_signals:
             StopFlag.restore(previous_handlers)
+        else:
+            StopFlag.ignore()
 
 
 def _engine_from_argv(argv: list[str] | None) -> str:

@@ -41,6 +41,18 @@ class StopFlag:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
+    @classmethod
+    def ignore(cls) -> None:
+        """Ignore the stop signals from now on: for a process that is about to exit.
+
+        Interpreter shutdown puts every Python-level handler back to the default action, which
+        for SIGTERM is death. A late SIGTERM (the second rank's copy of a Slurm time limit, or
+        the launcher ending the job once a peer exited with 3) would then kill the rank inside
+        MPI_Finalize and turn its exit code 3 into 143. SIG_IGN survives the shutdown.
+        """
+        for sig in cls.SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+
     def _handle(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
         self.signal = signum
 

@@ -3,13 +3,17 @@
 What is checked: a stop agreed mid-epoch keeps that epoch's partial row apart (interrupted)
 and writes no checkpoint for it; a stop after an epoch's last iteration keeps the epoch; a
 signal during start-up stops before any epoch; records reach disk before the checkpoint; the
-first epoch after a resume is flagged warm-up; the stop signals are caught and restored.
+first epoch after a resume is flagged warm-up; the stop signals are caught and restored; a
+late SIGTERM while the process shuts down does not change its exit code.
 """
 from __future__ import annotations
 
 import itertools
 import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -132,6 +136,34 @@ def test_stop_flag_catches_term_and_usr1_and_restores_handlers():
     finally:
         StopFlag.restore(previous)
     assert {sig: signal.getsignal(sig) for sig in StopFlag.SIGNALS} == before
+
+
+_EXIT_WITH_SLOW_SHUTDOWN = """
+import os, sys, time
+from scaling.run import main
+
+class SlowShutdown:  # stands in for Horovod's shutdown and MPI_Finalize after main() returned
+    def __del__(self):
+        os.write(1, b"shutting down\\n")
+        time.sleep(3)
+
+keep = SlowShutdown()
+sys.exit(main(["--epochs", "0", "--out", sys.argv[1]], restore_signals=False))
+"""
+
+
+def test_late_sigterm_during_shutdown_keeps_the_exit_code(tmp_path):
+    # Under mpirun the second SIGTERM of a time limit, or the launcher ending the job after a
+    # peer exited with 3, can come while this rank is still finalizing MPI.
+    proc = subprocess.Popen([sys.executable, "-c", _EXIT_WITH_SLOW_SHUTDOWN, str(tmp_path / "run")],
+                            cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    assert proc.stdout.readline() == b"shutting down\n"
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, err.decode()       # the config error's code, not 143 (killed)
+    assert b"epochs must be >= 1" in err
 
 
 @pytest.mark.parametrize("leftover", [".epochs.parquet.abc123.tmp", ".run.json.x.tmp"])
