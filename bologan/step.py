@@ -8,8 +8,8 @@ voxels only. L_G = -mean D(fake): the generator step needs D(fake) only, so unli
 code it does not recompute the critic loss and its gradient penalty.
 
 Communication time is measured inside the graph: ``tf.timestamp`` after every gradient is
-ready and again after the reduction, so it covers the all-reduce including the wait for the
-slowest replica, and nothing of the backward pass.
+ready and again after the reduction, before anything may use the reduced gradients, so it
+covers the all-reduce including the wait for the slowest replica, and no compute.
 """
 from __future__ import annotations
 
@@ -31,6 +31,12 @@ def timed(reduce: Callable[[list[tf.Tensor]], list[tf.Tensor]],
     reduced = reduce(grads)
     with tf.control_dependencies(reduced):
         t1 = tf.timestamp()
+    # Whatever uses the reduced gradients waits for t1. Otherwise the executor may run the
+    # optimizer update and the next step's whole forward/backward pass before this timestamp
+    # (both are ready at once when an asynchronous all-reduce finishes), and that compute
+    # would be counted as communication.
+    with tf.control_dependencies([t1]):
+        reduced = [tf.identity(g) for g in reduced]
     return reduced, t1 - t0
 
 
