@@ -22,7 +22,7 @@ import numpy as np
 
 from bologan.atomic import atomic_write_json
 from bologan.errors import EXIT_USER_ERROR, UserError
-from scaling.collectives import for_world
+from scaling.collectives import for_world, prefer_yielding_mpi
 from scaling.world import discover
 
 SCHEMA = "allreduce-bench/1"
@@ -53,6 +53,7 @@ def parse_sizes(text: str) -> list[int]:
 
 def _reducer(engine: str):
     """A function (numpy float32 array) -> reduced array, for the chosen engine."""
+    prefer_yielding_mpi()  # as in training, so the timings match what a training step sees
     if engine == "horovod":
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import horovod.tensorflow as hvd

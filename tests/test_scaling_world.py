@@ -1,6 +1,8 @@
 """Rank/size/local-rank discovery and the batch plan (no processes started)."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from scaling.config import ScalingConfig
@@ -43,3 +45,14 @@ def test_strong_and_weak_batches():
     assert ScalingConfig(mode="weak", batch_per_rank=128).per_replica_batch(4) == 128
     with pytest.raises(ValueError, match="not divisible by 3"):
         ScalingConfig(mode="strong", global_batch=256).per_replica_batch(3)
+
+
+def test_mpi_yields_while_waiting_unless_the_user_chose(monkeypatch):
+    from scaling.collectives import MPI_YIELD_VARIABLE, prefer_yielding_mpi
+
+    monkeypatch.delenv(MPI_YIELD_VARIABLE, raising=False)
+    prefer_yielding_mpi()
+    assert os.environ[MPI_YIELD_VARIABLE] == "1"
+    monkeypatch.setenv(MPI_YIELD_VARIABLE, "0")      # mpirun --mca mpi_yield_when_idle 0
+    prefer_yielding_mpi()
+    assert os.environ[MPI_YIELD_VARIABLE] == "0"
