@@ -93,6 +93,11 @@ def run_epochs(*, world: World, plan: EpochPlan, start_epoch: int, step: Callabl
         return False
     for epoch in range(start_epoch, plan.epochs):
         name = f"epoch-{epoch}"
+        # Every rank starts the epoch clock together. Otherwise a rank that is done with the
+        # last epoch's bookkeeping first would wait for rank 0 (writing records, checkpointing)
+        # inside its first all-reduce, and count that wait as this epoch's communication,
+        # while a single rank's clock never includes it.
+        coll.barrier()
         meter.begin(name)
         t0 = time.perf_counter()
         wait = comm = busy = 0.0

@@ -72,9 +72,10 @@ class _Harness:
         assert epoch in on_disk["epoch"], f"checkpoint of epoch {epoch} before its record"
         self.checkpoints.append(epoch)
 
-    def run(self, start_epoch: int = 0) -> bool:
+    def run(self, start_epoch: int = 0, coll=None, meter=None) -> bool:
         return run_epochs(world=WORLD, plan=self.plan, start_epoch=start_epoch, step=self.step, engine=_Engine(),
-                          iterators=[itertools.repeat((None, None))], meter=_Meter(), coll=LocalCollectives(),
+                          iterators=[itertools.repeat((None, None))], meter=meter or _Meter(),
+                          coll=coll or LocalCollectives(),
                           writer=self.writer, save_checkpoint=self.save_checkpoint, stop=self.stop,
                           log=lambda msg: None)
 
@@ -87,6 +88,27 @@ def test_no_stop_runs_every_epoch_and_checkpoints_each(tmp_path):
     assert h.run() is True
     assert h.rows() == [(0, 4, False), (1, 4, False), (2, 4, False)]
     assert h.checkpoints == [0, 1, 2]
+
+
+def test_every_epoch_clock_starts_after_a_barrier_past_the_last_checkpoint(tmp_path):
+    # A rank must not start timing an epoch while rank 0 still writes the last one's records
+    # and checkpoint: that wait would land in its first all-reduce of the epoch.
+    events: list[str] = []
+
+    class Coll(LocalCollectives):
+        def barrier(self) -> None:
+            events.append("barrier")
+
+    class Meter(_Meter):
+        def begin(self, name: str) -> None:
+            events.append("begin")
+
+    h = _Harness(tmp_path, ipe=2)
+    step, save = h.step, h.save_checkpoint
+    h.step = lambda *a: (events.append("step"), step(*a))[1]
+    h.save_checkpoint = lambda epoch: (events.append("checkpoint"), save(epoch))[1]
+    assert h.run(coll=Coll(), meter=Meter()) is True
+    assert events == ["barrier", "begin", "step", "step", "checkpoint"] * 3
 
 
 def test_stop_mid_epoch_keeps_partial_row_apart_and_no_checkpoint_for_it(tmp_path):
