@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bologan.errors import main_guard
+from common.errors import main_guard
 
 EXAMPLE = """\
 example:

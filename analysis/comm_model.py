@@ -29,8 +29,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from bologan.errors import UserError
-from bologan.settings import load_toml, section_from_mapping
+from common.errors import UserError
+from common.settings import load_toml, section_from_mapping
 
 NETWORKS_DIR = Path(__file__).with_name("networks")
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.energy_metrics import DOMAINS, domain_energy, total_energy
-from scaling.rundir import Run
+from common.rundir import Run
 
 EPOCH_TABLE_COLUMNS = (
     "run_id", "world_size", "nodes", "epoch", "attempt", "ranks_count", "time_s", "time_min_s", "compute_s", "comm_s",

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from bologan.errors import UserError
-from scaling.rundir import EPOCHS_FILE, RUN_JSON, Run, is_run_dir, load_run
+from common.errors import UserError
+from common.rundir import EPOCHS_FILE, RUN_JSON, Run, is_run_dir, load_run
 
 BENCH_SCHEMA = "allreduce-bench/1"
 BENCH_GLOB = "allreduce*.json"

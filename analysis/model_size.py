@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 from bologan.config import ModelConfig
 from bologan.geometry import particle as lookup_particle
-from bologan.settings import section_from_mapping
+from common.settings import section_from_mapping
 
 BYTES_PER_PARAMETER = 4
 """float32 gradients (mixed precision keeps float32 master weights and gradients)."""

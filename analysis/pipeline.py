@@ -26,8 +26,8 @@ from analysis.plots import Plotter, PlotFile
 from analysis.projection import ProjectionResult, build_projection
 from analysis.report import Document, fmt
 from analysis.summary import COLUMNS, SeriesResult, solution_iterations, summarise_series, summary_table
-from bologan.errors import UserError
-from scaling.rundir import Run
+from common.errors import UserError
+from common.rundir import Run
 
 MARKER = ".bologan-analysis-report"
 PLOTS_DIR = "plots"

@@ -19,7 +19,7 @@ from analysis.comm_model import (CommFit, ComputeModel, Network, fit_bench_files
 from analysis.load import BenchFile
 from analysis.model_size import ModelSize, model_size
 from analysis.summary import SeriesResult
-from bologan.errors import UserError
+from common.errors import UserError
 from bologan.geometry import PARTICLE_NAMES
 
 PROJECTED_WORLD_SIZES: tuple[int, ...] = tuple(2**k for k in range(0, 11))

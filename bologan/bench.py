@@ -22,7 +22,7 @@ import sys
 import time
 
 from bologan.config import ModelConfig, TrainConfig
-from bologan.errors import main_guard
+from common.errors import main_guard
 from bologan.geometry import PARTICLE_NAMES
 
 

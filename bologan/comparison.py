@@ -32,9 +32,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence
 
-from bologan.atomic import atomic_write_text
-from bologan.settings import load_toml
-from bologan.errors import UserError, main_guard
+from common.atomic import atomic_write_text
+from common.settings import load_toml
+from common.errors import UserError, main_guard
 
 DEFAULT_REFERENCE = Path(__file__).with_name("geant4_reference.toml")
 REFERENCE_SCHEMA_VERSION = 1

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from bologan.dataio import Showers, describe_showers, read_showers, write_showers
-from bologan.errors import UserError, main_guard
+from common.errors import UserError, main_guard
 from bologan.geometry import PARTICLE_NAMES
 
 EPILOG = """examples:

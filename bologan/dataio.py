@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from bologan.atomic import atomic_write_parquet
-from bologan.errors import UserError
+from common.atomic import atomic_write_parquet
+from common.errors import UserError
 from bologan.geometry import ETA_SLICE, PARTICLES, Particle
 from bologan.geometry import particle as lookup_particle
 

@@ -6,7 +6,7 @@ the reference file, sum the voxels to the total energy and compare it with the r
 one) is copied to ``EVAL_DIR/best_checkpoint/``.
 
 Outputs in EVAL_DIR (default TRAIN_DIR/eval), each replaced atomically:
-    eval.parquet      one row per checkpoint (scaling.rundir.EVAL_SCHEMA), rewritten after each
+    eval.parquet      one row per checkpoint (common.rundir.EVAL_SCHEMA), rewritten after each
     per_energy.csv    one row per (checkpoint, momentum)
     chi2_ndf.png/.pdf chi2/NDF against iteration, best marked
     best.json         the best iteration and its scores
@@ -30,12 +30,12 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-from bologan.atomic import atomic_write, atomic_write_json, atomic_write_text
-from bologan.errors import UserError, main_guard
+from common.atomic import atomic_write, atomic_write_json, atomic_write_text
+from common.errors import UserError, main_guard
 from bologan.metrics import DEFAULT_BINS, EnergyScore, best_iteration, score_checkpoint
 
 if TYPE_CHECKING:
-    from scaling.rundir import EvalRecord
+    from common.rundir import EvalRecord
 
 GenerateFn = Callable[[int, np.ndarray], np.ndarray]
 """(iteration, momentum_mev of shape (N,)) -> voxel energies in MeV of shape (N, n_voxels).
@@ -96,7 +96,7 @@ def evaluate_checkpoints(reference: ReferenceShowers, iterations: Sequence[int],
     ``events_per_energy`` showers are generated per reference momentum; by default as many as
     the reference holds at that momentum. ``on_checkpoint`` sees each result as it is ready.
     """
-    from scaling.rundir import EvalRecord  # pyarrow is only needed once there is something to score
+    from common.rundir import EvalRecord  # pyarrow is only needed once there is something to score
 
     ref = etot_by_momentum(reference.momentum_mev, reference.voxels_mev)
     if not ref:
@@ -190,8 +190,8 @@ def copy_checkpoint(checkpoint_dir: Path, iteration: int, dest: Path) -> list[Pa
 
 
 def write_eval_parquet(path: Path, records: Sequence["EvalRecord"]) -> None:
-    from bologan.atomic import atomic_write_parquet
-    from scaling.rundir import EVAL_SCHEMA, records_table
+    from common.atomic import atomic_write_parquet
+    from common.rundir import EVAL_SCHEMA, records_table
 
     atomic_write_parquet(path, records_table(records, EVAL_SCHEMA))
 

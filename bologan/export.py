@@ -41,7 +41,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from bologan.errors import UserError, main_guard
+from common.errors import UserError, main_guard
 from bologan.generate import add_checkpoint_arguments, resolve_checkpoint
 
 SAVED_MODEL_DIR = "saved_model"
@@ -135,7 +135,7 @@ def save_generator(generator: Any, model_cfg: Any, label_kind: str, out_dir: str
     """
     import tensorflow as tf
 
-    from bologan.atomic import atomic_write_json
+    from common.atomic import atomic_write_json
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

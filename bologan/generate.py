@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from bologan.errors import UserError, main_guard
+from common.errors import UserError, main_guard
 from bologan.geometry import MOMENTA_MEV, is_grid_momentum
 
 if TYPE_CHECKING:

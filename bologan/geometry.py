@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bologan.errors import UserError
+from common.errors import UserError
 
 MOMENTA_MEV: tuple[float, ...] = tuple(float(2**i) for i in range(8, 23))
 """The 15 incident momenta of dataset 1, MeV."""

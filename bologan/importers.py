@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from bologan.dataio import Showers, check_showers
-from bologan.errors import UserError
+from common.errors import UserError
 from bologan.geometry import Particle
 from bologan.geometry import particle as lookup_particle
 

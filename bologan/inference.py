@@ -50,10 +50,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from bologan.atomic import atomic_write, atomic_write_json
-from bologan.errors import UserError, main_guard
-from bologan.runinfo import cpu_model, git_commit
-from bologan.runinfo import versions as runinfo_versions
+from common.atomic import atomic_write, atomic_write_json
+from common.errors import UserError, main_guard
+from common.runinfo import cpu_model, git_commit
+from common.runinfo import versions as runinfo_versions
 
 SCHEMA_VERSION = 1
 RESULT_KIND = "bologan-inference-benchmark"
@@ -545,7 +545,7 @@ def add_inference_arguments(parser: argparse.ArgumentParser, include_common: boo
     and ``--seed`` for a parser that already defines them with the same meaning (same dest names).
     """
     from bologan.generate import add_checkpoint_arguments
-    from bologan.settings import add_section_arguments
+    from common.settings import add_section_arguments
     from energy.config import ENERGY_SECTIONS
 
     d = InferenceSettings()
@@ -606,7 +606,7 @@ def settings_from_args(args: argparse.Namespace) -> InferenceSettings:
 
 def run_from_args(args: argparse.Namespace) -> int:
     """The benchmark for already-parsed flags (those of ``add_inference_arguments``)."""
-    from bologan.settings import resolve_sections
+    from common.settings import resolve_sections
     from energy.config import ENERGY_SECTIONS
 
     settings = settings_from_args(args)

@@ -149,7 +149,7 @@ class CheckpointScore:
     ks: float
 
     def eval_fields(self, iteration: int) -> dict[str, Any]:
-        """Keyword arguments of ``scaling.rundir.EvalRecord`` (whose ``w1`` is in GeV)."""
+        """Keyword arguments of ``common.rundir.EvalRecord`` (whose ``w1`` is in GeV)."""
         return {"iteration": int(iteration), "chi2": self.chi2, "ndf": self.ndf,
                 "chi2_ndf": self.chi2_ndf, "w1": self.w1_gev, "ks": self.ks}
 

@@ -19,10 +19,10 @@ import numpy as np
 import tensorflow as tf
 
 from bologan.config import BOLOGAN_SECTIONS, ModelConfig, TrainConfig
-from bologan.errors import UserError
+from common.errors import UserError
 from bologan.geometry import particle as lookup_particle
 from bologan.labels import denormalise_voxels, energy_label
-from bologan.settings import section_from_mapping
+from common.settings import section_from_mapping
 
 CHECKPOINT_SUBDIR = "checkpoints"
 CHECKPOINT_PREFIX = "ckpt"
@@ -133,7 +133,7 @@ def list_checkpoints(train_dir: str | Path) -> list[int]:
 
 
 def save_train_config(train_dir: str | Path, tables: dict[str, dict[str, Any]]) -> None:
-    from bologan.atomic import atomic_write_json
+    from common.atomic import atomic_write_json
 
     atomic_write_json(Path(train_dir) / CONFIG_FILE, tables)
 

@@ -14,7 +14,7 @@ from typing import Iterator
 import numpy as np
 
 from bologan.config import DataConfig
-from bologan.errors import UserError
+from common.errors import UserError
 from bologan.labels import energy_label, normalise_voxels
 
 

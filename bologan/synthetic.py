@@ -48,7 +48,7 @@ import numpy as np
 from scipy.special import gammainc
 
 from bologan.dataio import Showers
-from bologan.errors import UserError
+from common.errors import UserError
 from bologan.geometry import MOMENTA_MEV, Particle, is_grid_momentum
 from bologan.geometry import particle as lookup_particle
 

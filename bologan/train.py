@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from bologan.config import BOLOGAN_SECTIONS
-from bologan.errors import UserError, main_guard
-from bologan.settings import add_section_arguments, resolve_sections, sections_to_dict
+from common.errors import UserError, main_guard
+from common.settings import add_section_arguments, resolve_sections, sections_to_dict
 
 LOSSES_FILE = "losses.parquet"
 
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import pyarrow as pa
 
-    from bologan.atomic import atomic_write_parquet
+    from common.atomic import atomic_write_parquet
     from bologan.model import Gan, checkpoint_manager, save_train_config, set_precision
     from bologan.step import WganGpStep
 

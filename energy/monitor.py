@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from bologan.atomic import atomic_write_json, atomic_write_parquet
-from bologan.errors import UserError, main_guard
-from bologan.settings import add_section_arguments, resolve_sections
+from common.atomic import atomic_write_json, atomic_write_parquet
+from common.errors import UserError, main_guard
+from common.settings import add_section_arguments, resolve_sections
 from energy.config import ENERGY_SECTIONS, EnergyConfig
 from energy.meter import DOMAINS, EnergyMeter
 from energy.nvml import all_visible_indices

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from bologan.errors import UserError, main_guard
+from common.errors import UserError, main_guard
 from energy.config import MAX_INTERVAL_S, MIN_INTERVAL_S, EnergyConfig
 from energy.meter import DOMAINS, EnergyMeter
 from energy.nvml import all_visible_indices

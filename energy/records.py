@@ -1,20 +1,12 @@
-"""Records produced by the energy package (also the power.parquet row type)."""
+"""Records produced by the energy package: energy windows and (from the run-directory schema) power samples."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
+from common.records import PowerSample
 
-@dataclass
-class PowerSample:
-    """One power reading. ``t_s`` is seconds since the run started (one clock per run)."""
-    rank: int
-    node: str
-    t_s: float
-    domain: str                   # "gpu" | "package" | "dram" | "estimate"
-    device: str                   # e.g. "gpu0", "package-0", "package-0:dram"
-    watts: float
-    source: str                   # "measured" | "estimated"
+__all__ = ["EnergyWindow", "PowerSample"]
 
 
 @dataclass

@@ -10,7 +10,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from bologan.errors import UserError
+from common.errors import UserError
 
 # Names end up in directory names, Slurm job names and log file names; a narrow alphabet keeps
 # every one of those safe without quoting rules of their own.

@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bologan.atomic import atomic_write_json, atomic_write_text
-from bologan.errors import EXIT_FAILURE, EXIT_INTERRUPTED, Interrupted, UserError, main_guard
-from bologan.settings import add_section_arguments, resolve_sections, sections_to_dict
+from common.atomic import atomic_write_json, atomic_write_text
+from common.errors import EXIT_FAILURE, EXIT_INTERRUPTED, Interrupted, UserError, main_guard
+from common.settings import add_section_arguments, resolve_sections, sections_to_dict
 from launch.common import (ENGINES, MODES, NAME_PATTERN, check_choices, check_name, find_executable,
                            fmt_duration, indent, is_root, python_executable, tail, usable_cores)
 from launch.runargs import RunSettings, scaling_run_args

@@ -27,9 +27,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bologan.atomic import atomic_write_text
-from bologan.errors import EXIT_FAILURE, UserError, main_guard
-from bologan.settings import add_section_arguments, resolve_sections
+from common.atomic import atomic_write_text
+from common.errors import EXIT_FAILURE, UserError, main_guard
+from common.settings import add_section_arguments, resolve_sections
 from launch.common import (ENGINES, MODES, NAME_PATTERN, check_choices, check_name, find_executable,
                            python_executable)
 from launch.runargs import RunSettings, absolute, scaling_run_args

@@ -27,8 +27,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bologan.atomic import atomic_write_json, atomic_write_text
-from bologan.errors import EXIT_FAILURE, UserError, main_guard
+from common.atomic import atomic_write_json, atomic_write_text
+from common.errors import EXIT_FAILURE, UserError, main_guard
 from launch.common import find_executable, is_root, tail
 
 DAEMONS = ("munged", "slurmctld", "slurmd")

@@ -20,8 +20,8 @@ import time
 
 import numpy as np
 
-from bologan.atomic import atomic_write_json
-from bologan.errors import EXIT_USER_ERROR, UserError
+from common.atomic import atomic_write_json
+from common.errors import EXIT_USER_ERROR, UserError
 from scaling.collectives import for_world, prefer_yielding_mpi
 from scaling.world import discover
 

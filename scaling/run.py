@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from bologan.config import BOLOGAN_SECTIONS, config_hash
-from bologan.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR, UserError
-from bologan.settings import add_section_arguments, resolve_sections, sections_to_dict
+from common.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR, UserError
+from common.settings import add_section_arguments, resolve_sections, sections_to_dict
 from energy.config import EnergyConfig
 from scaling.collectives import HorovodCollectives, for_world
 from scaling.config import ScalingConfig
-from scaling.rundir import CHECKPOINT_DIR, RUN_JSON, RunWriter
+from common.rundir import CHECKPOINT_DIR, RUN_JSON, RunWriter
 from scaling.trainer import StopFlag
 from scaling.world import World, discover
 
@@ -331,7 +331,7 @@ def _run(argv: list[str] | None, world: World, coll, stop: StopFlag) -> int:
 
     from bologan.model import Gan, checkpoint_manager, set_precision
     from bologan.step import NoiseSpec, WganGpStep
-    from bologan.runinfo import cpu_model, git_commit, versions
+    from common.runinfo import cpu_model, git_commit, versions
 
     policy = set_precision(train_cfg, engine.on_gpu)
     lr_scale = float(replicas) if sc.lr_scaling == "linear" else 1.0

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from energy.records import EnergyWindow
-from scaling.rundir import EpochRecord, RunWriter
+from common.rundir import EpochRecord, RunWriter
 from scaling.world import World
 
 

@@ -13,7 +13,7 @@ from analysis.model_size import model_size
 from analysis.pareto import ParetoPoint, pareto_front, recommend
 from analysis.scaling_metrics import (amdahl_fit, amdahl_speedup, gustafson_fit, karp_flatt, speedup,
                                       strong_efficiency, weak_efficiency)
-from bologan.errors import UserError
+from common.errors import UserError
 
 
 def test_textbook_strong_scaling_numbers():

@@ -15,7 +15,7 @@ from analysis.__main__ import main  # noqa: E402
 from analysis.load import group_series, load_runs  # noqa: E402
 from analysis.pipeline import analyse  # noqa: E402
 from analysis.summary import summarise_series  # noqa: E402
-from bologan.errors import UserError  # noqa: E402
+from common.errors import UserError  # noqa: E402
 
 
 def _rows(paths) -> dict:

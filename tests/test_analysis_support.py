@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from energy.records import PowerSample
-from scaling.rundir import EpochRecord, EvalRecord, RunWriter
+from common.rundir import EpochRecord, EvalRecord, RunWriter
 
 N_DISC = 5
 ITERATIONS = 10

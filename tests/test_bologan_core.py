@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from bologan.config import BOLOGAN_SECTIONS, DataConfig, ModelConfig, TrainConfig
-from bologan.errors import UserError
+from common.errors import UserError
 from bologan.geometry import MOMENTA_MEV, PHOTONS, PIONS
-from bologan.settings import resolve_sections
+from common.settings import resolve_sections
 from conftest import run_module
 
 tf = pytest.importorskip("tensorflow")
@@ -136,7 +136,7 @@ def test_config_file_and_flags(tmp_path):
     path.write_text('[train]\nbatch_size = 64\nn_disc = 3\n[model]\nparticle = "pions"\n')
     import argparse
 
-    from bologan.settings import add_section_arguments
+    from common.settings import add_section_arguments
 
     parser = argparse.ArgumentParser()
     add_section_arguments(parser, BOLOGAN_SECTIONS)

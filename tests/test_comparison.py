@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bologan import comparison
-from bologan.errors import UserError
+from common.errors import UserError
 
 SHIPPED = comparison.DEFAULT_REFERENCE
 

@@ -16,7 +16,7 @@ from bologan.dataio import (
     showers_to_table,
     write_showers,
 )
-from bologan.errors import UserError
+from common.errors import UserError
 from bologan.geometry import PHOTONS, PIONS
 from bologan.synthetic import generate_showers
 

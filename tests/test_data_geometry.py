@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bologan.errors import UserError
+from common.errors import UserError
 from bologan.geometry import MOMENTA_MEV, PHOTONS, PIONS, particle
 
 

@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from bologan.errors import UserError
+from common.errors import UserError
 from bologan.geometry import PHOTONS, PIONS
 from bologan.importers import import_calochallenge_hdf5, import_fastcalogan_csv
 

@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from bologan.errors import UserError
+from common.errors import UserError
 from bologan.geometry import MOMENTA_MEV, PHOTONS, PIONS
 from bologan.synthetic import REFERENCE_COUNTS, events_per_momentum, generate_showers
 

@@ -14,8 +14,8 @@ sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 from energy_fakes import two_socket_tree  # noqa: E402
 
 from bologan.config import BOLOGAN_SECTIONS  # noqa: E402
-from bologan.errors import UserError  # noqa: E402
-from bologan.settings import section_from_mapping  # noqa: E402
+from common.errors import UserError  # noqa: E402
+from common.settings import section_from_mapping  # noqa: E402
 from energy.config import EnergyConfig  # noqa: E402
 from energy.meter import EnergyMeter  # noqa: E402
 

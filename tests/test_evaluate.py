@@ -92,7 +92,7 @@ def test_events_per_energy_sets_generated_count():
 
 
 def test_run_evaluation_writes_outputs_and_copies_best(tmp_path, capsys):
-    from scaling.rundir import EVAL_SCHEMA
+    from common.rundir import EVAL_SCHEMA
 
     train = _train_dir(tmp_path)
     out = tmp_path / "eval"
@@ -129,7 +129,7 @@ def test_run_evaluation_writes_outputs_and_copies_best(tmp_path, capsys):
 
 
 def test_plot_without_finite_scores(tmp_path, recwarn):
-    from scaling.rundir import EvalRecord
+    from common.rundir import EvalRecord
 
     recs = [EvalRecord(it, float("inf"), 20, float("inf"), 50.0, 1.0) for it in (10, 20)]
     paths = evaluate.plot_chi2_ndf(recs, 20, tmp_path / "chi2_ndf")
@@ -143,9 +143,9 @@ def test_select_iterations():
     assert evaluate.select_iterations(avail) == avail
     assert evaluate.select_iterations(avail, every=200) == [200, 400]
     assert evaluate.select_iterations(avail, iterations=[300, 100]) == [100, 300]
-    with pytest.raises(bologan.errors.UserError, match="250"):
+    with pytest.raises(common.errors.UserError, match="250"):
         evaluate.select_iterations(avail, iterations=[250])
-    with pytest.raises(bologan.errors.UserError):
+    with pytest.raises(common.errors.UserError):
         evaluate.select_iterations(avail, every=1000)
 
 
@@ -273,7 +273,7 @@ def test_end_to_end_with_real_training(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "E2E-OK" in proc.stdout
-    from scaling.rundir import EVAL_SCHEMA
+    from common.rundir import EVAL_SCHEMA
 
     table = pq.read_table(tmp_path / "eval" / "eval.parquet")
     assert table.schema.equals(EVAL_SCHEMA)

@@ -13,7 +13,7 @@ from bologan.config import DataConfig, ModelConfig, TrainConfig
 from bologan.geometry import PHOTONS, PIONS
 from bologan.labels import energy_label
 from bologan.model import Gan, build_generator, checkpoint_manager, save_train_config
-from bologan.settings import sections_to_dict
+from common.settings import sections_to_dict
 
 
 def _noise(model_cfg: ModelConfig, n: int, seed: int = 0) -> np.ndarray:

@@ -12,7 +12,7 @@ import pytest
 
 from bologan import generate
 from bologan.dataio import read_showers
-from bologan.errors import UserError
+from common.errors import UserError
 from bologan.geometry import MOMENTA_MEV, PIONS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,7 +24,7 @@ def make_train_dir(root: Path, particle: str = "pions", generator: str = "relu",
     """A real (tiny) training directory: config.json and ckpt-<it> of a randomly initialised GAN."""
     from bologan.config import DataConfig, ModelConfig, TrainConfig
     from bologan.model import Gan, checkpoint_manager, save_train_config
-    from bologan.settings import sections_to_dict
+    from common.settings import sections_to_dict
 
     out = root / "train"
     cfg = {"model": ModelConfig(particle=particle, generator=generator, generator_widths=[8, 16],

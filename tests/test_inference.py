@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bologan import comparison, inference
-from bologan.errors import UserError
+from common.errors import UserError
 from energy.config import EnergyConfig
 from energy.records import EnergyWindow
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bologan.settings import load_toml, resolve_sections
+from common.settings import load_toml, resolve_sections
 from launch import study as st
 from launch.runargs import RunSettings
 

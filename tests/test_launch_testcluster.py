@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bologan.errors import UserError
+from common.errors import UserError
 from launch import testcluster as tc
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-import bologan.atomic as atomic
-from bologan.atomic import atomic_write_json, atomic_write_parquet, atomic_write_text
-from scaling.rundir import EPOCHS_FILE, RUN_JSON, RUN_REQUIRED_KEYS, SCHEMA_VERSION, EpochRecord, RunWriter, load_run
+import common.atomic as atomic
+from common.atomic import atomic_write_json, atomic_write_parquet, atomic_write_text
+from common.rundir import EPOCHS_FILE, RUN_JSON, RUN_REQUIRED_KEYS, SCHEMA_VERSION, EpochRecord, RunWriter, load_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,8 +67,8 @@ def test_failed_write_of_run_records_keeps_previous_epochs(tmp_path, monkeypatch
 
 _KILLED_WRITER = """
 import os, signal, sys
-import bologan.atomic as atomic
-from scaling.rundir import RunWriter, EpochRecord
+import common.atomic as atomic
+from common.rundir import RunWriter, EpochRecord
 writer = RunWriter.resume(sys.argv[1])
 # Die the hard way right between the finished temp file and the rename.
 atomic.os.replace = lambda src, dst: os.kill(os.getpid(), signal.SIGKILL)

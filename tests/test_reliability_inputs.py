@@ -29,7 +29,7 @@ from bologan.data import main as data_main  # noqa: E402
 from bologan.dataio import Showers, showers_to_table, write_showers  # noqa: E402
 from bologan.geometry import particle  # noqa: E402
 from scaling import run as scaling_run  # noqa: E402
-from scaling.rundir import RUN_REQUIRED_KEYS, SCHEMA_VERSION, RunWriter  # noqa: E402
+from common.rundir import RUN_REQUIRED_KEYS, SCHEMA_VERSION, RunWriter  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--synthetic-events", "3000", "--threads", "1", "--batch-per-rank", "32", "--epochs", "2",

@@ -29,7 +29,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from scaling.rundir import CHECKPOINT_DIR, EPOCHS_FILE, load_run
+from common.rundir import CHECKPOINT_DIR, EPOCHS_FILE, load_run
 
 REPO = Path(__file__).resolve().parents[1]
 FAULT = REPO / "tests" / "helpers" / "reliability_fault.py"

@@ -21,7 +21,7 @@ import pytest
 
 from energy.records import EnergyWindow
 from scaling.collectives import LocalCollectives
-from scaling.rundir import EPOCHS_FILE, RUN_REQUIRED_KEYS, SCHEMA_VERSION, RunWriter
+from common.rundir import EPOCHS_FILE, RUN_REQUIRED_KEYS, SCHEMA_VERSION, RunWriter
 from scaling.trainer import EpochPlan, StopFlag, run_epochs
 from scaling.world import World
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import run_module
-from scaling.rundir import load_run
+from common.rundir import load_run
 
 TINY = ["--synthetic-events", "1500", "--threads", "1", "--critic-widths", "64,64,64",
         "--generator", "relu", "--n-disc", "2"]

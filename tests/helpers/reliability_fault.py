@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 import time
 
-from bologan.errors import UserError
+from common.errors import UserError
 from scaling import run
 from scaling.world import discover
 

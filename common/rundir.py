@@ -28,9 +28,9 @@ from typing import Any, Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bologan.atomic import atomic_write_json, atomic_write_parquet
-from bologan.errors import UserError
-from energy.records import PowerSample
+from common.atomic import atomic_write_json, atomic_write_parquet
+from common.errors import UserError
+from common.records import PowerSample
 
 SCHEMA_VERSION = 1
 RUN_JSON = "run.json"

@@ -16,7 +16,7 @@ import typing
 from pathlib import Path
 from typing import Any, Mapping
 
-from bologan.errors import UserError
+from common.errors import UserError
 
 MISSING = object()
 
