@@ -2,9 +2,10 @@
 
 Examples::
 
-    python -m bologan.bench --particle photons --batch 128 --threads 1 --json
-    python -m bologan.bench --particle photons --batch 128 --threads 1 --json --reference
-    python -m bologan.bench --inference ...        # generation benchmark (bologan.inference)
+    python -m bologan.bench --particle photons --batch-size 128 --threads 1 --json
+    python -m bologan.bench --particle photons --batch-size 128 --threads 1 --json --reference
+    python -m bologan.bench --inference --particle pions --json     # generation benchmark instead
+    python -m bologan.bench --inference --help                      # its options (bologan.inference)
 
 ``--reference`` runs what the original BoloGAN code does with the same numerics: each critic
 step and the generator step are separate calls, and the generator step recomputes the whole
@@ -22,29 +23,43 @@ import sys
 import time
 
 from bologan.config import ModelConfig, TrainConfig
+from common.cli import Parser, add_json_flag
 from common.errors import main_guard
-from bologan.geometry import PARTICLE_NAMES
+from common.vocab import PARTICLE_NAMES, PARTICLE_PHOTONS
+
+INFERENCE_FLAG = "--inference"
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bologan.bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--particle", choices=PARTICLE_NAMES, default="photons")
-    p.add_argument("--batch", type=int, default=128, help="showers per critic step (default 128)")
-    p.add_argument("--threads", type=int, default=1, help="TensorFlow intra-op threads (default 1)")
+def build_parser() -> Parser:
+    """The training-throughput mode's flags (``--inference`` has its own: ``bologan.inference_cli``)."""
+    p = Parser(prog="python -m bologan.bench", doc=__doc__)
+    p.add_argument(INFERENCE_FLAG, action="store_true",
+                   help="benchmark generation instead (latency, throughput, energy per 1000 showers); "
+                        "see python -m bologan.bench --inference --help")
+    p.add_argument("--particle", choices=PARTICLE_NAMES, default=PARTICLE_PHOTONS)
+    p.add_argument("--batch-size", type=int, default=128, help="showers per critic step")
+    p.add_argument("--threads", type=int, default=1, help="TensorFlow intra-op threads")
     p.add_argument("--generator", choices=("bn_swish", "bn_relu", "relu"), default="bn_swish")
-    p.add_argument("--iterations", type=int, default=40, help="timed iterations (default 40)")
-    p.add_argument("--warmup", type=int, default=5, help="untimed iterations first (default 5)")
-    p.add_argument("--xla", action="store_true", help="compile with XLA (jit_compile)")
+    p.add_argument("--iterations", type=int, default=40, help="timed iterations")
+    p.add_argument("--warmup", type=int, default=5, help="untimed iterations first")
+    p.add_argument("--xla", action=argparse.BooleanOptionalAction, default=False,
+                   help="compile with XLA (jit_compile)")
     p.add_argument("--precision", choices=("float32", "mixed"), default="float32")
     p.add_argument("--reference", action="store_true", help="time the original-code variant instead")
     p.add_argument("--compare", action="store_true",
                    help="time both variants in one process, alternating blocks; report the ratio")
     p.add_argument("--rounds", type=int, default=5, help="alternating blocks per variant with --compare")
-    p.add_argument("--json", action="store_true", help="print one JSON line instead of text")
+    add_json_flag(p, "one JSON line instead of text")
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = build_parser()
     args = p.parse_args(argv)
-    if args.batch < 1 or args.iterations < 1 or args.threads < 0 or args.warmup < 0:
-        p.error("--batch and --iterations must be >= 1, --threads and --warmup >= 0")
+    if args.inference:   # an abbreviation (--inf): main() picks the mode by the full flag only
+        p.error(f"write {INFERENCE_FLAG} in full to run the inference benchmark")
+    if args.batch_size < 1 or args.iterations < 1 or args.threads < 0 or args.warmup < 0:
+        p.error("--batch-size and --iterations must be >= 1, --threads and --warmup >= 0")
     return args
 
 
@@ -110,13 +125,13 @@ def _build(args, reference: bool):
     from bologan.step import WganGpStep
 
     model = ModelConfig(particle=args.particle, generator=args.generator)
-    train = TrainConfig(batch_size=args.batch, xla=args.xla, precision=args.precision)
+    train = TrainConfig(batch_size=args.batch_size, xla=args.xla, precision=args.precision)
     policy = set_precision(train, on_gpu=bool(tf.config.list_physical_devices("GPU")))
     step = WganGpStep(Gan(model, train), model, train)
     n_vox = particle(args.particle).n_voxels
     rng = np.random.default_rng(0)
-    real = tf.constant(rng.random((train.n_disc, args.batch, n_vox), dtype=np.float32) / n_vox)
-    label = tf.constant(rng.random((train.n_disc, args.batch, 1), dtype=np.float32))
+    real = tf.constant(rng.random((train.n_disc, args.batch_size, n_vox), dtype=np.float32) / n_vox)
+    label = tf.constant(rng.random((train.n_disc, args.batch_size, 1), dtype=np.float32))
     fn = _reference_iteration(step, train.n_disc) if reference else step.compile()
     counted = _reference_iteration(step, train.n_disc, unrolled=True) if reference else fn
     flops = _graph_flops(counted.get_concrete_function(real, label))
@@ -135,11 +150,10 @@ def _time(call, iterations: int) -> float:
 @main_guard
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "--inference" in argv:
-        from bologan.inference import main_inference
+    if INFERENCE_FLAG in argv:   # the other mode has other flags (and other defaults for --threads)
+        from bologan import inference_cli
 
-        argv.remove("--inference")
-        return main_inference(argv)
+        return inference_cli.main(argv)
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
@@ -163,11 +177,11 @@ def main(argv: list[str] | None = None) -> int:
         its = float(np.median(rates[ref]))
         results.append({
             "variant": "reference" if ref else "bologan-scaling",
-            "particle": args.particle, "n_voxels": particle(args.particle).n_voxels, "batch": args.batch,
+            "particle": args.particle, "n_voxels": particle(args.particle).n_voxels, "batch": args.batch_size,
             "n_disc": n_disc, "threads": args.threads, "xla": args.xla, "precision": policy,
             "generator": args.generator, "iterations": per_block * rounds, "rounds": rounds,
             "iterations_per_s": its, "iterations_per_s_blocks": rates[ref],
-            "showers_per_s": its * n_disc * args.batch,
+            "showers_per_s": its * n_disc * args.batch_size,
             "flops_per_iteration": flops, "achieved_gflops": flops * its / 1e9,
             "tensorflow": tf.__version__,
         })
@@ -195,9 +209,6 @@ def _print_text(r: dict) -> None:
           f"{r['flops_per_iteration'] / 1e6:.1f} MFLOP/iteration, {r['achieved_gflops']:.2f} GFLOP/s "
           f"({r['particle']}, batch {r['batch']}, {r['threads']} thread(s), {r['precision']}, xla={r['xla']})")
 
-if __name__ == "__main__":
-    sys.exit(main())
-
 
 _WORKLOAD: dict = {}
 
@@ -213,7 +224,11 @@ def training_workload(iterations: int = 30) -> int:
         configure(1, 10)
         args = parse_args(["--warmup", "3"])
         call, _, _, n_disc = _build(args, reference=False)
-        _WORKLOAD.update(call=call, showers=n_disc * args.batch)
+        _WORKLOAD.update(call=call, showers=n_disc * args.batch_size)
     for _ in range(iterations):
         _WORKLOAD["call"]()
     return iterations * _WORKLOAD["showers"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

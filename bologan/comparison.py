@@ -2,7 +2,7 @@
 
 Example::
 
-    python -m bologan.inference --particle pions --out results/infer/pions.json
+    python -m bologan.bench --inference --particle pions --out results/infer/pions.json
     python -m bologan.comparison results/infer/pions.json --csv cmp.csv --markdown cmp.md
 
 Inputs: the literature figures in ``bologan/geant4_reference.toml`` (or ``--reference FILE``),
@@ -34,7 +34,9 @@ from typing import Any, Sequence
 
 from common.atomic import atomic_write_text
 from common.settings import load_toml
+from common.cli import Parser
 from common.errors import UserError, main_guard
+from common.vocab import SOURCE_MEASURED, SOURCE_UNAVAILABLE
 
 DEFAULT_REFERENCE = Path(__file__).with_name("geant4_reference.toml")
 REFERENCE_SCHEMA_VERSION = 1
@@ -171,11 +173,11 @@ def gan_figures_from_inference(result: dict[str, Any], origin: str) -> list[GanF
 def _gan_figure(label: str, mode: str, time_s: float, entry: dict, energy: dict, hardware: str,
                 origin: str) -> GanFigure:
     per_1000 = _num(entry.get("energy_per_1000_showers_j"))
-    source = str(entry.get("energy_source", "unavailable"))
-    if per_1000 is None or source == "unavailable":
+    source = str(entry.get("energy_source", SOURCE_UNAVAILABLE))
+    if per_1000 is None or source == SOURCE_UNAVAILABLE:
         reason = entry.get("energy_reason") or energy.get("reason") or "no energy counter"
-        return GanFigure(label, mode, "measured", time_s, None, "unavailable", str(reason), hardware, origin)
-    return GanFigure(label, mode, "measured", time_s, per_1000 / 1000.0, source, "", hardware, origin)
+        return GanFigure(label, mode, SOURCE_MEASURED, time_s, None, SOURCE_UNAVAILABLE, str(reason), hardware, origin)
+    return GanFigure(label, mode, SOURCE_MEASURED, time_s, per_1000 / 1000.0, source, "", hardware, origin)
 
 
 @dataclass
@@ -248,7 +250,7 @@ def _literature_gan(f: Figure, figures: Sequence[Figure]) -> GanFigure:
     return GanFigure(label=f"{f.study} GAN ({f.id})", mode="literature", kind="literature",
                      time_per_shower_s=f.si_value,
                      energy_per_shower_j=None if energy is None else energy.si_value,
-                     energy_source="unavailable" if energy is None else "literature",
+                     energy_source=SOURCE_UNAVAILABLE if energy is None else "literature",
                      energy_reason="" if energy is not None else f"no GAN energy_per_shower figure for {f.study}",
                      hardware=f.hardware, origin=f.id, study=f.study, source=_cite(f))
 
@@ -306,10 +308,7 @@ def _read_inference(path: Path) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    doc = __doc__ or ""
-    parser = argparse.ArgumentParser(prog="python -m bologan.comparison", description=doc.split("\n\n")[0],
-                                     epilog="\n\n".join(doc.split("\n\n")[1:]),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser("python -m bologan.comparison", __doc__)
     parser.add_argument("inference", nargs="*", metavar="INFERENCE.json",
                         help="bologan.inference results (none: literature rows only)")
     parser.add_argument("--reference", default=str(DEFAULT_REFERENCE), metavar="TOML",

@@ -11,16 +11,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from bologan.geometry import PARTICLE_NAMES
+from bologan.lr_schedule import LR_NONE, LR_SCALINGS
+from common.settings import NON_NEGATIVE, POSITIVE, Range
+from common.vocab import DEFAULT_SYNTHETIC_EVENTS, DEFAULT_THREADS, PARTICLE_NAMES, PARTICLE_PHOTONS
 
 GENERATOR_VARIANTS = ("bn_swish", "bn_relu", "relu")
 LABELS = ("maxe", "loge")
 PRECISIONS = ("float32", "mixed")
+# Adam's moment decay rates: 1 or more would never forget (or grow) the moments.
+ADAM_BETA = Range(0, 1, high_open=True)
 
 
 @dataclass
 class ModelConfig:
-    particle: str = field(default="photons", metadata={"choices": PARTICLE_NAMES, "help": "photons (368 voxels) or pions (533)"})
+    particle: str = field(default=PARTICLE_PHOTONS, metadata={"choices": PARTICLE_NAMES, "help": "photons (368 voxels) or pions (533)"})
     generator: str = field(default="bn_swish", metadata={
         "choices": GENERATOR_VARIANTS,
         "help": "generator hidden layers: BatchNorm+swish (BoloGAN High12), BatchNorm+ReLU, or ReLU without BatchNorm"})
@@ -30,25 +34,32 @@ class ModelConfig:
                                      metadata={"help": "critic hidden widths; empty = [n_voxels] x 3 (BoloGAN)"})
     latent_dim: int = field(default=50, metadata={"help": "size of the noise vector z"})
     latent_mean: float = field(default=0.5, metadata={"help": "z ~ Normal(mean, std)"})
-    latent_std: float = field(default=0.5, metadata={"help": "z ~ Normal(mean, std)"})
+    latent_std: float = field(default=0.5, metadata={"help": "z ~ Normal(mean, std)", "range": POSITIVE})
 
     def check(self) -> None:
         if not self.generator_widths or min(self.generator_widths) < 1:
             raise ValueError("generator_widths must be a non-empty list of positive integers")
         if self.critic_widths and min(self.critic_widths) < 1:
             raise ValueError("critic_widths must hold positive integers")
-        if self.latent_dim < 1 or self.latent_std <= 0:
-            raise ValueError("latent_dim must be >= 1 and latent_std > 0")
+        if self.latent_dim < 1:
+            raise ValueError("latent_dim must be >= 1")
 
 
 @dataclass
 class TrainConfig:
     batch_size: int = field(default=128, metadata={"help": "showers per critic step (per replica)"})
     n_disc: int = field(default=5, metadata={"help": "critic steps per iteration"})
-    gp_lambda: float = field(default=10.0, metadata={"help": "gradient-penalty weight"})
-    learning_rate: float = field(default=1e-4, metadata={"help": "Adam learning rate (G and D)"})
-    beta1: float = field(default=0.55, metadata={"help": "Adam beta1"})
-    beta2: float = field(default=0.999, metadata={"help": "Adam beta2"})
+    gp_lambda: float = field(default=10.0, metadata={"help": "gradient-penalty weight", "range": NON_NEGATIVE})
+    learning_rate: float = field(default=1e-4, metadata={"help": "Adam learning rate (G and D)", "range": POSITIVE})
+    lr_scaling: str = field(default=LR_NONE, metadata={
+        "choices": LR_SCALINGS,
+        "help": "learning rate x (global batch / batch of a 1-rank run): none, linear or sqrt of that ratio "
+                "(bologan.lr_schedule; 1 replica: no change)"})
+    lr_warmup_iterations: int = field(default=0, metadata={
+        "help": "ramp the learning rate linearly from learning_rate to the scaled rate over this many iterations",
+        "range": NON_NEGATIVE})
+    beta1: float = field(default=0.55, metadata={"help": "Adam beta1", "range": ADAM_BETA})
+    beta2: float = field(default=0.999, metadata={"help": "Adam beta2", "range": ADAM_BETA})
     iterations: int = field(default=1000, metadata={"help": "iterations to train (n_disc critic steps + 1 generator step each)"})
     checkpoint_every: int = field(default=100, metadata={"help": "iterations between checkpoints"})
     keep_checkpoints: int = field(default=0, metadata={"help": "checkpoints kept on disk (0 = all, for best-iteration search)"})
@@ -57,7 +68,7 @@ class TrainConfig:
     xla: bool = field(default=False, metadata={"help": "compile the iteration with XLA (jit_compile)"})
     precision: str = field(default="float32", metadata={
         "choices": PRECISIONS, "help": "float32, or mixed (bfloat16 on CPU, float16 on GPU)"})
-    threads: int = field(default=0, metadata={"help": "TensorFlow intra-op threads (0 = decide from the cores owned)"})
+    threads: int = field(default=DEFAULT_THREADS, metadata={"help": "TensorFlow intra-op threads (0 = decide from the cores owned)"})
 
     def check(self) -> None:
         for name in ("batch_size", "n_disc", "iterations", "checkpoint_every", "log_every"):
@@ -65,14 +76,12 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1")
         if self.keep_checkpoints < 0 or self.threads < 0:
             raise ValueError("keep_checkpoints and threads must be >= 0")
-        if self.learning_rate <= 0 or self.gp_lambda < 0:
-            raise ValueError("learning_rate must be > 0 and gp_lambda >= 0")
 
 
 @dataclass
 class DataConfig:
     data: str = field(default="", metadata={"help": "showers Parquet file; empty = generate synthetic showers"})
-    synthetic_events: int = field(default=20000, metadata={"help": "events generated when no data file is given"})
+    synthetic_events: int = field(default=DEFAULT_SYNTHETIC_EVENTS, metadata={"help": "events generated when no data file is given"})
     label: str = field(default="maxe", metadata={"choices": LABELS, "help": "energy label: Ekin/Ekin_max or log scale"})
     prefetch: int = field(default=2, metadata={"help": "iterations prefetched by tf.data"})
 
@@ -84,11 +93,21 @@ class DataConfig:
 BOLOGAN_SECTIONS: dict[str, type] = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig}
 
 
+# Keys added after runs were first stored, with the value that gives the behaviour those runs
+# had: at that value a key is left out of config_hash, so older runs and new runs with the
+# default keep one workload hash (one series); any other value is hashed like every key.
+HASHED_UNLESS_DEFAULT: dict[str, Any] = {"train.lr_scaling": LR_NONE, "train.lr_warmup_iterations": 0}
+
+
 def config_hash(tables: dict[str, dict[str, Any]], exclude: tuple[str, ...] = ()) -> str:
-    """Short stable hash of resolved config tables (keys in ``exclude`` as 'section.key' skipped)."""
+    """Short stable hash of resolved config tables (keys in ``exclude`` as 'section.key' skipped,
+    and those of ``HASHED_UNLESS_DEFAULT`` while at that value)."""
     import hashlib
     import json
 
-    filtered = {s: {k: v for k, v in t.items() if f"{s}.{k}" not in exclude} for s, t in tables.items()}
+    def hashed(key: str, value: Any) -> bool:
+        return key not in exclude and not (key in HASHED_UNLESS_DEFAULT and value == HASHED_UNLESS_DEFAULT[key])
+
+    filtered = {s: {k: v for k, v in t.items() if hashed(f"{s}.{k}", v)} for s, t in tables.items()}
     return hashlib.sha1(json.dumps(filtered, sort_keys=True).encode()).hexdigest()[:12]
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from bologan.dataio import Showers, describe_showers, read_showers, write_showers
+from common.cli import Parser, comma_list
 from common.errors import UserError, main_guard
 from bologan.geometry import PARTICLE_NAMES
 
@@ -24,33 +25,24 @@ EPILOG = """examples:
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports bad usage as a one-line UserError (exit 2) instead of exiting."""
-
-    def error(self, message: str):  # type: ignore[override]
-        raise UserError(f"{self.prog}: {message} (see --help)")
-
-
 def _parser() -> argparse.ArgumentParser:
-    fmt = argparse.RawDescriptionHelpFormatter
-    parser = _Parser(prog="python -m bologan.data", formatter_class=fmt, epilog=EPILOG,
-                     description="Generate synthetic showers, import CaloChallenge HDF5 or FastCaloGAN "
-                                 "CSV files, and describe Parquet shower files (energies in MeV).")
-    sub = parser.add_subparsers(dest="command", metavar="{generate,convert,describe}", parser_class=_Parser)
+    parser = Parser("python -m bologan.data", epilog=EPILOG,
+                    description="Generate synthetic showers, import CaloChallenge HDF5 or FastCaloGAN "
+                                "CSV files, and describe Parquet shower files (energies in MeV).")
+    sub = parser.add_subparsers(dest="command", metavar="{generate,convert,describe}")
     sub.required = True
 
-    gen = sub.add_parser("generate", help="write physics-inspired synthetic showers",
-                         formatter_class=fmt, epilog=EPILOG,
+    gen = sub.add_parser("generate", help="write physics-inspired synthetic showers", epilog=EPILOG,
                          description="Write synthetic showers (see bologan.synthetic for the model).")
     gen.add_argument("--particle", required=True, choices=PARTICLE_NAMES)
-    gen.add_argument("--events", type=int, default=20000, help="number of showers (default: 20000)")
-    gen.add_argument("--seed", type=int, default=10, help="random seed (default: 10)")
-    gen.add_argument("--momenta", type=_momenta, default=None, metavar="P1,P2,...",
+    gen.add_argument("--events", type=int, default=20000, help="number of showers")
+    gen.add_argument("--seed", type=int, default=10, help="random seed")
+    gen.add_argument("--momenta", type=comma_list(float, "momentum in MeV"), default=None,
+                     metavar="P1,P2,...",
                      help="momenta in MeV (default: the 15 dataset-1 momenta 2^8..2^22 MeV)")
     gen.add_argument("--out", required=True, type=Path, help="output Parquet file")
 
-    conv = sub.add_parser("convert", help="import CaloChallenge HDF5 or FastCaloGAN CSV files",
-                          formatter_class=fmt, epilog=EPILOG,
+    conv = sub.add_parser("convert", help="import CaloChallenge HDF5 or FastCaloGAN CSV files", epilog=EPILOG,
                           description="Convert a CaloChallenge dataset-1 HDF5 file, or FastCaloGAN "
                                       "per-momentum CSV files (a directory or a list of files), to Parquet.")
     conv.add_argument("--from", dest="fmt", required=True, choices=("hdf5", "csv"))
@@ -61,24 +53,13 @@ def _parser() -> argparse.ArgumentParser:
                       help="HDF5 file, or CSV directory / files")
     conv.add_argument("--out", required=True, type=Path, help="output Parquet file")
 
-    desc = sub.add_parser("describe", help="summarise a Parquet shower file",
-                          formatter_class=fmt, epilog=EPILOG,
+    desc = sub.add_parser("describe", help="summarise a Parquet shower file", epilog=EPILOG,
                           description="Counts, mean total energy, sparsity and layer fractions per momentum.")
     desc.add_argument("file", type=Path)
     desc.add_argument("--particle", choices=PARTICLE_NAMES, default=None,
                       help="fail unless the file holds this particle")
     desc.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
-
-
-def _momenta(text: str) -> list[float]:
-    try:
-        values = [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--momenta: {text!r} is not a comma-separated list of MeV values") from None
-    if not values:
-        raise argparse.ArgumentTypeError("--momenta: empty list")
-    return values
 
 
 def _eta(text: str) -> tuple[int, int]:

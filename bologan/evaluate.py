@@ -1,9 +1,10 @@
 """Score every checkpoint of a training run against Geant4 showers and keep the best one.
 
 For each checkpoint: restore the generator once, generate showers at every momentum present in
-the reference file, sum the voxels to the total energy and compare it with the reference
-(``bologan.metrics``: chi2/NDF, W1, KS). The checkpoint with the lowest chi2/NDF (ties: the later
-one) is copied to ``EVAL_DIR/best_checkpoint/``.
+the reference file and score them against the reference with ``bologan.metrics``: chi2/NDF of
+the total energy (BoloGAN's rule and the overflow variant), W1, KS, and the CaloChallenge
+high-level-feature separation powers and Fréchet distance. The checkpoint with the lowest
+``bologan.metrics.SELECTION_METRIC`` (ties: the later one) is copied to ``EVAL_DIR/best_checkpoint/``.
 
 Outputs in EVAL_DIR (default TRAIN_DIR/eval), each replaced atomically:
     eval.parquet      one row per checkpoint (common.rundir.EVAL_SCHEMA), rewritten after each
@@ -30,9 +31,13 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-from common.atomic import atomic_write, atomic_write_json, atomic_write_text
+from common.atomic import atomic_write_json, atomic_write_text
+from common.cli import Parser, comma_list
 from common.errors import UserError, main_guard
-from bologan.metrics import DEFAULT_BINS, EnergyScore, best_iteration, score_checkpoint
+from common.plotting import new_figure, save_figure
+from common.vocab import BEST_JSON, CHECKPOINT_PREFIX, CHECKPOINT_SUBDIR, EVAL_FILE
+from bologan.metrics import (DEFAULT_BINS, SELECTION_METRIC, CheckpointScore, EnergyScore, Reference,
+                             best_iteration, score_showers)
 
 if TYPE_CHECKING:
     from common.rundir import EvalRecord
@@ -41,8 +46,6 @@ GenerateFn = Callable[[int, np.ndarray], np.ndarray]
 """(iteration, momentum_mev of shape (N,)) -> voxel energies in MeV of shape (N, n_voxels).
 Called once per checkpoint with every momentum to generate, so the generator is restored once."""
 
-CHECKPOINT_SUBDIR = "checkpoints"
-CHECKPOINT_PREFIX = "ckpt"
 EVAL_SUBDIR = "eval"
 BEST_DIR = "best_checkpoint"
 MAX_DISTINCT_MOMENTA = 100    # more than this means a continuous spectrum, not a grid
@@ -58,6 +61,7 @@ class ReferenceShowers(Protocol):
 class CheckpointResult:
     record: "EvalRecord"
     per_energy: list[EnergyScore]
+    score: CheckpointScore | None = None      # everything, incl. per-feature separation powers
 
 
 @dataclass
@@ -77,17 +81,6 @@ class EvaluationResult:
         return next(r for r in self.results if r.record.iteration == it)
 
 
-def etot_by_momentum(momentum_mev: np.ndarray, voxels_mev: np.ndarray) -> dict[float, np.ndarray]:
-    """Total energy per shower (MeV, float64), grouped by exact incident momentum (MeV)."""
-    momentum = np.asarray(momentum_mev, dtype=np.float64).ravel()
-    voxels = np.asarray(voxels_mev)
-    if voxels.ndim != 2 or voxels.shape[0] != momentum.size:
-        raise ValueError(f"expected voxels of shape ({momentum.size}, n_voxels), got {voxels.shape}")
-    etot = voxels.sum(axis=1, dtype=np.float64)
-    values, inverse = np.unique(momentum, return_inverse=True)
-    return {float(p): etot[inverse == i] for i, p in enumerate(values)}
-
-
 def evaluate_checkpoints(reference: ReferenceShowers, iterations: Sequence[int], generate_fn: GenerateFn,
                          particle: str, events_per_energy: int | None = None, bins: int = DEFAULT_BINS,
                          on_checkpoint: Callable[[CheckpointResult], None] | None = None) -> EvaluationResult:
@@ -98,9 +91,10 @@ def evaluate_checkpoints(reference: ReferenceShowers, iterations: Sequence[int],
     """
     from common.rundir import EvalRecord  # pyarrow is only needed once there is something to score
 
-    ref = etot_by_momentum(reference.momentum_mev, reference.voxels_mev)
-    if not ref:
+    if np.asarray(reference.momentum_mev).size == 0:
         raise UserError("the reference holds no showers")
+    scoring = Reference.from_showers(particle, reference.momentum_mev, reference.voxels_mev)
+    ref = scoring.etot_by_momentum
     if len(ref) > MAX_DISTINCT_MOMENTA:
         raise UserError(f"the reference has {len(ref)} distinct momenta; evaluation needs showers "
                         f"on a momentum grid (at most {MAX_DISTINCT_MOMENTA} values)")
@@ -114,9 +108,9 @@ def evaluate_checkpoints(reference: ReferenceShowers, iterations: Sequence[int],
         if voxels.ndim != 2 or voxels.shape[0] != requested.size:
             raise RuntimeError(f"iteration {it}: generator returned shape {voxels.shape}, "
                                f"expected ({requested.size}, n_voxels)")
-        gen = etot_by_momentum(requested, voxels)
-        per_energy, total = score_checkpoint(ref, gen, particle, bins)
-        result = CheckpointResult(record=EvalRecord(**total.eval_fields(int(it))), per_energy=per_energy)
+        per_energy, total = score_showers(scoring, requested, voxels, bins)
+        result = CheckpointResult(record=EvalRecord(**total.eval_fields(int(it))), per_energy=per_energy,
+                                  score=total)
         out.results.append(result)
         if on_checkpoint is not None:
             on_checkpoint(result)
@@ -212,12 +206,9 @@ def write_per_energy_csv(path: Path, result: EvaluationResult) -> None:
 
 def plot_chi2_ndf(records: Sequence["EvalRecord"], best: int, stem: Path, title: str = "") -> list[Path]:
     """chi2/NDF against iteration with the best point marked; writes ``stem``.png and .pdf."""
-    # A bare Figure (no pyplot) renders with Agg and leaves the process's backend alone.
-    from matplotlib.figure import Figure
-
     pts = sorted((r.iteration, r.chi2_ndf) for r in records if math.isfinite(r.chi2_ndf))
-    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
-    ax = fig.add_subplot()
+    fig, axes = new_figure(6.4, 4.2)
+    ax = axes[0, 0]
     if pts:
         x, y = zip(*pts, strict=True)
         ax.plot(x, y, marker="o", markersize=3, linewidth=1, label="checkpoint")
@@ -238,19 +229,17 @@ def plot_chi2_ndf(records: Sequence["EvalRecord"], best: int, stem: Path, title:
     ax.grid(True, which="both", alpha=0.3)
     if pts:
         ax.legend(loc="best", fontsize="small")
-    paths = []
-    for fmt in ("png", "pdf"):
-        path = stem.with_suffix(f".{fmt}")
-        atomic_write(path, lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=150))
-        paths.append(path)
-    return paths
+    return save_figure(fig, stem)
 
 
 def _format_row(rec: "EvalRecord") -> str:
-    return f"{rec.iteration:>10d}  {rec.chi2_ndf:>12.4g}  {rec.w1:>10.4g}  {rec.ks:>8.4f}"
+    return (f"{rec.iteration:>10d}  {rec.chi2_ndf:>10.4g}  {rec.chi2_ndf_overflow:>10.4g}  "
+            f"{100 * rec.out_of_range_fraction:>8.2f}  {rec.w1:>10.4g}  {rec.ks:>6.4f}  "
+            f"{rec.fpd:>8.4g}  {rec.sep_power_max:>7.4f}")
 
 
-TABLE_HEADER = f"{'iteration':>10}  {'chi2/NDF':>12}  {'W1 [GeV]':>10}  {'KS':>8}"
+TABLE_HEADER = (f"{'iteration':>10}  {'chi2/NDF':>10}  {'+overflow':>10}  {'out [%]':>8}  "
+                f"{'W1 [GeV]':>10}  {'KS':>6}  {'FPD':>8}  {'sep max':>7}")
 
 
 def run_evaluation(train_dir: str | Path, reference: ReferenceShowers, iterations: Sequence[int],
@@ -267,7 +256,7 @@ def run_evaluation(train_dir: str | Path, reference: ReferenceShowers, iteration
     def progress(result: CheckpointResult) -> None:
         done.append(result.record)
         # Rewritten after every checkpoint so an interrupted scan keeps what it scored.
-        write_eval_parquet(out / "eval.parquet", done)
+        write_eval_parquet(out / EVAL_FILE, done)
         say(_format_row(result.record))
 
     say(TABLE_HEADER)
@@ -278,7 +267,7 @@ def run_evaluation(train_dir: str | Path, reference: ReferenceShowers, iteration
     plot_chi2_ndf(result.records, best.record.iteration, out / "chi2_ndf",
                   title=f"{particle}: total-energy agreement per checkpoint")
     copied = copy_checkpoint(train_dir / CHECKPOINT_SUBDIR, best.record.iteration, out / BEST_DIR)
-    atomic_write_json(out / "best.json", {
+    atomic_write_json(out / BEST_JSON, {
         **asdict(best.record),
         "particle": particle,
         "checkpoint": f"{BEST_DIR}/{CHECKPOINT_PREFIX}-{best.record.iteration}",
@@ -292,10 +281,12 @@ def run_evaluation(train_dir: str | Path, reference: ReferenceShowers, iteration
     })
     b = best.record
     if not math.isfinite(b.chi2_ndf):
-        say("warning: no checkpoint has a finite chi2/NDF (at some momentum no generated shower falls in "
-            "the reference range); the best is the latest checkpoint by the tie rule")
-    say(f"best: iteration {b.iteration}  chi2/NDF {b.chi2_ndf:.4g}  (chi2 {b.chi2:.4g} / NDF {b.ndf})  "
-        f"W1 {b.w1:.4g} GeV  KS {b.ks:.4f}  -> {out / BEST_DIR}")
+        say(f"note: BoloGAN's chi2/NDF is {b.chi2_ndf} at the best checkpoint (at some momentum no "
+            f"generated shower falls in the reference range); {SELECTION_METRIC} chose it")
+    say(f"best: iteration {b.iteration} (lowest {SELECTION_METRIC})  chi2/NDF with overflow "
+        f"{b.chi2_ndf_overflow:.4g} ({100 * b.out_of_range_fraction:.2f} % of showers outside the range)  "
+        f"BoloGAN chi2/NDF {b.chi2_ndf:.4g} (chi2 {b.chi2:.4g} / NDF {b.ndf})  W1 {b.w1:.4g} GeV  "
+        f"KS {b.ks:.4f}  FPD {b.fpd:.4g}  -> {out / BEST_DIR}")
     return result
 
 
@@ -311,22 +302,12 @@ must be showers of the particle the run was trained on. Exit codes: 0 ok, 2 bad 
 """
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--iterations: {text!r} is not a comma-separated list of integers") from None
-    if not values:
-        raise argparse.ArgumentTypeError("--iterations: empty list")
-    return values
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m bologan.evaluate",
+    parser = Parser(
+        "python -m bologan.evaluate",
         description="Score the checkpoints of a training run by the chi2/NDF of the generated total "
                     "shower energy against Geant4 showers, and keep the best checkpoint.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EPILOG)
     parser.add_argument("train_dir", metavar="TRAIN_DIR", help="training output directory")
     parser.add_argument("--reference", required=True, metavar="DATA.parquet",
                         help="Geant4 showers to compare with (held-out showers of the same particle)")
@@ -334,11 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--events-per-energy", type=int, metavar="N",
                         help="showers generated per momentum (default: as many as the reference has there)")
     pick = parser.add_mutually_exclusive_group()
-    pick.add_argument("--iterations", type=_int_list, metavar="A,B,C", help="evaluate only these iterations")
+    pick.add_argument("--iterations", type=comma_list(int, "integer"), metavar="A,B,C",
+                      help="evaluate only these iterations")
     pick.add_argument("--every", type=int, metavar="K", help="evaluate checkpoints at multiples of K iterations")
     parser.add_argument("--seed", type=int, default=0,
                         help="noise seed, the same for every checkpoint so their scores differ by the "
-                             "model, not the draw (default: 0)")
+                             "model, not the draw")
     return parser
 
 

@@ -41,7 +41,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
+from common.cli import Parser
 from common.errors import UserError, main_guard
+from common.vocab import TRAIN_CONFIG_FILE
 from bologan.generate import add_checkpoint_arguments, resolve_checkpoint
 
 SAVED_MODEL_DIR = "saved_model"
@@ -169,10 +171,7 @@ def save_onnx(generator: Any, model_cfg: Any, path: str | Path) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    doc = __doc__ or ""
-    parser = argparse.ArgumentParser(prog="python -m bologan.export", description=doc.split("\n\n")[0],
-                                     epilog="\n\n".join(doc.split("\n\n")[1:]),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser("python -m bologan.export", __doc__)
     add_checkpoint_arguments(parser, required=True)
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
     parser.add_argument("--onnx", choices=("auto", "yes", "no"), default="auto",
@@ -204,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     generator, sections = load_generator(ref)
     model_cfg, label_kind = sections["model"], sections["data"].label
     source = {"checkpoint": ref.prefix.name, "iteration": ref.iteration,
-              "config": str(ref.config_dir / "config.json")}
+              "config": str(ref.config_dir / TRAIN_CONFIG_FILE)}
     saved = save_generator(generator, model_cfg, label_kind, out, source)
     print(f"SavedModel: {saved} (signatures serving_default(z, label), generate_mev(momentum_mev, seed))")
     if args.onnx != "no":

@@ -2,13 +2,16 @@
 
 Example::
 
-    python -m bologan.generate --checkpoint runs/pions --energies all --n 1000 --out pions_gan.parquet
+    python -m bologan.generate --checkpoint runs/pions --energies all --events-per-energy 1000 \\
+        --out pions_gan.parquet
     python -m bologan.generate --checkpoint runs/pions/eval/best_checkpoint --energies 1024,65536 \\
-        --n 5000 --seed 7 --out pions_best.parquet
+        --events-per-energy 5000 --seed 7 --out pions_best.parquet
 
 The output is read by ``bologan.dataio.read_showers`` exactly like converted Geant4 data: one
 row per shower, ``momentum_mev`` (the requested momentum) and ``voxels_mev`` (MeV per voxel,
-denormalised with the kinetic energy, dataset-1 voxel order).
+denormalised with the kinetic energy, dataset-1 voxel order). An ``--out`` ending in ``.hdf5`` or
+``.h5`` is written as CaloChallenge HDF5 instead (``incident_energies`` (N, 1) and ``showers``
+(N, voxels), MeV; needs the hdf5 extra), which the challenge's own evaluation scripts read.
 
 Which checkpoint (``--checkpoint PATH``):
 
@@ -42,16 +45,15 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from common.cli import Parser, comma_list
 from common.errors import UserError, main_guard
+from common.vocab import BEST_JSON, CHECKPOINT_PREFIX, CHECKPOINT_SUBDIR, TRAIN_CONFIG_FILE
 from bologan.geometry import MOMENTA_MEV, is_grid_momentum
+from bologan.importers import HDF5_SUFFIXES, require_h5py
 
 if TYPE_CHECKING:
     from bologan.dataio import Showers
 
-CHECKPOINT_SUBDIR = "checkpoints"
-CHECKPOINT_PREFIX = "ckpt"
-CONFIG_FILE = "config.json"
-BEST_JSON = "best.json"
 STATE_FILE = "checkpoint"
 _PREFIX_RE = re.compile(rf"^{CHECKPOINT_PREFIX}-(\d+)$")
 
@@ -111,8 +113,8 @@ def _config_dir(ckpt_dir: Path, config_from: str | Path | None) -> tuple[Path, s
     """The directory holding the training ``config.json`` (rule in the module docstring)."""
     if config_from is not None:
         d = Path(config_from)
-        if not (d / CONFIG_FILE).is_file():
-            raise UserError(f"--config-from {d}: no {CONFIG_FILE} there (give the training directory)")
+        if not (d / TRAIN_CONFIG_FILE).is_file():
+            raise UserError(f"--config-from {d}: no {TRAIN_CONFIG_FILE} there (give the training directory)")
         return d, "--config-from"
     looked: list[Path] = []
     candidates: list[tuple[Path, str]] = [(ckpt_dir, "checkpoint directory")]
@@ -127,10 +129,10 @@ def _config_dir(ckpt_dir: Path, config_from: str | Path | None) -> tuple[Path, s
     candidates += [(ckpt_dir.parent, "parent directory"), (ckpt_dir.parent.parent, "grandparent directory")]
     for d, how in candidates:
         looked.append(d)
-        if (d / CONFIG_FILE).is_file():
+        if (d / TRAIN_CONFIG_FILE).is_file():
             return d, how
     where = ", ".join(str(p) for p in dict.fromkeys(looked))
-    raise UserError(f"{ckpt_dir}: cannot find the training {CONFIG_FILE} (looked in {where}); "
+    raise UserError(f"{ckpt_dir}: cannot find the training {TRAIN_CONFIG_FILE} (looked in {where}); "
                     f"pass --config-from TRAIN_DIR")
 
 
@@ -160,7 +162,7 @@ def resolve_checkpoint(path: str | Path, iteration: int | None = None,
                         f"directory or a {CHECKPOINT_PREFIX}-<iteration> prefix)")
     else:
         raise UserError(f"{label}: not found")
-    if config_from is None and ckpt_dir.name == CHECKPOINT_SUBDIR and (ckpt_dir.parent / CONFIG_FILE).is_file():
+    if config_from is None and ckpt_dir.name == CHECKPOINT_SUBDIR and (ckpt_dir.parent / TRAIN_CONFIG_FILE).is_file():
         config_dir, how = ckpt_dir.parent, "training directory"
     else:
         config_dir, how = _config_dir(ckpt_dir, config_from)
@@ -187,7 +189,7 @@ def load_generator(ref: CheckpointRef) -> tuple[Any, dict[str, Any]]:
         status.assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.OpError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise UserError(f"{where}: does not hold a generator matching {ref.config_dir / CONFIG_FILE} "
+        raise UserError(f"{where}: does not hold a generator matching {ref.config_dir / TRAIN_CONFIG_FILE} "
                         f"({first})") from None
     status.expect_partial()   # the critic and optimisers are in the file but not wanted here
     return generator, cfg
@@ -195,27 +197,27 @@ def load_generator(ref: CheckpointRef) -> tuple[Any, dict[str, Any]]:
 
 # --------------------------------------------------------------------------- energies
 
+def _momentum_mev(item: str) -> float:
+    try:
+        value = float(item)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{item!r} is not a number (momenta in MeV, or 'all')") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{item} MeV is not a positive finite momentum")
+    return value
+
+
 def parse_energies(text: str) -> list[float]:
     """Momenta in MeV from ``all`` (the 15 dataset-1 grid points) or a comma list."""
-    text = text.strip()
-    if text.lower() == "all":
+    if text.strip().lower() == "all":
         return list(MOMENTA_MEV)
-    values: list[float] = []
-    for item in text.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        try:
-            value = float(item)
-        except ValueError:
-            raise UserError(f"--energies: {item!r} is not a number (momenta in MeV, or 'all')") from None
-        if not (math.isfinite(value) and value > 0):
-            raise UserError(f"--energies: {item} MeV is not a positive finite momentum")
-        if value in values:
-            raise UserError(f"--energies: {item} MeV is listed twice")
-        values.append(value)
-    if not values:
-        raise UserError("--energies: empty list (momenta in MeV, or 'all')")
+    try:
+        values = comma_list(_momentum_mev, "momentum in MeV")(text)
+    except argparse.ArgumentTypeError as exc:
+        raise UserError(f"--energies: {exc}") from None
+    for i, value in enumerate(values):
+        if value in values[:i]:
+            raise UserError(f"--energies: {value:g} MeV is listed twice")
     return values
 
 
@@ -277,23 +279,36 @@ def add_checkpoint_arguments(parser: argparse.ArgumentParser, required: bool) ->
 
 
 def build_parser() -> argparse.ArgumentParser:
-    doc = __doc__ or ""
-    parser = argparse.ArgumentParser(prog="python -m bologan.generate", description=doc.split("\n\n")[0],
-                                     epilog="\n\n".join(doc.split("\n\n")[1:]),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser("python -m bologan.generate", __doc__)
     add_checkpoint_arguments(parser, required=True)
     parser.add_argument("--energies", required=True, metavar="P1,P2,...|all",
                         help="incident momenta in MeV, comma-separated, or 'all' for the 15 grid points "
                              "256 .. 4194304 MeV")
-    parser.add_argument("--n", type=int, required=True, metavar="N", help="showers per momentum")
-    parser.add_argument("--seed", type=int, default=0, help="noise seed (default: 0)")
-    parser.add_argument("--out", required=True, metavar="SHOWERS.parquet", help="output shower file")
+    # --n: the earlier spelling, kept for scripts; bologan.evaluate calls the same thing --events-per-energy.
+    parser.add_argument("--events-per-energy", "--n", dest="events_per_energy", type=int, required=True,
+                        metavar="N", help="showers per momentum")
+    parser.add_argument("--seed", type=int, default=0, help="noise seed")
+    parser.add_argument("--out", required=True, metavar="SHOWERS.parquet",
+                        help="output shower file: Parquet, or CaloChallenge HDF5 when it ends in .hdf5 or .h5")
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
     parser.add_argument("--batch-size", type=int, default=4096,
-                        help="showers per generator call; changes the noise draw order (default: 4096)")
+                        help="showers per generator call; changes the noise draw order")
     parser.add_argument("--threads", type=int, default=0,
                         help="TensorFlow intra-op threads (0 = TensorFlow's default)")
     return parser
+
+
+def write_output(out: Path, showers: "Showers") -> None:
+    """Write ``showers`` atomically: CaloChallenge HDF5 (``incident_energies`` (N, 1) and
+    ``showers`` (N, voxels), MeV) when ``out`` ends in .hdf5/.h5, else the project's Parquet."""
+    from bologan.importers import write_calochallenge_hdf5
+
+    if out.suffix.lower() in HDF5_SUFFIXES:
+        write_calochallenge_hdf5(out, showers)
+    else:
+        from bologan.dataio import write_showers
+
+        write_showers(out, showers)
 
 
 def _check_out(out: Path, force: bool) -> None:
@@ -307,13 +322,15 @@ def _check_out(out: Path, force: bool) -> None:
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK):
         raise UserError(f"--out {out}: cannot write in {probe}")
+    if out.suffix.lower() in HDF5_SUFFIXES:
+        require_h5py()   # before minutes of generation, not after
 
 
 @main_guard
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.n < 1:
-        raise UserError("--n must be >= 1")
+    if args.events_per_energy < 1:
+        raise UserError("--events-per-energy must be >= 1")
     if args.batch_size < 1:
         raise UserError("--batch-size must be >= 1")
     if args.threads < 0:
@@ -332,20 +349,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     generator, sections = load_generator(ref)
     source = (f"bologan.generate: {sections['model'].particle} generator {ref.prefix.name} "
               f"({sections['model'].generator}), seed {args.seed}")
-    showers, clipped = generate_showers(generator, sections, momenta, args.n, args.seed,
+    showers, clipped = generate_showers(generator, sections, momenta, args.events_per_energy, args.seed,
                                         args.batch_size, source)
 
-    from bologan.dataio import write_showers
-
-    write_showers(out, showers)
+    write_output(out, showers)
     part = showers.particle
     etot = showers.voxels_mev.sum(axis=1, dtype=np.float64)
     print(f"wrote {len(showers)} {part.name} showers ({part.n_voxels} voxels, MeV) from {ref.prefix.name} "
           f"(config: {ref.config_found_by}) -> {out}")
     print(f"{'momentum [MeV]':>15} {'showers':>8} {'mean Etot/Ekin':>15}")
     for i, p in enumerate(momenta):
-        rows = slice(i * args.n, (i + 1) * args.n)
-        print(f"{p:>15.6g} {args.n:>8d} {etot[rows].mean() / part.ekin_mev(p):>15.4f}")
+        n = args.events_per_energy
+        rows = slice(i * n, (i + 1) * n)
+        print(f"{p:>15.6g} {n:>8d} {etot[rows].mean() / part.ekin_mev(p):>15.4f}")
     if clipped:
         frac = clipped / showers.voxels_mev.size
         print(f"note: {clipped} negative voxel values ({frac:.3%} of all voxels) were set to 0 MeV")

@@ -23,10 +23,7 @@ from common.errors import UserError
 from bologan.geometry import particle as lookup_particle
 from bologan.labels import denormalise_voxels, energy_label
 from common.settings import section_from_mapping
-
-CHECKPOINT_SUBDIR = "checkpoints"
-CHECKPOINT_PREFIX = "ckpt"
-CONFIG_FILE = "config.json"
+from common.vocab import CHECKPOINT_PREFIX, CHECKPOINT_SUBDIR, TRAIN_CONFIG_FILE
 
 
 def critic_widths(cfg: ModelConfig) -> list[int]:
@@ -72,9 +69,39 @@ def build_critic(cfg: ModelConfig) -> tf.keras.Model:
     return tf.keras.Model([vox, label], out, name="critic")
 
 
-def build_optimizer(train: TrainConfig, lr_scale: float = 1.0) -> tf.keras.optimizers.Optimizer:
-    return tf.keras.optimizers.Adam(learning_rate=train.learning_rate * lr_scale,
-                                    beta_1=train.beta1, beta_2=train.beta2)
+class WarmupLearningRate(tf.keras.optimizers.schedules.LearningRateSchedule):
+    """``bologan.lr_schedule.warmup_learning_rate`` as a Keras schedule of optimiser steps.
+
+    The critic's optimiser takes n_disc steps per iteration and the generator's one, so step s
+    belongs to iteration s // ``steps_per_iteration``; both then follow the same lr(iteration).
+    The step count is optimiser state, checkpointed and broadcast with it, so a resumed run
+    continues the ramp where it stopped.
+    """
+
+    def __init__(self, base_lr: float, scale: float, warmup_iterations: int, steps_per_iteration: int = 1):
+        super().__init__()
+        self.base_lr, self.scale = float(base_lr), float(scale)
+        self.warmup_iterations, self.steps_per_iteration = int(warmup_iterations), int(steps_per_iteration)
+
+    def __call__(self, step):
+        iteration = tf.cast(tf.math.floordiv(step, self.steps_per_iteration), tf.float32)
+        done = tf.minimum(iteration, float(self.warmup_iterations)) / float(self.warmup_iterations)
+        return self.base_lr * (1.0 + (self.scale - 1.0) * done)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"base_lr": self.base_lr, "scale": self.scale, "warmup_iterations": self.warmup_iterations,
+                "steps_per_iteration": self.steps_per_iteration}
+
+
+def build_optimizer(train: TrainConfig, lr_scale: float = 1.0,
+                    steps_per_iteration: int = 1) -> tf.keras.optimizers.Optimizer:
+    """Adam at ``learning_rate x lr_scale`` (``bologan.lr_schedule.lr_scale_factor``), reached
+    through a linear warm-up of ``train.lr_warmup_iterations`` iterations when there is one;
+    ``steps_per_iteration``: this optimiser's steps per iteration (n_disc for the critic)."""
+    rate: Any = train.learning_rate * lr_scale
+    if train.lr_warmup_iterations > 0 and lr_scale != 1.0:
+        rate = WarmupLearningRate(train.learning_rate, lr_scale, train.lr_warmup_iterations, steps_per_iteration)
+    return tf.keras.optimizers.Adam(learning_rate=rate, beta_1=train.beta1, beta_2=train.beta2)
 
 
 def set_precision(train: TrainConfig, on_gpu: bool) -> str:
@@ -87,7 +114,14 @@ def set_precision(train: TrainConfig, on_gpu: bool) -> str:
 
 
 class Gan(tf.Module):
-    """Generator, critic, both optimisers and the iteration counter: everything a checkpoint holds."""
+    """Generator, critic, both optimisers, the iteration counter and the noise generator (the
+    z/alpha stream of bologan.step): everything a checkpoint holds, so that a resumed training
+    continues exactly where it stopped.
+
+    The noise generator's state is the same on every replica (one seed, the same draws each
+    iteration); replicas differ because each keys its draws with its replica index. So one
+    replica's checkpoint restores every replica's stream.
+    """
 
     def __init__(self, model: ModelConfig, train: TrainConfig, lr_scale: float = 1.0,
                  loss_scale: bool = False):
@@ -95,8 +129,8 @@ class Gan(tf.Module):
         self.model_cfg = model
         self.generator = build_generator(model)
         self.critic = build_critic(model)
-        self.g_opt = build_optimizer(train, lr_scale)
-        self.d_opt = build_optimizer(train, lr_scale)
+        self.g_opt = build_optimizer(train, lr_scale, steps_per_iteration=1)
+        self.d_opt = build_optimizer(train, lr_scale, steps_per_iteration=train.n_disc)
         if loss_scale:  # float16 gradients underflow without dynamic loss scaling
             self.g_opt = tf.keras.mixed_precision.LossScaleOptimizer(self.g_opt)
             self.d_opt = tf.keras.mixed_precision.LossScaleOptimizer(self.d_opt)
@@ -104,14 +138,17 @@ class Gan(tf.Module):
         self.g_opt.build(self.generator.trainable_variables)
         self.d_opt.build(self.critic.trainable_variables)
         self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
+        # Created here (under an engine's scope, outside replica context, which tf.distribute requires).
+        self.noise = tf.random.Generator.from_seed(train.seed)
 
     def checkpoint(self) -> tf.train.Checkpoint:
         return tf.train.Checkpoint(generator=self.generator, critic=self.critic, g_opt=self.g_opt,
-                                   d_opt=self.d_opt, iteration=self.iteration)
+                                   d_opt=self.d_opt, iteration=self.iteration, noise=self.noise)
 
     def all_variables(self) -> list[tf.Variable]:
+        """Every variable a checkpoint holds (what an engine broadcasts from rank 0)."""
         return (list(self.generator.variables) + list(self.critic.variables)
-                + list(self.g_opt.variables) + list(self.d_opt.variables))
+                + list(self.g_opt.variables) + list(self.d_opt.variables) + [self.iteration, self.noise.state])
 
 
 def checkpoint_manager(gan: Gan, directory: str | Path, keep: int) -> tf.train.CheckpointManager:
@@ -135,12 +172,12 @@ def list_checkpoints(train_dir: str | Path) -> list[int]:
 def save_train_config(train_dir: str | Path, tables: dict[str, dict[str, Any]]) -> None:
     from common.atomic import atomic_write_json
 
-    atomic_write_json(Path(train_dir) / CONFIG_FILE, tables)
+    atomic_write_json(Path(train_dir) / TRAIN_CONFIG_FILE, tables)
 
 
 def load_train_config(train_dir: str | Path) -> dict[str, Any]:
     """The resolved sections ({"model": ModelConfig, "train": ..., "data": ...}) of a training dir."""
-    path = Path(train_dir) / CONFIG_FILE
+    path = Path(train_dir) / TRAIN_CONFIG_FILE
     try:
         tables = json.loads(path.read_text())
     except FileNotFoundError:

@@ -16,15 +16,16 @@ import time
 from pathlib import Path
 
 from bologan.config import BOLOGAN_SECTIONS
+from common.cli import Parser
 from common.errors import UserError, main_guard
 from common.settings import add_section_arguments, resolve_sections, sections_to_dict
+from common.vocab import TRAIN_CONFIG_FILE
 
 LOSSES_FILE = "losses.parquet"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bologan.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser("python -m bologan.train", __doc__)
     parser.add_argument("--config", help="TOML file with [model], [train], [data] tables")
     parser.add_argument("--out", required=True, help="training directory (checkpoints, losses, config)")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
@@ -35,11 +36,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def _check_out_dir(out: Path, resume: bool) -> None:
     from bologan.model import list_checkpoints
 
-    has_run = (out / "config.json").exists() or list_checkpoints(out)
+    has_run = (out / TRAIN_CONFIG_FILE).exists() or list_checkpoints(out)
     if resume and not has_run:
-        raise UserError(f"{out}: nothing to resume (no config.json or checkpoints)")
+        raise UserError(f"{out}: nothing to resume (no {TRAIN_CONFIG_FILE} or checkpoints)")
     if not resume and has_run:
         raise UserError(f"{out}: already holds a training run (use --resume to continue it, or another --out)")
+
+
+def _create_out_dir(out: Path) -> None:
+    """Called only once the inputs have been read, so that bad input leaves nothing behind."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -50,7 +55,7 @@ def _check_out_dir(out: Path, resume: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
-    if args.resume and args.config is None and (out / "config.json").exists():
+    if args.resume and args.config is None and (out / TRAIN_CONFIG_FILE).exists():
         # Resuming keeps the saved settings; flags given now (e.g. more iterations) still win.
         from bologan.model import load_train_config
 
@@ -68,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
     showers = load_showers(data_cfg, model_cfg.particle, train_cfg.seed)
     batches = IterationBatches(showers, data_cfg, train_cfg.n_disc, train_cfg.batch_size, train_cfg.seed)
+    _create_out_dir(out)
 
     import numpy as np
     import pyarrow as pa

@@ -1,11 +1,13 @@
 """What result files record about the software and hardware that made them (run.json, benchmark JSON)."""
 from __future__ import annotations
 
+import os
 import platform
+import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 
 def versions(names: tuple[str, ...] = ("tensorflow", "numpy", "horovod", "mpi4py", "pyarrow"),
@@ -35,6 +37,35 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def usable_cpus() -> int:
+    """Logical CPUs this process may run on (its affinity mask), not all of the machine's."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):   # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def hardware(device: str, gpu_names: Sequence[str]) -> dict[str, Any]:
+    """CPU, GPUs and the device a benchmark ran on. ``device`` is the framework's device string
+    (``/job:localhost/.../GPU:0``); ``gpu_names`` are the GPUs the framework sees (the caller
+    asks it, so this module needs no framework)."""
+    on_gpu = "GPU" in device.upper()
+    gpus = list(gpu_names)
+    return {"cpu_model": cpu_model(), "logical_cpus": os.cpu_count(), "cpus_usable": usable_cpus(),
+            "gpus": gpus, "device": device, "device_kind": "GPU" if on_gpu else "CPU",
+            "device_name": (gpus[0] if gpus else "GPU") if on_gpu else cpu_model(),
+            "node": socket.gethostname()}
+
+
+def load_average_1m() -> float | None:
+    """1-minute load average (None where the system has none): other work on the machine
+    inflates latencies, so benchmarks record it."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 def git_commit() -> str | None:

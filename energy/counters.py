@@ -31,7 +31,7 @@ class Channel:
     domain: str                     # "gpu" | "package" | "dram" | "estimate"
     device: str                     # "gpu0", "package-0", "package-0:dram", "cpu"
     kind: str                       # "counter" | "power"
-    source: str                     # "measured" | "estimated"
+    source: str                     # common.vocab.SOURCE_MEASURED or SOURCE_ESTIMATED
     method: str                     # "rapl-powercap", "nvml-energy-counter", ...
     read: Callable[[], float]
     max_range_uj: int | None = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from common.vocab import SOURCE_ESTIMATED
 from energy.counters import Channel
 
 # /proc/stat "cpu" fields: user nice system idle iowait irq softirq steal (guest time is already
@@ -62,6 +63,6 @@ def open_cpu_estimate(tdp_w: float, *, packages: int | None = None,
         busy, _ = _read_proc_stat(proc_stat)
         return busy * scale_uj_per_tick
 
-    return Channel("estimate", "cpu", "counter", "estimated", "estimate", read,
+    return Channel("estimate", "cpu", "counter", SOURCE_ESTIMATED, "estimate", read,
                    info={"model": "cpu utilisation x cpu_tdp_w x packages", "cpu_tdp_w": tdp_w,
                          "packages": n_packages, "logical_cpus": n_cpus, "proc_stat": proc_stat})

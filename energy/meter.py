@@ -18,28 +18,54 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Protocol
 
+from common.vocab import (DOMAIN_CPU, DOMAIN_DRAM, DOMAIN_GPU, ENERGY_DOMAINS, SOURCE_ESTIMATED, SOURCE_MEASURED,
+                          SOURCE_NOT_READER, SOURCE_UNAVAILABLE, SOURCES_WITH_VALUE)
 from energy.config import EnergyConfig
 from energy.counters import Accumulator, Channel
 from energy.estimate import open_cpu_estimate
-from energy.nvml import load_nvml, open_gpus, resolve_gpu_index, shutdown_nvml
+from energy.nvml import all_visible_indices, load_nvml, open_gpus, resolve_gpu_index, shutdown_nvml
 from energy.rapl import OpenFn, default_open, interval_warning, open_rapl, wrap_period_s
 from energy.records import EnergyWindow, PowerSample
 from energy.sampler import Sampler
 
-__all__ = ["EnergyMeter", "resolve_gpu_index", "tf_sync_devices"]
+__all__ = ["EnergyMeter", "Placement", "RankPlacement", "resolve_gpu_index", "tf_sync_devices"]
 
-DOMAINS = ("gpu", "cpu", "dram")
+# The one rank per node that reads the node-wide counters, so no node is counted twice.
+NODE_READER_LOCAL_RANK = 0
+
+
+class RankPlacement(Protocol):
+    """Where a rank runs, as far as metering goes (``scaling.world.World`` is one)."""
+
+    @property
+    def rank(self) -> int: ...
+
+    @property
+    def local_rank(self) -> int: ...          # rank among the processes of its node
+
+    @property
+    def node(self) -> str: ...                # node name; ranks of one node share it
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A ``RankPlacement`` for code without a job's world; the default is a process alone on
+    its node (rank 0, local rank 0: it reads the node counters)."""
+    rank: int = 0
+    local_rank: int = 0
+    node: str = field(default_factory=socket.gethostname)
 
 
 @dataclass
 class _Domain:
-    source: str                                  # measured | estimated | unavailable | not_reader
+    source: str                                  # one of common.vocab.ENERGY_SOURCES
     method: str | None = None
     accumulators: list[Accumulator] = field(default_factory=list)
     reason: str | None = None
@@ -67,7 +93,7 @@ def tf_sync_devices() -> Callable[[], None] | None:
 
 def _domain_source(channels: list[Channel]) -> str:
     # One estimated device makes the whole sum an estimate: it is flagged, never passed as measured.
-    return "estimated" if any(c.source == "estimated" for c in channels) else "measured"
+    return SOURCE_ESTIMATED if any(c.source == SOURCE_ESTIMATED for c in channels) else SOURCE_MEASURED
 
 
 def _method(channels: list[Channel]) -> str:
@@ -76,6 +102,10 @@ def _method(channels: list[Channel]) -> str:
 
 class EnergyMeter:
     """Energy of named windows on one rank, and its power time series.
+
+    A rank of a job gets its meter from ``EnergyMeter.for_rank(world, config, ...)``, which picks
+    the node-counter reader and the GPU from the rank's placement; the constructor is for
+    callers that decide both themselves (a whole-node monitor, tests).
 
     ``t0`` is ``time.monotonic()`` at run start: every timestamp is seconds since ``t0``.
     ``gpu_index`` is this rank's NVML index (see ``resolve_gpu_index``) or ``None``.
@@ -110,17 +140,17 @@ class EnergyMeter:
 
         indices = list(gpu_indices) if gpu_indices is not None else ([] if gpu_index is None else [gpu_index])
         self._domains: dict[str, _Domain] = {
-            "gpu": self._open_gpu_domain(indices, nvml_module),
+            DOMAIN_GPU: self._open_gpu_domain(indices, nvml_module),
         }
         if read_node_counters:
             cpu, dram = self._open_node_domains(open_fn, proc_stat, cpu_packages)
         else:
             why = "node counters are read by the node's reader rank (local rank 0)"
-            cpu = _Domain("not_reader", reason=why)
-            dram = _Domain("not_reader", reason=why)
-        self._domains["cpu"] = cpu
-        self._domains["dram"] = dram
-        self._accumulators = [a for d in DOMAINS for a in self._domains[d].accumulators]
+            cpu = _Domain(SOURCE_NOT_READER, reason=why)
+            dram = _Domain(SOURCE_NOT_READER, reason=why)
+        self._domains[DOMAIN_CPU] = cpu
+        self._domains[DOMAIN_DRAM] = dram
+        self._accumulators = [a for d in ENERGY_DOMAINS for a in self._domains[d].accumulators]
         for acc in self._accumulators:
             warning = interval_warning(acc.channel, config.sample_interval_s)
             if warning:
@@ -128,6 +158,30 @@ class EnergyMeter:
         self._sampler = Sampler(self._accumulators, interval_s=config.sample_interval_s, rank=rank, node=node)
         self._sampler.sample_now()     # first reading: later samples and windows difference against it
         self._sampler.drain()
+
+    @classmethod
+    def for_rank(cls, world: RankPlacement, config: EnergyConfig, *, t0: float, on_gpu: bool,
+                 gpus_in_process: int = 1, sync: Callable[[], None] | None = None,
+                 env: Mapping[str, str] = os.environ, nvml_module: Any = None, **kwargs: Any) -> "EnergyMeter":
+        """The meter of one rank of a job, placed by ``world``.
+
+        - node counters (RAPL) are read by the node's local rank 0 only; the others report
+          ``not_reader``;
+        - ``on_gpu=False``: no GPU domain; a process that drives ``gpus_in_process`` > 1 GPUs
+          (tf.distribute in one process) meters every GPU visible to it as one domain; any other
+          process meters the GPU of its local rank (``resolve_gpu_index``).
+
+        ``env`` holds CUDA_VISIBLE_DEVICES; ``t0``, ``sync``, ``nvml_module`` and other keyword
+        arguments go to the constructor.
+        """
+        gpu_index, gpu_indices = None, None
+        if on_gpu and gpus_in_process > 1:
+            gpu_indices = all_visible_indices(env, nvml_module=nvml_module)[0]
+        elif on_gpu:
+            gpu_index = resolve_gpu_index(world.local_rank, env, nvml_module=nvml_module)
+        return cls(config, rank=world.rank, local_rank=world.local_rank, node=world.node,
+                   read_node_counters=world.local_rank == NODE_READER_LOCAL_RANK, gpu_index=gpu_index,
+                   gpu_indices=gpu_indices, t0=t0, sync=sync, nvml_module=nvml_module, **kwargs)
 
     # -- construction -------------------------------------------------------------------------
     def _clock(self) -> float:
@@ -138,16 +192,16 @@ class EnergyMeter:
 
     def _open_gpu_domain(self, indices: list[int], nvml_module: Any) -> _Domain:
         if not indices:
-            return _Domain("unavailable", reason="no GPU assigned to this rank",
+            return _Domain(SOURCE_UNAVAILABLE, reason="no GPU assigned to this rank",
                            hint="GPU energy needs an NVIDIA GPU mapped to the rank (resolve_gpu_index)")
         nvml, reason, hint = load_nvml(nvml_module)
         if nvml is None:
-            return _Domain("unavailable", reason=reason, hint=hint)
+            return _Domain(SOURCE_UNAVAILABLE, reason=reason, hint=hint)
         self._nvml = nvml
         tdp = self.config.gpu_tdp_w if self.config.estimate_energy else 0.0
         opened = open_gpus(nvml, indices, estimate_tdp_w=tdp)
         if opened.reason is not None:
-            return _Domain("unavailable", reason=opened.reason, hint=opened.hint)
+            return _Domain(SOURCE_UNAVAILABLE, reason=opened.reason, hint=opened.hint)
         return _Domain(_domain_source(opened.channels), _method(opened.channels),
                        self._accumulate(opened.channels))
 
@@ -160,11 +214,11 @@ class EnergyMeter:
             channels = [c for c in rapl.channels if c.domain == domain]
             problem = rapl.problems.get(domain)
             if problem is None:
-                out.append(_Domain("measured", "rapl-powercap", self._accumulate(channels)))
+                out.append(_Domain(SOURCE_MEASURED, "rapl-powercap", self._accumulate(channels)))
             else:
-                out.append(_Domain("unavailable", reason=problem.reason, hint=problem.hint))
+                out.append(_Domain(SOURCE_UNAVAILABLE, reason=problem.reason, hint=problem.hint))
         cpu, dram = out
-        if cpu.source == "unavailable" and self.config.estimate_energy:
+        if cpu.source == SOURCE_UNAVAILABLE and self.config.estimate_energy:
             cpu = self._open_cpu_estimate(cpu, proc_stat, cpu_packages)
         return cpu, dram
 
@@ -178,7 +232,7 @@ class EnergyMeter:
             self._warnings.append(f"CPU estimate impossible: {exc}")
             return measured
         self._warnings.append(f"cpu energy is an estimate (RAPL unavailable: {measured.reason})")
-        return _Domain("estimated", "estimate", self._accumulate([channel]))
+        return _Domain(SOURCE_ESTIMATED, "estimate", self._accumulate([channel]))
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -240,11 +294,11 @@ class EnergyMeter:
         t_s, totals = self._read_all()
         window = EnergyWindow(name=name, time_s=t_s - opened.t_s)
         index = {id(a): i for i, a in enumerate(self._accumulators)}
-        for domain in DOMAINS:
+        for domain in ENERGY_DOMAINS:
             state = self._domains[domain]
             joules = math.nan
             source = state.source
-            if source in ("measured", "estimated"):
+            if source in SOURCES_WITH_VALUE:
                 diffs = []
                 for acc in state.accumulators:
                     i = index[id(acc)]
@@ -254,7 +308,7 @@ class EnergyMeter:
                         break
                     diffs.append(b - a)
                 if diffs is None:
-                    source = "unavailable"      # a device failed during the window: no partial sums
+                    source = SOURCE_UNAVAILABLE      # a device failed during the window: no partial sums
                 else:
                     joules = sum(diffs) / 1_000_000
             setattr(window, f"{domain}_energy_j", joules)
@@ -280,10 +334,15 @@ class EnergyMeter:
         """``SamplerStats``: passes, thread CPU seconds, wall seconds (for the overhead benchmark)."""
         return self._sampler.stats
 
-    def describe(self) -> dict:
-        """JSON-able description of every domain: devices, source, method, reason and hint."""
+    def describe(self, no_gpu_reason: str | None = None, no_gpu_hint: str | None = None) -> dict:
+        """JSON-able description of every domain: devices, source, method, reason and hint.
+
+        A caller that knows why its process has no GPU to meter (TensorFlow sees none, NVML
+        lists none) passes ``no_gpu_reason``, and ``no_gpu_hint`` (None: no hint); they replace
+        the per-rank wording of an unavailable GPU domain.
+        """
         domains: dict[str, Any] = {}
-        for name in DOMAINS:
+        for name in ENERGY_DOMAINS:
             state = self._domains[name]
             devices = []
             for acc in state.accumulators:
@@ -301,6 +360,12 @@ class EnergyMeter:
                 domains[name]["reason"] = state.reason
             if state.hint:
                 domains[name]["hint"] = state.hint
+        gpu = domains[DOMAIN_GPU]
+        if no_gpu_reason is not None and gpu["source"] == SOURCE_UNAVAILABLE:
+            gpu["reason"] = no_gpu_reason
+            gpu.pop("hint", None)
+            if no_gpu_hint is not None:
+                gpu["hint"] = no_gpu_hint
         stats = self._sampler.stats
         return {
             "rank": self.rank, "local_rank": self.local_rank, "node": self.node,

@@ -26,10 +26,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from common.atomic import atomic_write_json, atomic_write_parquet
+from common.cli import Parser
 from common.errors import UserError, main_guard
 from common.settings import add_section_arguments, resolve_sections
 from energy.config import ENERGY_SECTIONS, EnergyConfig
-from energy.meter import DOMAINS, EnergyMeter
+from common.vocab import ENERGY_DOMAINS
+from energy.meter import EnergyMeter
 from energy.nvml import all_visible_indices
 from energy.output import SampleColumns
 
@@ -52,16 +54,11 @@ that cannot be read is reported 'unavailable' with the reason, never guessed (se
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line and exit code 2, through main_guard
-        raise UserError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m energy.monitor", description=__doc__.split("\n\n")[0],
-                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser("python -m energy.monitor", __doc__, epilog=EPILOG)
     parser.add_argument("--interval", dest="energy.sample_interval_s", type=float, default=argparse.SUPPRESS,
-                        metavar="S", help="seconds between samples (same as --sample-interval-s; default 0.1)")
+                        metavar="S", help="seconds between samples (same as --sample-interval-s; "
+                                          f"default: {EnergyConfig().sample_interval_s})")
     parser.add_argument("--out", metavar="DIR", help="write power.parquet and summary.json here")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON line on stdout")
     parser.add_argument("--config", metavar="TOML", help="read the [energy] table of this file")
@@ -119,7 +116,7 @@ def summarise(command: list[str], window, describe: dict, returncode: int) -> di
     """The JSON summary: per domain joules, average watts, source and method; seconds."""
     duration = window.time_s
     domains: dict[str, Any] = {}
-    for name in DOMAINS:
+    for name in ENERGY_DOMAINS:
         energy = getattr(window, f"{name}_energy_j")
         info = describe["domains"][name]
         entry: dict[str, Any] = {
@@ -183,10 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         meter.stop()
         columns.extend(meter.drain_samples())
-    describe = meter.describe()     # after stop: the sampler's cost figures are final
-
-    if not gpus:    # say why the node has no GPU domain, not the per-rank wording of the meter
-        describe["domains"]["gpu"].update(reason=no_gpu_reason, hint=no_gpu_hint)
+    # After stop: the sampler's cost figures are final. Without GPUs: why the node has none,
+    # not the per-rank wording of the meter.
+    describe = meter.describe() if gpus else meter.describe(no_gpu_reason, no_gpu_hint)
     summary = summarise(command, window, describe, returncode)
     summary["samples"] = len(columns)
     if out is not None:

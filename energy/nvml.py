@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from common.vocab import DOMAIN_GPU, SOURCE_ESTIMATED, SOURCE_MEASURED
 from energy.counters import Channel
 
 HINT_NO_DRIVER = ("no NVIDIA driver library on this node (no GPU, or a container started without "
@@ -87,7 +88,7 @@ def open_gpu(nvml: Any, index: int, *, estimate_tdp_w: float = 0.0) -> Channel:
     else:
         def read_counter() -> int:
             return nvml.nvmlDeviceGetTotalEnergyConsumption(handle) * 1000   # mJ -> uJ
-        return Channel("gpu", device, "counter", "measured", "nvml-energy-counter", read_counter, info=info)
+        return Channel(DOMAIN_GPU, device, "counter", SOURCE_MEASURED, "nvml-energy-counter", read_counter, info=info)
 
     try:
         nvml.nvmlDeviceGetPowerUsage(handle)
@@ -98,7 +99,7 @@ def open_gpu(nvml: Any, index: int, *, estimate_tdp_w: float = 0.0) -> Channel:
     else:
         def read_power() -> float:
             return nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0                # mW -> W
-        return Channel("gpu", device, "power", "measured", "nvml-power-integrated", read_power, info=info)
+        return Channel(DOMAIN_GPU, device, "power", SOURCE_MEASURED, "nvml-power-integrated", read_power, info=info)
 
     if estimate_tdp_w > 0:
         nvml.nvmlDeviceGetUtilizationRates(handle)      # raises when even utilisation is missing
@@ -108,7 +109,7 @@ def open_gpu(nvml: Any, index: int, *, estimate_tdp_w: float = 0.0) -> Channel:
         info["tdp_w"] = estimate_tdp_w
         # Estimated power series carry domain "estimate" (device still says which GPU), so they
         # can never be summed with measured "gpu" samples by accident.
-        return Channel("estimate", device, "power", "estimated", "estimate", read_estimate, info=info)
+        return Channel("estimate", device, "power", SOURCE_ESTIMATED, "estimate", read_estimate, info=info)
     raise RuntimeError(f"{device}: NVML offers no energy source ({'; '.join(tried)}); "
                        "set estimate_energy and gpu_tdp_w to estimate it")
 

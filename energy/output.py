@@ -53,6 +53,7 @@ class SampleColumns:
             for name, value in zip(cols, keys[i]):
                 cols[name].append(value)
         data = {"rank": cols["rank"], "node": cols["node"], "t_s": list(self.t_s), "domain": cols["domain"],
-                "device": cols["device"], "watts": list(self.watts), "source": cols["source"]}
+                "device": cols["device"], "watts": list(self.watts), "source": cols["source"],
+                "attempt": [0] * len(self.t_s)}     # one monitored command: a single attempt
         schema = power_schema()
         return pa.table({name: data[name] for name in schema.names}, schema=schema)

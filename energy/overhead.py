@@ -1,6 +1,6 @@
 """Cost of energy sampling: sampler CPU share, and a throughput on/off hook for training.
 
-    python -m energy.overhead [--seconds S] [--interval S] [--workload MODULE:FUNCTION] [--repeats N]
+    python -m energy.overhead [--seconds S] [--sample-interval-s S] [--workload MODULE:FUNCTION] [--repeats N]
 
 Prints one JSON line. ``sampler`` runs the background sampler for S seconds at the given
 interval twice: on this machine's real counters (whatever NVML and RAPL expose, possibly none)
@@ -15,7 +15,6 @@ available in Python as ``throughput_on_off(workload)`` for the trainer.
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 import os
@@ -26,9 +25,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from common.cli import Parser
 from common.errors import UserError, main_guard
 from energy.config import MAX_INTERVAL_S, MIN_INTERVAL_S, EnergyConfig
-from energy.meter import DOMAINS, EnergyMeter
+from common.vocab import ENERGY_DOMAINS, SOURCE_MEASURED
+from energy.meter import EnergyMeter
 from energy.nvml import all_visible_indices
 
 TARGET_CPU_FRACTION = 0.005
@@ -67,8 +68,8 @@ def sampler_cost(config: EnergyConfig, seconds: float, *, real: bool) -> dict[st
     info = meter.describe()
     return {
         "powercap_root": config.powercap_root,
-        "domains": {d: info["domains"][d]["source"] for d in DOMAINS},
-        "channels": sum(len(info["domains"][d]["devices"]) for d in DOMAINS),
+        "domains": {d: info["domains"][d]["source"] for d in ENERGY_DOMAINS},
+        "channels": sum(len(info["domains"][d]["devices"]) for d in ENERGY_DOMAINS),
         "samples": stats.samples,
         "power_samples": len(meter.drain_samples()),
         "thread_cpu_s": round(stats.thread_cpu_s, 6),
@@ -143,28 +144,25 @@ def _load_workload(spec: str) -> Callable[[], int]:
     return fn
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise UserError(message)
-
-
 @main_guard
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _Parser(prog="python -m energy.overhead", description=__doc__.split("\n\n")[0],
-                     epilog="example:\n  python -m energy.overhead --seconds 10 --interval 0.1 "
-                            "--workload energy.overhead:numpy_workload",
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=5.0, help="seconds per sampler measurement (default 5)")
-    parser.add_argument("--interval", type=float, default=0.1, help="sampling interval in s (default 0.1)")
+    parser = Parser("python -m energy.overhead", __doc__,
+                    epilog="example:\n  python -m energy.overhead --seconds 10 --sample-interval-s 0.1 "
+                           "--workload energy.overhead:numpy_workload")
+    parser.add_argument("--seconds", type=float, default=5.0, help="seconds per sampler measurement")
+    # --interval: the earlier spelling, kept for scripts; energy.monitor accepts both as well.
+    parser.add_argument("--sample-interval-s", "--interval", dest="interval", type=float, metavar="S",
+                        default=EnergyConfig().sample_interval_s, help="seconds between samples")
     parser.add_argument("--workload", metavar="MODULE:FUNCTION",
                         help="also compare FUNCTION()'s items/s with sampling off and on")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per mode for --workload (default 3)")
-    parser.add_argument("--powercap-root", default="/sys/class/powercap", help="real powercap tree")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per mode for --workload")
+    parser.add_argument("--powercap-root", default=EnergyConfig().powercap_root, help="real powercap tree")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     if not 0 < args.seconds <= 3600:
         raise UserError(f"--seconds must be in (0, 3600], got {args.seconds}")
     if not MIN_INTERVAL_S <= args.interval <= MAX_INTERVAL_S:
-        raise UserError(f"--interval must be between {MIN_INTERVAL_S} and {MAX_INTERVAL_S} s, got {args.interval}")
+        raise UserError(f"--sample-interval-s must be between {MIN_INTERVAL_S} and {MAX_INTERVAL_S} s, "
+                        f"got {args.interval}")
     if args.repeats < 1:
         raise UserError("--repeats must be >= 1")
     workload = _load_workload(args.workload) if args.workload else None
@@ -179,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result["fake_powercap"] = sampler_cost(fake_config, args.seconds, real=False)
         if workload is not None:
             # Real counters when this node has any, else the fake tree: the sampler does real work either way.
-            has_real = any(v == "measured" for v in result["real"]["domains"].values())
+            has_real = any(v == SOURCE_MEASURED for v in result["real"]["domains"].values())
             config = real_config if has_real else fake_config
             result["throughput"] = throughput_on_off(
                 workload, repeats=args.repeats, config=config,

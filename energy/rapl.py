@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from common.vocab import SOURCE_MEASURED
 from energy.counters import Channel
 
 OpenFn = Callable[[str], int]      # path -> readable file descriptor (os.open by default)
@@ -183,7 +184,7 @@ def _open_zone(zone: RaplZone, open_fn: OpenFn) -> Channel:
     except BaseException:
         close()
         raise
-    return Channel(domain=zone.domain, device=zone.device, kind="counter", source="measured",
+    return Channel(domain=zone.domain, device=zone.device, kind="counter", source=SOURCE_MEASURED,
                    method="rapl-powercap", read=read, max_range_uj=zone.max_energy_range_uj, close=close,
                    info={"zone": zone.zone_id, "name": zone.name,
                          "max_energy_range_uj": zone.max_energy_range_uj})

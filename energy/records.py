@@ -5,6 +5,7 @@ import math
 from dataclasses import dataclass
 
 from common.records import PowerSample
+from common.vocab import SOURCE_UNAVAILABLE
 
 __all__ = ["EnergyWindow", "PowerSample"]
 
@@ -21,6 +22,6 @@ class EnergyWindow:
     gpu_energy_j: float = math.nan
     cpu_energy_j: float = math.nan
     dram_energy_j: float = math.nan
-    gpu_energy_source: str = "unavailable"
-    cpu_energy_source: str = "unavailable"
-    dram_energy_source: str = "unavailable"
+    gpu_energy_source: str = SOURCE_UNAVAILABLE
+    cpu_energy_source: str = SOURCE_UNAVAILABLE
+    dram_energy_source: str = SOURCE_UNAVAILABLE

@@ -17,10 +17,6 @@ from common.errors import UserError
 NAME_PATTERN = r"[A-Za-z0-9._-]+"
 _NAME_RE = re.compile(rf"^{NAME_PATTERN}$")
 
-ENGINES = ("horovod", "mirrored")
-MODES = ("strong", "weak")
-PARTICLES = ("photons", "pions")
-
 # System daemons live in sbin directories, which are not always on a user's PATH.
 _SBIN_DIRS = ("/usr/sbin", "/sbin", "/usr/local/sbin")
 

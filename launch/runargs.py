@@ -8,21 +8,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from launch.common import PARTICLES
+from common.vocab import (DEFAULT_BATCH_PER_RANK, DEFAULT_EPOCHS, DEFAULT_GLOBAL_BATCH, DEFAULT_ITERATIONS_PER_EPOCH,
+                          DEFAULT_SYNTHETIC_EVENTS, DEFAULT_THREADS, DEFAULT_WARMUP_EPOCHS, MODE_STRONG,
+                          PARTICLE_NAMES, PARTICLE_PHOTONS)
 
 
 @dataclass
 class RunSettings:
-    """What every training run of a study does (passed to ``python -m scaling.run``)."""
-    epochs: int = field(default=4, metadata={"help": "epochs per run, warm-up included"})
-    iterations_per_epoch: int = field(default=12, metadata={"help": "training iterations per epoch"})
-    warmup_epochs: int = field(default=1, metadata={"help": "leading epochs left out of the timing statistics"})
-    global_batch: int = field(default=256, metadata={"help": "strong scaling: showers per critic step over all ranks"})
-    batch_per_rank: int = field(default=128, metadata={"help": "weak scaling: showers per critic step on each rank"})
-    particle: str = field(default="photons", metadata={"choices": PARTICLES, "help": "photons or pions"})
+    """What every training run of a study does (passed to ``python -m scaling.run``).
+
+    The defaults are scaling.run's own; a launcher profile (study_default.toml) states its choices.
+    """
+    epochs: int = field(default=DEFAULT_EPOCHS, metadata={"help": "epochs per run, warm-up included"})
+    iterations_per_epoch: int = field(default=DEFAULT_ITERATIONS_PER_EPOCH, metadata={"help": "training iterations per epoch"})
+    warmup_epochs: int = field(default=DEFAULT_WARMUP_EPOCHS, metadata={"help": "leading epochs left out of the timing statistics"})
+    global_batch: int = field(default=DEFAULT_GLOBAL_BATCH, metadata={"help": "strong scaling: showers per critic step over all ranks"})
+    batch_per_rank: int = field(default=DEFAULT_BATCH_PER_RANK, metadata={"help": "weak scaling: showers per critic step on each rank"})
+    particle: str = field(default=PARTICLE_PHOTONS, metadata={"choices": PARTICLE_NAMES, "help": "photons or pions"})
     data: str = field(default="", metadata={"help": "showers Parquet file; empty = synthetic showers"})
-    synthetic_events: int = field(default=4096, metadata={"help": "synthetic showers generated when no data file is given"})
-    threads: int = field(default=1, metadata={"help": "TensorFlow threads per rank (0 = let scaling.run decide from the cores allotted)"})
+    synthetic_events: int = field(default=DEFAULT_SYNTHETIC_EVENTS, metadata={"help": "synthetic showers generated when no data file is given"})
+    threads: int = field(default=DEFAULT_THREADS, metadata={"help": "TensorFlow threads per rank (0 = let scaling.run decide from the cores allotted)"})
     train_config: str = field(default="", metadata={"help": "a bologan TOML file passed to scaling.run --config (model/train settings)"})
 
     def check(self) -> None:
@@ -37,7 +42,7 @@ class RunSettings:
 
     def check_world(self, world_size: int, mode: str) -> None:
         """Strong scaling splits the global batch evenly over the ranks."""
-        if mode == "strong" and self.global_batch % world_size:
+        if mode == MODE_STRONG and self.global_batch % world_size:
             raise ValueError(f"global_batch {self.global_batch} does not split evenly over {world_size} ranks "
                              "(strong scaling): choose a multiple of every world size")
 
@@ -51,7 +56,7 @@ def scaling_run_args(run: RunSettings, *, engine: str, mode: str, out: str, stud
                      resume: bool = False) -> list[str]:
     """Arguments after ``python -m scaling.run`` for one run (``out`` is the run directory)."""
     args = ["--engine", engine, "--mode", mode]
-    if mode == "strong":
+    if mode == MODE_STRONG:
         args += ["--global-batch", str(run.global_batch)]
     else:
         args += ["--batch-per-rank", str(run.batch_per_rank)]

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from common.atomic import atomic_write_json, atomic_write_text
+from common.cli import Parser
 from common.errors import EXIT_FAILURE, UserError, main_guard
 from launch.common import find_executable, is_root, tail
 
@@ -536,19 +537,18 @@ def status(scratch: Path) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m launch.testcluster",
+    p = Parser(
+        "python -m launch.testcluster",
         description="Run a real Slurm cluster on this machine (munged + slurmctld + one slurmd per "
                     "emulated node) for tests and demos. All state lives in one scratch folder.",
         epilog="example:\n  eval \"$(python -m launch.testcluster start --nodes 4)\"\n"
-               "  srun -N4 hostname\n  python -m launch.testcluster stop",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+               "  srun -N4 hostname\n  python -m launch.testcluster stop")
     p.add_argument("action", choices=("start", "stop", "status"))
-    p.add_argument("--nodes", type=int, default=4, help="emulated nodes for start (default: 4)")
+    p.add_argument("--nodes", type=int, default=4, help="emulated nodes for start")
     p.add_argument("--dir", type=Path, default=default_scratch(),
                    help="scratch folder for config, state, logs and sockets (default: %(default)s)")
-    p.add_argument("--timeout", type=float, default=30.0,
-                   help="seconds to wait for all nodes to be idle on start (default: 30)")
+    p.add_argument("--timeout-s", type=float, default=30.0, metavar="S",
+                   help="seconds to wait for all nodes to be idle on start")
     return p
 
 
@@ -557,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.action == "start":
         t0 = time.monotonic()
-        lay = start(args.dir, args.nodes, args.timeout)
+        lay = start(args.dir, args.nodes, args.timeout_s)
         print(f"testcluster: {lay.nodes} nodes idle after {time.monotonic() - t0:.1f} s "
               f"(logs in {lay.log_dir}); point srun/sbatch at it with:", file=sys.stderr)
         print(f"export SLURM_CONF={lay.conf}", flush=True)

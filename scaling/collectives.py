@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from common.vocab import ENGINE_HOROVOD
 from scaling.world import World
 
 # Open MPI busy-polls while a rank waits in a collective unless told to yield. Horovod's
@@ -123,6 +124,6 @@ class HorovodCollectives(LocalCollectives):
 def for_world(world: World, engine: str) -> LocalCollectives:
     if world.size == 1:
         return LocalCollectives()
-    if world.launcher == "horovodrun" and engine == "horovod":
+    if world.launcher == "horovodrun" and engine == ENGINE_HOROVOD:
         return HorovodCollectives()
     return MpiCollectives()

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 
 from bologan.step import Replicas, timed
+from common.vocab import ENGINE_HOROVOD, ENGINE_MIRRORED
 from scaling.collectives import LocalCollectives
 from scaling.config import ScalingConfig
 from scaling.world import World
@@ -110,7 +111,7 @@ class _HorovodReplicas(Replicas):
 
 
 class HorovodEngine(SingleEngine):
-    name = "horovod"
+    name = ENGINE_HOROVOD
 
     def setup(self) -> None:
         self.cfg.set_horovod_environment()
@@ -134,8 +135,17 @@ class HorovodEngine(SingleEngine):
         return _HorovodReplicas(self.hvd)
 
     def after_build(self, gan) -> None:
-        # Identical start on every rank: weights and optimiser slots from rank 0.
+        # Identical start on every rank: weights, optimiser slots, the iteration counter and the
+        # noise generator's state from rank 0 (after a resume: what rank 0 restored).
         self.hvd.broadcast_variables(gan.all_variables(), root_rank=0)
+
+    def start_timeline(self, path) -> None:
+        """Record Horovod's timeline into ``path`` (rank 0 writes it; every rank calls this).
+        Needs HOROVOD_TIMELINE=DYNAMIC set before Horovod initialised."""
+        self.hvd.start_timeline(str(path), mark_cycles=False)
+
+    def stop_timeline(self) -> None:
+        self.hvd.stop_timeline()
 
     def describe(self) -> dict[str, Any]:
         return {"engine": self.name, "replicas": self.replicas,
@@ -170,7 +180,7 @@ def _free_port() -> int:
 
 
 class MirroredEngine(SingleEngine):
-    name = "mirrored"
+    name = ENGINE_MIRRORED
 
     def setup(self) -> None:
         import tensorflow as tf
@@ -248,5 +258,5 @@ class MirroredEngine(SingleEngine):
 
 def make_engine(cfg: ScalingConfig, world: World, coll: LocalCollectives) -> SingleEngine:
     # Horovod on one process still initialises, so the one-rank baseline pays its costs too.
-    return MirroredEngine(world, cfg, coll) if cfg.engine == "mirrored" else HorovodEngine(world, cfg, coll)
+    return MirroredEngine(world, cfg, coll) if cfg.engine == ENGINE_MIRRORED else HorovodEngine(world, cfg, coll)
 

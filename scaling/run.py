@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -26,31 +26,31 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from bologan.config import BOLOGAN_SECTIONS, config_hash
+from common.atomic import atomic_write_text
+from common.cli import Parser
+from common.codeversion import code_version
 from common.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR, UserError
+from common.rundir import RUN_JSON, RunWriter, power_table, read_run_meta
 from common.settings import add_section_arguments, resolve_sections, sections_to_dict
+from common.vocab import (ENGINE_HOROVOD, ENGINE_MIRRORED, NOT_WORKLOAD_KEYS, PLACEMENT_ENV, STATUS_COMPLETED, STATUS_FAILED,
+                          STATUS_INTERRUPTED, STATUS_RUNNING)
 from energy.config import EnergyConfig
 from scaling.collectives import HorovodCollectives, for_world
 from scaling.config import ScalingConfig
-from common.rundir import CHECKPOINT_DIR, RUN_JSON, RunWriter
+from scaling.outdir import check_out, create_out, measurement_settings, run_shape
 from scaling.trainer import StopFlag
 from scaling.world import World, discover
 
 SECTIONS: dict[str, type] = {**BOLOGAN_SECTIONS, "scaling": ScalingConfig, "energy": EnergyConfig}
-# Settings that do not change the per-iteration workload of a replica, or that scaling.run
-# replaces (batch sizes come from [scaling]); excluded from the workload hash.
-NOT_WORKLOAD = ("train.batch_size", "train.iterations", "train.checkpoint_every", "train.keep_checkpoints",
-                "train.log_every", "train.threads")
 KEEP_CHECKPOINTS = 3
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line (exit 2), not a usage dump of every flag."""
-
-    def error(self, message: str):  # type: ignore[override]
-        raise UserError(f"{self.prog}: {message} (see --help)")
+# --timeline: Horovod's timeline (Chrome trace format) of one start of the run, in its directory.
+TIMELINE_FILE = "horovod_timeline-{attempt}.json"
+TIMING_NOTE = ("time_s wall per epoch; comm_s in-graph timestamps around the gradient all-reduce "
+               "(includes waiting for the slowest replica); data_wait_s blocked on the next batch; "
+               "compute_s the rest of the step calls")
 
 
 class _AgreedError(UserError):
@@ -58,27 +58,31 @@ class _AgreedError(UserError):
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = _Parser(prog="python -m scaling.run", description=__doc__,
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser("python -m scaling.run", __doc__)
     parser.add_argument("--config", help="TOML file with [model] [train] [data] [scaling] [energy] tables")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its latest checkpoint (after an interruption)")
+    parser.add_argument("--timeline", action="store_true",
+                        help="record Horovod's timeline of this start into the run directory "
+                             f"({TIMELINE_FILE.format(attempt='<attempt>')}; --engine horovod only)")
     add_section_arguments(parser, SECTIONS)
     return parser.parse_args(argv)
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _resolve_config(args: argparse.Namespace) -> dict:
     out = getattr(args, "scaling.out", "")
     if args.resume and args.config is None and out and (Path(out) / RUN_JSON).is_file():
         # A resumed run keeps its saved settings; flags given now (e.g. more epochs) still win.
+        meta_path = Path(out) / RUN_JSON
+        saved = read_run_meta(out)["config"]
+        unknown = sorted(set(saved) - set(SECTIONS))
+        if unknown:
+            raise UserError(f"{meta_path}: config has unknown section {unknown[0]!r} (not written by scaling.run; "
+                            f"known: {', '.join(SECTIONS)})")
         try:
-            saved = json.loads((Path(out) / RUN_JSON).read_text())["config"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise UserError(f"{Path(out) / RUN_JSON}: unreadable ({exc})") from None
+            resolve_sections(SECTIONS, None, overrides=saved)   # the saved settings alone first
+        except UserError as exc:
+            raise UserError(f"{meta_path}: saved {exc}") from None
         return resolve_sections(SECTIONS, None, args, overrides=saved)
     return resolve_sections(SECTIONS, args.config, args)
 
@@ -86,144 +90,7 @@ def _resolve_config(args: argparse.Namespace) -> dict:
 def workload_hash(cfg: dict[str, Any]) -> str:
     """run.json's ``config_hash``: the settings that define one replica's work per iteration."""
     return config_hash({k: v for k, v in sections_to_dict(cfg).items() if k in BOLOGAN_SECTIONS},
-                       exclude=NOT_WORKLOAD)
-
-
-def _replicas_before_engine(sc: ScalingConfig, world: World) -> int | None:
-    """Replicas known without TensorFlow: one per process, except tf.distribute in one process
-    (its devices are known only once TensorFlow runs)."""
-    return world.size if sc.engine == "horovod" or world.size > 1 else None
-
-
-def _per_replica_batch(sc: ScalingConfig, replicas: int) -> int:
-    try:
-        return sc.per_replica_batch(replicas)
-    except ValueError as exc:
-        raise UserError(f"--global-batch: {exc} (strong mode)") from None
-
-
-def _out_path(sc: ScalingConfig, replicas: int) -> Path:
-    return Path(sc.out or f"results/{sc.study}/{sc.engine}-{sc.mode}-n{replicas}")
-
-
-def _not_writable(out: Path) -> str | None:
-    """Why ``out`` could not be created or written, judged without creating anything."""
-    probe = out
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
-    if not probe.is_dir():
-        return f"{out}: output directory not writable ({probe} is not a directory)"
-    if not os.access(probe, os.W_OK | os.X_OK):
-        return f"{out}: output directory not writable (no write permission on {probe})"
-    return None
-
-
-def _resume_mismatch(saved: dict[str, Any], now: dict[str, Any]) -> str | None:
-    """A setting that would make the resumed epochs measure something else than the first ones."""
-    for key, value in now.items():
-        if value is not None and key in saved and saved[key] != value:
-            return f"--resume with {key} {value!r}, but the run was started with {saved[key]!r}"
-    return None
-
-
-def _check_out(out: Path, resume: bool, workload_hash: str, shape: dict[str, Any]) -> str | None:
-    """Problem with the output directory, as a one-line message, or None. Writes nothing.
-
-    ``shape``: run.json keys a resumed run must keep (engine, mode, world size, batch, epoch
-    length); a value of None is not known yet and not compared.
-    """
-    meta_path = out / RUN_JSON
-    if resume:
-        if not meta_path.is_file():
-            return f"{out}: nothing to resume (no {RUN_JSON})"
-        try:
-            saved = json.loads(meta_path.read_text())
-        except (OSError, ValueError) as exc:
-            return f"{meta_path}: unreadable ({exc})"
-        if not isinstance(saved, dict):
-            return f"{meta_path}: expected a JSON object"
-        if saved.get("config_hash") != workload_hash:
-            return f"{out}: --resume with settings that change the workload (saved config_hash " \
-                   f"{saved.get('config_hash')}, now {workload_hash}); use a new --out"
-        mismatch = _resume_mismatch(saved, shape)
-        if mismatch:
-            return f"{out}: {mismatch}; use a new --out"
-        return _not_writable(out)
-    if meta_path.exists() or (out / CHECKPOINT_DIR).exists():
-        return f"{out}: already holds a run (use --resume to continue it, or choose another --out)"
-    return _not_writable(out)
-
-
-def _create_out(out: Path) -> str | None:
-    """Create ``out`` and prove a file can be written there; a problem as one line, or None."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".probe"):
-            pass
-    except OSError as exc:
-        return f"{out}: output directory not writable ({exc.strerror})"
-    return None
-
-
-def _check_enough_showers(n_showers: int, n_disc: int, batch: int, replicas: int, source: str) -> None:
-    need = n_disc * batch * replicas
-    if n_showers < need:
-        raise UserError(f"{source}: {n_showers} showers, but one iteration needs {need} "
-                        f"(n_disc {n_disc} x batch {batch} x {replicas} replicas)")
-
-
-@dataclass
-class _Checked:
-    """What the checks before TensorFlow found valid (values None are known only later)."""
-    args: argparse.Namespace
-    cfg: dict[str, Any]
-    workload: str
-    showers: Any
-    replicas: int | None
-    batch: int | None
-    out: Path | None
-    writer: RunWriter | None      # rank 0 of a resumed run: the records read back
-
-
-def _preflight(argv: list[str] | None, world: World) -> _Checked:
-    """Every check that needs no TensorFlow and no peer: arguments, config, batch split, output
-    directory (rank 0), data. Raises ``UserError``; writes nothing."""
-    args = parse_args(argv)
-    cfg = _resolve_config(args)
-    sc: ScalingConfig = cfg["scaling"]
-    sc.set_horovod_environment()
-    workload = workload_hash(cfg)
-    replicas = _replicas_before_engine(sc, world)
-    batch = out = writer = None
-    if replicas is not None:
-        batch = _per_replica_batch(sc, replicas)
-        out = _out_path(sc, replicas)
-        if world.rank == 0:
-            problem = _check_out(out, args.resume, workload, _shape(sc, replicas, batch))
-            if problem:
-                raise UserError(problem)
-            if args.resume:
-                writer = RunWriter.resume(out)
-    from bologan.pipeline import load_showers
-
-    showers = load_showers(cfg["data"], cfg["model"].particle, cfg["train"].seed)
-    if batch is not None:
-        _check_enough_showers(len(showers), cfg["train"].n_disc, batch, replicas,
-                              cfg["data"].data or "synthetic showers")
-    return _Checked(args, cfg, workload, showers, replicas, batch, out, writer)
-
-
-def _shape(sc: ScalingConfig, replicas: int | None, batch: int | None) -> dict[str, Any]:
-    return {"engine": sc.engine, "mode": sc.mode, "world_size": replicas, "per_rank_batch": batch,
-            "iterations_per_epoch": sc.iterations_per_epoch}
-
-
-def _agree(coll, world: World, problem: str | None) -> None:
-    """Every rank learns whether any rank found a problem; then all raise the first one."""
-    found = [(r, node, p) for r, (node, p) in enumerate(coll.allgather((world.node, problem))) if p]
-    if found:
-        rank, node, message = found[0]
-        raise _AgreedError(message if rank == 0 else f"rank {rank} on {node}: {message}")
+                       exclude=NOT_WORKLOAD_KEYS)
 
 
 def main(argv: list[str] | None = None, *, restore_signals: bool = True) -> int:
@@ -272,13 +139,106 @@ def _engine_from_argv(argv: list[str] | None) -> str:
             return a.split("=", 1)[1]
         if a == "--engine" and i + 1 < len(args):
             return args[i + 1]
-    return "horovod"
+    return ENGINE_HOROVOD
 
+
+# ------------------------------------------------------------------------ one run, step by step
 
 def _run(argv: list[str] | None, world: World, coll, stop: StopFlag) -> int:
-    # Bad input is found before TensorFlow is imported (seconds, not a minute), and every rank
-    # agrees on it before any rank goes on, so a problem one rank sees cannot leave the others
-    # waiting in a collective.
+    """One training run on this rank; every rank takes the same steps. Returns the exit code."""
+    # 1. Bad input is found before TensorFlow is imported (seconds, not a minute), and every
+    #    rank agrees on it before any goes on, so a problem one rank sees cannot leave the
+    #    others waiting in a collective.
+    checked = _checked_by_every_rank(argv, world, coll)
+    # 2. TensorFlow and the engine; only now is the replica count of tf.distribute in one
+    #    process known, and what depends on it is checked again.
+    engine = _start_engine(checked.cfg, world, coll)
+    ctx = _context(checked, engine, world, coll, stop)
+    # 3. Every check passed: only now is anything created on disk.
+    problem = coll.bcast(create_out(ctx.out) if world.rank == 0 else None)
+    if problem:
+        raise _AgreedError(problem)
+    # 4. The model and its compiled step; a resumed run continues from its latest checkpoint.
+    model = _build_model(ctx)
+    start_epoch = model.start_iteration // ctx.sc.iterations_per_epoch
+    nodes = coll.allgather(world.node)
+    t0 = time.monotonic()
+    if ctx.resume and start_epoch >= ctx.sc.epochs:
+        # Same answer on every rank (the checkpoint is rank 0's, broadcast by the engine).
+        ctx.log(f"{ctx.out}: all {ctx.sc.epochs} epochs are done already; nothing to resume (give a larger "
+                f"--epochs to train on)")
+        return EXIT_OK
+    # 5. run.json says "running" (rank 0 writes it) before the first epoch starts.
+    attempt = coll.bcast(_open_run_directory(ctx, model, nodes, start_epoch) if world.rank == 0 else 0)
+    # 6. The epochs, then run.json's final status.
+    try:
+        return _train(ctx, model, attempt, start_epoch, nodes, t0)
+    except Exception:
+        _record_failure(ctx.writer)
+        raise
+
+
+@dataclass
+class RunContext:
+    """What the steps of one run share on this rank, once the engine is set up."""
+    world: World
+    coll: Any                     # scaling.collectives: every rank's view of the others
+    stop: StopFlag
+    args: argparse.Namespace
+    cfg: dict[str, Any]           # resolved sections: model, train, data, scaling, energy
+    workload: str                 # run.json's config_hash
+    showers: Any                  # bologan.data.Showers this rank trains on
+    engine: Any                   # scaling.engines: Horovod, tf.distribute or single
+    replicas: int
+    batch: int                    # showers per critic step per replica
+    out: Path                     # the run directory
+    writer: RunWriter | None      # rank 0 only: the run directory's records
+    log: Callable[[str], None]    # progress lines: rank 0 prints them, the others stay quiet
+
+    @property
+    def sc(self) -> ScalingConfig:
+        return self.cfg["scaling"]
+
+    @property
+    def resume(self) -> bool:
+        return bool(self.args.resume)
+
+
+@dataclass
+class _Model:
+    gan: Any
+    step: Callable                # one training iteration, compiled for the engine
+    checkpoints: Any              # tf.train.CheckpointManager this rank saves with (None: it does not save)
+    scratch: Path | None          # non-chief tf.distribute workers: the folder their saves go to
+    precision: str                # Keras dtype policy
+    start_iteration: int
+
+    def save(self, iteration: int) -> None:
+        """Save ``ckpt-<iteration>``; a scratch save is removed at once (only the chief's is kept)."""
+        try:
+            self.checkpoints.save(checkpoint_number=iteration)
+        finally:
+            if self.scratch is not None:
+                shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+@dataclass
+class _Checked:
+    """What the checks before TensorFlow found valid (values None are known only later)."""
+    args: argparse.Namespace
+    cfg: dict[str, Any]
+    workload: str
+    showers: Any
+    replicas: int | None
+    batch: int | None
+    out: Path | None
+    writer: RunWriter | None      # rank 0 of a resumed run: the records read back
+
+
+# -- step 1: checks before TensorFlow -----------------------------------------------------------
+
+def _checked_by_every_rank(argv: list[str] | None, world: World, coll) -> _Checked:
+    """``_preflight`` on every rank; then all go on, or all raise the first problem found."""
     checked = problem = None
     try:
         checked = _preflight(argv, world)
@@ -286,194 +246,337 @@ def _run(argv: list[str] | None, world: World, coll, stop: StopFlag) -> int:
         problem = str(exc)
     if checked is not None and isinstance(coll, HorovodCollectives):
         # Horovod's Gloo collectives run TensorFlow ops, which fix the thread pools: set them first.
-        from bologan.tfsetup import configure
-
-        c = checked.cfg
-        configure(c["train"].threads or world.cores, c["train"].seed, c["scaling"].inter_op_threads)
+        _configure_tensorflow(checked.cfg, world)
     _agree(coll, world, problem)
     assert checked is not None
-    args, cfg = checked.args, checked.cfg
-    sc: ScalingConfig = cfg["scaling"]
-    model_cfg, train_cfg, data_cfg = cfg["model"], cfg["train"], cfg["data"]
-    log = (lambda msg: print(msg, flush=True)) if world.rank == 0 else (lambda msg: None)
+    return checked
 
-    from bologan.tfsetup import configure, quiet_tensorflow
+
+def _preflight(argv: list[str] | None, world: World) -> _Checked:
+    """Every check that needs no TensorFlow and no peer: arguments, config, batch split, output
+    directory (rank 0), data. Raises ``UserError``; writes nothing."""
+    args = parse_args(argv)
+    cfg = _resolve_config(args)
+    sc: ScalingConfig = cfg["scaling"]
+    sc.set_horovod_environment()
+    _enable_timeline(args, sc)
+    workload = workload_hash(cfg)
+    replicas = _replicas_before_engine(sc, world)
+    batch = out = writer = None
+    if replicas is not None:
+        batch = _per_replica_batch(sc, replicas)
+        out = _out_path(sc, replicas)
+        writer = _check_out_on_rank0(world, out, args.resume, workload, run_shape(sc, replicas, batch),
+                                     measurement_settings(cfg))
+    from bologan.pipeline import load_showers
+
+    showers = load_showers(cfg["data"], cfg["model"].particle, cfg["train"].seed)
+    if batch is not None:
+        _check_enough_showers(len(showers), cfg["train"].n_disc, batch, replicas,
+                              cfg["data"].data or "synthetic showers")
+    return _Checked(args, cfg, workload, showers, replicas, batch, out, writer)
+
+
+def _enable_timeline(args: argparse.Namespace, sc: ScalingConfig) -> None:
+    """--timeline: let Horovod record a timeline when asked (set before it initialises). The
+    file is started only once the run directory exists, so a refused run writes nothing."""
+    if not args.timeline:
+        return
+    if sc.engine != ENGINE_HOROVOD:
+        raise UserError(f"--timeline: Horovod's timeline needs --engine {ENGINE_HOROVOD} (this run uses {sc.engine})")
+    os.environ["HOROVOD_TIMELINE"] = "DYNAMIC"
+
+
+def _replicas_before_engine(sc: ScalingConfig, world: World) -> int | None:
+    """Replicas known without TensorFlow: one per process, except tf.distribute in one process
+    (its devices are known only once TensorFlow runs)."""
+    return world.size if sc.engine == ENGINE_HOROVOD or world.size > 1 else None
+
+
+def _per_replica_batch(sc: ScalingConfig, replicas: int) -> int:
+    try:
+        return sc.per_replica_batch(replicas)
+    except ValueError as exc:
+        raise UserError(f"--global-batch: {exc} (strong mode)") from None
+
+
+def _out_path(sc: ScalingConfig, replicas: int) -> Path:
+    return Path(sc.out or f"results/{sc.study}/{sc.engine}-{sc.mode}-n{replicas}")
+
+
+def _check_out_on_rank0(world: World, out: Path, resume: bool, workload: str,
+                        shape: dict[str, Any], settings: dict[str, Any]) -> RunWriter | None:
+    """Rank 0 only: refuse an unusable output directory; on --resume, the records read back."""
+    if world.rank != 0:
+        return None
+    problem = check_out(out, resume, workload, shape, settings)
+    if problem:
+        raise UserError(problem)
+    return RunWriter.resume(out) if resume else None
+
+
+def _check_enough_showers(n_showers: int, n_disc: int, batch: int, replicas: int, source: str) -> None:
+    need = n_disc * batch * replicas
+    if n_showers < need:
+        raise UserError(f"{source}: {n_showers} showers, but one iteration needs {need} "
+                        f"(n_disc {n_disc} x batch {batch} x {replicas} replicas)")
+
+
+def _agree(coll, world: World, problem: str | None) -> None:
+    """Every rank learns whether any rank found a problem; then all raise the first one."""
+    found = [(r, node, p) for r, (node, p) in enumerate(coll.allgather((world.node, problem))) if p]
+    if found:
+        rank, node, message = found[0]
+        raise _AgreedError(message if rank == 0 else f"rank {rank} on {node}: {message}")
+
+
+# -- step 2: TensorFlow, the engine and the run's context ---------------------------------------
+
+def _configure_tensorflow(cfg: dict[str, Any], world: World) -> None:
+    from bologan.tfsetup import configure
+
+    configure(cfg["train"].threads or world.cores, cfg["train"].seed, cfg["scaling"].inter_op_threads)
+
+
+def _start_engine(cfg: dict[str, Any], world: World, coll):
+    """The engine (Horovod, tf.distribute or single), set up on this rank's devices."""
+    from bologan.tfsetup import quiet_tensorflow
 
     quiet_tensorflow()
     from scaling.engines import make_engine
 
-    engine = make_engine(sc, world, coll)
-    configure(train_cfg.threads or world.cores, train_cfg.seed, sc.inter_op_threads)
+    engine = make_engine(cfg["scaling"], world, coll)
+    _configure_tensorflow(cfg, world)
     engine.setup()
+    return engine
+
+
+def _context(checked: _Checked, engine, world: World, coll, stop: StopFlag) -> RunContext:
+    """The run's context with the engine's replica count; batch, data and output directory are
+    checked again (and agreed) when that count was not known before TensorFlow."""
     replicas = engine.replicas
     batch, out, writer = checked.batch, checked.out, checked.writer
     if replicas != checked.replicas:
         # tf.distribute in one process: the replica count is known only now.
         problem = None
         try:
-            batch = _per_replica_batch(sc, replicas)
-            out = _out_path(sc, replicas)
-            _check_enough_showers(len(checked.showers), train_cfg.n_disc, batch, replicas,
-                                  data_cfg.data or "synthetic showers")
-            if world.rank == 0:
-                problem = _check_out(out, args.resume, checked.workload, _shape(sc, replicas, batch))
-                if not problem and args.resume:
-                    writer = RunWriter.resume(out)
+            batch, out, writer = _recheck_for_replicas(checked, world, replicas)
         except UserError as exc:
             problem = str(exc)
         _agree(coll, world, problem)
     assert batch is not None and out is not None
-    # Every check passed: only now is anything created on disk.
-    problem = coll.bcast(_create_out(out) if world.rank == 0 else None)
-    if problem:
-        raise _AgreedError(problem)
-    workload = checked.workload
+    log = (lambda msg: print(msg, flush=True)) if world.rank == 0 else (lambda msg: None)
+    return RunContext(world=world, coll=coll, stop=stop, args=checked.args, cfg=checked.cfg,
+                      workload=checked.workload, showers=checked.showers, engine=engine, replicas=replicas,
+                      batch=batch, out=out, writer=writer, log=log)
 
+
+def _recheck_for_replicas(checked: _Checked, world: World, replicas: int) -> tuple[int, Path, RunWriter | None]:
+    """``_preflight``'s batch, data and output-directory checks for ``replicas``; raises UserError."""
+    sc: ScalingConfig = checked.cfg["scaling"]
+    batch = _per_replica_batch(sc, replicas)
+    out = _out_path(sc, replicas)
+    _check_enough_showers(len(checked.showers), checked.cfg["train"].n_disc, batch, replicas,
+                          checked.cfg["data"].data or "synthetic showers")
+    writer = _check_out_on_rank0(world, out, checked.args.resume, checked.workload,
+                                 run_shape(sc, replicas, batch), measurement_settings(checked.cfg))
+    return batch, out, writer
+
+
+# -- step 4: the model --------------------------------------------------------------------------
+
+def _build_model(ctx: RunContext) -> _Model:
+    """The GAN and its step compiled for the engine; on --resume, the latest checkpoint restored."""
     from bologan.model import Gan, checkpoint_manager, set_precision
     from bologan.step import NoiseSpec, WganGpStep
-    from common.runinfo import cpu_model, git_commit, versions
 
+    sc, model_cfg, train_cfg, engine = ctx.sc, ctx.cfg["model"], ctx.cfg["train"], ctx.engine
     policy = set_precision(train_cfg, engine.on_gpu)
-    lr_scale = float(replicas) if sc.lr_scaling == "linear" else 1.0
+    lr_scale = float(ctx.replicas) if sc.lr_scaling == "linear" else 1.0
     with engine.scope():
         gan = Gan(model_cfg, train_cfg, lr_scale=lr_scale, loss_scale=policy == "mixed_float16")
-        # Per-replica noise streams differ by rank unless the global-noise check mode is on.
-        noise = NoiseSpec(seed=train_cfg.seed if sc.global_noise else train_cfg.seed + 7919 * world.rank,
-                          global_noise=sc.global_noise)
+        # Every replica's noise stream has the same checkpointed state; replicas differ by the
+        # replica index each keys its draws with (bologan.step), unless global noise is on.
+        noise = NoiseSpec(seed=train_cfg.seed, global_noise=sc.global_noise)
         step = WganGpStep(gan, model_cfg, train_cfg, replicas=engine.replicas_object(), noise=noise,
                           loss_scale=policy == "mixed_float16").compile(engine.wrap())
 
     # Horovod: rank 0 writes checkpoints. tf.distribute: every worker must take part in saving,
-    # so the non-chief workers save into a scratch folder that is thrown away.
-    writes_ckpt = engine.is_chief()
-    ckpt_root = out if writes_ckpt else Path(tempfile.mkdtemp(prefix=f"ckpt-rank{world.rank}-"))
-    manager = checkpoint_manager(gan, ckpt_root, KEEP_CHECKPOINTS)
-    attempt = 0
-    if args.resume:
-        latest = checkpoint_manager(gan, out, KEEP_CHECKPOINTS).latest_checkpoint
+    # so the non-chief workers save into a scratch folder, removed after each save.
+    scratch = manager = None
+    if engine.is_chief():
+        manager = checkpoint_manager(gan, ctx.out, KEEP_CHECKPOINTS)
+    elif sc.engine == ENGINE_MIRRORED:
+        scratch = _scratch_dir(ctx)
+        manager = checkpoint_manager(gan, scratch, KEEP_CHECKPOINTS)
+    if ctx.resume:
+        latest = checkpoint_manager(gan, ctx.out, KEEP_CHECKPOINTS).latest_checkpoint
         if latest:
-            gan.checkpoint().restore(latest).assert_existing_objects_matched()
-    engine.after_build(gan)
-    start_iteration = int(gan.iteration.numpy())
-    start_epoch = start_iteration // sc.iterations_per_epoch
-    nodes = coll.allgather(world.node)
-    t0 = time.monotonic()
-    if args.resume and start_epoch >= sc.epochs:
-        # Same answer on every rank (the checkpoint is rank 0's, broadcast by the engine).
-        log(f"{out}: all {sc.epochs} epochs are done already; nothing to resume (give a larger --epochs to "
-            f"train on)")
-        return EXIT_OK
-
-    if world.rank == 0:
-        if args.resume:
-            assert writer is not None
-            writer.remove_stale_temp_files()
-            attempt = len(writer.meta.get("restarts", [])) + 1
-            # Epochs at or after the checkpoint were not saved: their rows stay, flagged as
-            # interrupted, and the epochs are run again.
-            for rec in writer.epochs:
-                if rec.epoch >= start_epoch:
-                    rec.interrupted = True
-            writer.add_epochs([])
-            writer.meta.setdefault("restarts", []).append(
-                {"attempt": attempt, "time": _now(), "from_epoch": start_epoch})
-            writer.write_meta(status="running", end_time=None, exit_status=None, config=sections_to_dict(cfg))
-        else:
-            writer = RunWriter(out, {
-                "run_id": out.name, "study": sc.study, "status": "running", "config": sections_to_dict(cfg),
-                "config_hash": workload, "engine": sc.engine, "mode": sc.mode, "particle": model_cfg.particle,
-                "world_size": replicas, "processes": world.size, "nodes": len(set(nodes)),
-                "node_names": sorted(set(nodes)),
-                "ranks_per_node": max(nodes.count(n) for n in set(nodes)),
-                "per_rank_batch": batch, "global_batch": batch * replicas, "n_disc": train_cfg.n_disc,
-                "iterations_per_epoch": sc.iterations_per_epoch, "precision": policy,
-                "launcher": world.launcher, "versions": versions(),
-                "hardware": {"cpu_model": cpu_model(), "cores_per_rank": world.cores,
-                             "gpus_per_rank": 1 if engine.on_gpu else 0},
-                "engine_details": engine.describe(), "git_commit": git_commit(),
-                "start_time": _now(), "end_time": None, "exit_status": None, "restarts": [],
-                "timing": "time_s wall per epoch; comm_s in-graph timestamps around the gradient all-reduce "
-                          "(includes waiting for the slowest replica); data_wait_s blocked on the next batch; "
-                          "compute_s the rest of the step calls",
-            })
-            writer.write_meta()
-            # An empty epochs file from the start: a run killed in its first epoch is still a
-            # readable run directory that --resume can continue.
-            writer.add_epochs([])
-    else:
-        writer = None
-    attempt = coll.bcast(attempt)
-    try:
-        return _train(world, coll, cfg, engine, checked.showers, batch, replicas, step, manager, writes_ckpt,
-                      writer, attempt, start_iteration, start_epoch, nodes, out, t0, stop, log)
-    except Exception:
-        if writer is not None:
-            # Rank 0 failed: say so in run.json (a failure elsewhere kills rank 0 before it can).
             try:
-                writer.write_meta(status="failed", end_time=_now(), exit_status=EXIT_FAILURE)
-            except Exception:  # noqa: BLE001 - the original error matters more than this one
-                pass
-        raise
+                gan.checkpoint().restore(latest).assert_existing_objects_matched()
+            except AssertionError as exc:
+                # e.g. a checkpoint written before the noise generator's state was saved
+                raise UserError(f"{latest}: checkpoint does not hold this model's state "
+                                f"({str(exc).splitlines()[0][:120]}); use a new --out") from None
+    # Horovod broadcasts every variable from rank 0 (the iteration and noise state included);
+    # tf.distribute workers each restore the chief's files, so they are checked to agree.
+    engine.after_build(gan)
+    start = int(gan.iteration.numpy())
+    starts = ctx.coll.allgather(start)
+    if len(set(starts)) > 1:
+        raise _AgreedError(f"{ctx.out}: ranks resumed from different iterations {starts} (is --out on a "
+                           f"filesystem that every node sees?)")
+    return _Model(gan, step, manager, scratch, policy, start)
 
 
-def _train(world: World, coll, cfg: dict[str, Any], engine, showers, batch: int, replicas: int, step, manager,
-           writes_ckpt: bool, writer: RunWriter | None, attempt: int, start_iteration: int, start_epoch: int,
-           nodes: list[str], out: Path, t0: float, stop: StopFlag, log) -> int:
+def _scratch_dir(ctx: RunContext) -> Path:
+    """A non-chief tf.distribute worker's checkpoint folder: named here, created by each save and
+    removed after it, so that no worker leaves one behind (``_Model.save``)."""
+    return Path(tempfile.gettempdir()) / f".ckpt-scratch-{ctx.out.name}-rank{ctx.world.rank}-{os.getpid()}"
+
+
+# -- step 5: run.json ---------------------------------------------------------------------------
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def run_metadata(ctx: RunContext, *, precision: str, nodes: list[str]) -> dict[str, Any]:
+    """run.json's content when a run starts; ``nodes`` holds every rank's node name."""
+    from common.runinfo import cpu_model, git_commit, versions
+
+    sc, world, engine, train_cfg = ctx.sc, ctx.world, ctx.engine, ctx.cfg["train"]
+    names = set(nodes)
+    return {
+        "run_id": ctx.out.name, "study": sc.study, "status": STATUS_RUNNING, "config": sections_to_dict(ctx.cfg),
+        "config_hash": ctx.workload, "engine": sc.engine, "mode": sc.mode, "particle": ctx.cfg["model"].particle,
+        "world_size": ctx.replicas, "processes": world.size, "nodes": len(names), "node_names": sorted(names),
+        "ranks_per_node": max(nodes.count(n) for n in names),
+        "per_rank_batch": ctx.batch, "global_batch": ctx.batch * ctx.replicas, "n_disc": train_cfg.n_disc,
+        "iterations_per_epoch": sc.iterations_per_epoch, "precision": precision,
+        "launcher": world.launcher, "placement": os.environ.get(PLACEMENT_ENV),
+        "code_version": code_version().to_dict(), "versions": versions(),
+        "hardware": {"cpu_model": cpu_model(), "cores_per_rank": world.cores,
+                     "gpus_per_rank": 1 if engine.on_gpu else 0},
+        "engine_details": engine.describe(), "git_commit": git_commit(),
+        "start_time": _now(), "end_time": None, "exit_status": None, "restarts": [],
+        "timing": TIMING_NOTE,
+    }
+
+
+def _open_run_directory(ctx: RunContext, model: _Model, nodes: list[str], start_epoch: int) -> int:
+    """Rank 0: run.json (status running) and the epochs file before the first epoch; sets
+    ``ctx.writer`` for a new run. Returns this start's attempt number (0 for the first)."""
+    writer = ctx.writer
+    if not ctx.resume:
+        ctx.writer = writer = RunWriter(ctx.out, run_metadata(ctx, precision=model.precision, nodes=nodes))
+        writer.write_meta()
+        # An empty epochs file from the start: a run killed in its first epoch is still a
+        # readable run directory that --resume can continue.
+        writer.add_epochs([])
+        return 0
+    assert writer is not None
+    writer.remove_stale_temp_files()
+    attempt = len(writer.meta.get("restarts", [])) + 1
+    # Epochs at or after the checkpoint were not saved: their rows stay, flagged as
+    # interrupted, and the epochs are run again.
+    for rec in writer.epochs:
+        if rec.epoch >= start_epoch:
+            rec.interrupted = True
+    writer.add_epochs([])
+    writer.meta.setdefault("restarts", []).append({"attempt": attempt, "time": _now(), "from_epoch": start_epoch})
+    writer.write_meta(status=STATUS_RUNNING, end_time=None, exit_status=None, config=sections_to_dict(ctx.cfg))
+    return attempt
+
+
+def _record_failure(writer: RunWriter | None) -> None:
+    """Rank 0 failed: say so in run.json (a failure elsewhere kills rank 0 before it can)."""
+    if writer is None:
+        return
+    try:
+        writer.write_meta(status=STATUS_FAILED, end_time=_now(), exit_status=EXIT_FAILURE)
+    except Exception:  # noqa: BLE001 - the original error matters more than this one
+        pass
+
+
+# -- step 6: the epochs -------------------------------------------------------------------------
+
+def _train(ctx: RunContext, model: _Model, attempt: int, start_epoch: int, nodes: list[str], t0: float) -> int:
     """The epochs of this attempt, then run.json's final status; returns the exit code."""
-    from bologan.pipeline import IterationBatches
-    from energy.meter import EnergyMeter, resolve_gpu_index, tf_sync_devices
-    from energy.nvml import all_visible_indices
+    from energy.meter import EnergyMeter, tf_sync_devices
     from scaling.trainer import EpochPlan, run_epochs
 
-    sc: ScalingConfig = cfg["scaling"]
-    model_cfg, train_cfg, data_cfg = cfg["model"], cfg["train"], cfg["data"]
-    gpu_index, gpu_indices = None, None
-    if engine.on_gpu and len(engine.local_replica_ids()) > 1:
-        gpu_indices = all_visible_indices()[0]  # one process drives every local GPU: meter them all
-    elif engine.on_gpu:
-        gpu_index = resolve_gpu_index(world.local_rank)
-    meter = EnergyMeter(cfg["energy"], rank=world.rank, local_rank=world.local_rank, node=world.node,
-                        read_node_counters=world.reads_node_counters, gpu_index=gpu_index,
-                        gpu_indices=gpu_indices, t0=t0, sync=tf_sync_devices())
+    sc, train_cfg, engine, coll = ctx.sc, ctx.cfg["train"], ctx.engine, ctx.coll
+    meter = EnergyMeter.for_rank(ctx.world, ctx.cfg["energy"], t0=t0, on_gpu=engine.on_gpu,
+                                 gpus_in_process=len(engine.local_replica_ids()), sync=tf_sync_devices())
     descriptions = coll.gather(meter.describe())
-    if writer is not None:
-        writer.write_meta(energy=descriptions)
-
-    iterators = []
-    for rid in engine.local_replica_ids():
-        shard = IterationBatches(showers, data_cfg, train_cfg.n_disc, batch, train_cfg.seed).shard(rid, replicas)
-        iterators.append(iter(shard.dataset(start_iteration)))
+    if ctx.writer is not None:
+        ctx.writer.write_meta(energy=descriptions)
+    iterators = _input_iterators(ctx, model.start_iteration)
     plan = EpochPlan(epochs=sc.epochs, iterations_per_epoch=sc.iterations_per_epoch,
                      warmup_epochs=sc.warmup_epochs, attempt=attempt,
-                     showers_per_iteration=train_cfg.n_disc * batch * len(iterators))
+                     showers_per_iteration=train_cfg.n_disc * ctx.batch * len(iterators))
 
     def save_checkpoint(epoch: int) -> None:
-        if writes_ckpt or sc.engine == "mirrored":
-            manager.save(checkpoint_number=(epoch + 1) * sc.iterations_per_epoch)
+        if model.checkpoints is not None:
+            model.save((epoch + 1) * sc.iterations_per_epoch)
 
-    log(f"{sc.engine} {sc.mode}: {replicas} replicas on {len(set(nodes))} node(s), batch {batch} per replica, "
-        f"{model_cfg.particle}, epochs {start_epoch + 1}..{sc.epochs} x {sc.iterations_per_epoch} iterations -> {out}")
+    ctx.log(f"{sc.engine} {sc.mode}: {ctx.replicas} replicas on {len(set(nodes))} node(s), batch {ctx.batch} per "
+            f"replica, {ctx.cfg['model'].particle}, epochs {start_epoch + 1}..{sc.epochs} x "
+            f"{sc.iterations_per_epoch} iterations -> {ctx.out}")
+    timeline = ctx.out / TIMELINE_FILE.format(attempt=attempt) if ctx.args.timeline else None
     meter.start()
+    if timeline is not None:
+        engine.start_timeline(timeline)
     try:
-        completed = run_epochs(world=world, plan=plan, start_epoch=start_epoch, step=step, engine=engine,
-                               iterators=iterators, meter=meter, coll=coll, writer=writer,
-                               save_checkpoint=save_checkpoint, stop=stop, log=log)
+        completed = run_epochs(world=ctx.world, plan=plan, start_epoch=start_epoch, step=model.step, engine=engine,
+                               iterators=iterators, meter=meter, coll=coll, writer=ctx.writer,
+                               save_checkpoint=save_checkpoint, stop=ctx.stop, log=ctx.log)
     finally:
+        if timeline is not None:
+            engine.stop_timeline()
+            _complete_timeline(ctx, timeline)
         meter.stop()
-    leftover = coll.gather(meter.drain_samples())
+    return _finish(ctx, meter, completed, attempt)
+
+
+def _complete_timeline(ctx: RunContext, path: Path) -> None:
+    """On one rank Horovod reduces nothing, so its timeline file stays empty: make it the empty
+    trace ``[]``, which trace viewers open, rather than a file that is not JSON."""
+    if ctx.world.size == 1 and path.is_file() and path.stat().st_size == 0:
+        atomic_write_text(path, "[]\n")
+
+
+def _input_iterators(ctx: RunContext, start_iteration: int) -> list:
+    """One batch iterator per replica this process drives, positioned at ``start_iteration``."""
+    from bologan.pipeline import IterationBatches
+
+    data_cfg, train_cfg = ctx.cfg["data"], ctx.cfg["train"]
+    iterators = []
+    for rid in ctx.engine.local_replica_ids():
+        batches = IterationBatches(ctx.showers, data_cfg, train_cfg.n_disc, ctx.batch, train_cfg.seed)
+        iterators.append(iter(batches.shard(rid, ctx.replicas).dataset(start_iteration)))
+    return iterators
+
+
+def _finish(ctx: RunContext, meter, completed: bool, attempt: int) -> int:
+    """Gather the last power samples and the meters' final descriptions; run.json's status."""
+    coll, writer, out = ctx.coll, ctx.writer, ctx.out
+    leftover = coll.gather(power_table(meter.drain_samples(), attempt))
     # Described again after the run: now with the sampler's cost, wraps seen and read errors.
     descriptions = coll.gather(meter.describe())
-    status, code = ("completed", EXIT_OK) if completed else ("interrupted", EXIT_INTERRUPTED)
+    status, code = (STATUS_COMPLETED, EXIT_OK) if completed else (STATUS_INTERRUPTED, EXIT_INTERRUPTED)
     if writer is not None:
-        writer.add_power([s for rank_samples in leftover for s in rank_samples])
+        writer.add_power(leftover, attempt=attempt, label="end")
         writer.write_meta(status=status, end_time=_now(), exit_status=code, energy=descriptions)
         if completed:
-            log(f"done: results in {out} (analyse with: python -m analysis {out.parent} --out {out.parent / 'report'})")
+            ctx.log(f"done: results in {out} (analyse with: python -m analysis {out.parent} --out "
+                    f"{out.parent / 'report'})")
         else:
             # The stop is agreed: this rank may have stopped for a signal that reached another one.
-            why = signal.Signals(stop.signal).name if stop.signal else "a stop signal on another rank"
-            log(f"interrupted by {why}: completed epochs are saved up to the last checkpoint; continue with "
-                f"--resume --out {out}")
+            why = signal.Signals(ctx.stop.signal).name if ctx.stop.signal else "a stop signal on another rank"
+            ctx.log(f"interrupted by {why}: completed epochs are saved up to the last checkpoint; continue with "
+                    f"--resume --out {out}")
     coll.barrier()
     return code
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import sys
 import threading
 import time
@@ -11,13 +12,13 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
-from energy_fakes import two_socket_tree  # noqa: E402
+from energy_fakes import FakeGpu, fake_nvml, two_socket_tree  # noqa: E402
 
 from bologan.config import BOLOGAN_SECTIONS  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from common.settings import section_from_mapping  # noqa: E402
 from energy.config import EnergyConfig  # noqa: E402
-from energy.meter import EnergyMeter  # noqa: E402
+from energy.meter import EnergyMeter, Placement  # noqa: E402
 
 
 def meter_for(config: EnergyConfig, *, reader: bool = True, **kwargs) -> EnergyMeter:
@@ -78,6 +79,60 @@ def test_not_reader_rank_reports_no_node_energy(tmp_path):
     d = meter.describe()
     assert d["domains"]["cpu"]["devices"] == [] and d["powercap_root"] is None
     meter.stop()
+
+
+def meters_by_local_rank(tmp_path, env, **kwargs) -> dict[int, dict]:
+    """``describe()`` of the meters of ranks 6 and 7 (local ranks 0 and 1 of node n3)."""
+    two_socket_tree(tmp_path)
+    config = EnergyConfig(powercap_root=str(tmp_path))
+    nvml = fake_nvml([FakeGpu(uuid="GPU-aaaa"), FakeGpu(uuid="GPU-bbbb")])
+    out = {}
+    for local_rank in (0, 1):
+        meter = EnergyMeter.for_rank(Placement(6 + local_rank, local_rank, "n3"), config, t0=time.monotonic(),
+                                     env=env, nvml_module=nvml, **kwargs)
+        out[local_rank] = meter.describe()
+        meter.stop()
+    assert nvml.state["init"] == 0
+    return out
+
+
+def test_for_rank_reads_node_counters_on_local_rank_0_and_its_own_gpu(tmp_path):
+    d = meters_by_local_rank(tmp_path, {}, on_gpu=True)
+    assert [(d[i]["rank"], d[i]["local_rank"], d[i]["node"]) for i in (0, 1)] == [(6, 0, "n3"), (7, 1, "n3")]
+    assert d[0]["reads_node_counters"] and not d[1]["reads_node_counters"]
+    assert (d[0]["domains"]["cpu"]["source"], d[0]["domains"]["dram"]["source"]) == ("measured", "measured")
+    assert (d[1]["domains"]["cpu"]["source"], d[1]["domains"]["dram"]["source"]) == ("not_reader", "not_reader")
+    # No CUDA_VISIBLE_DEVICES: local rank i drives GPU i.
+    assert [d[i]["domains"]["gpu"]["devices"] for i in (0, 1)] == [["gpu0"], ["gpu1"]]
+
+
+def test_placement_default_is_a_process_alone_on_its_node(tmp_path):
+    two_socket_tree(tmp_path)
+    meter = EnergyMeter.for_rank(Placement(), EnergyConfig(powercap_root=str(tmp_path)), t0=time.monotonic(),
+                                 on_gpu=False)
+    d = meter.describe()
+    meter.stop()
+    assert (d["rank"], d["local_rank"], d["node"]) == (0, 0, socket.gethostname())
+    assert d["reads_node_counters"] and d["domains"]["cpu"]["source"] == "measured"
+
+
+def test_for_rank_gpu_from_visible_devices_or_none(tmp_path):
+    # The launcher bound one GPU per task: each rank meters that one, whatever its local rank.
+    d = meters_by_local_rank(tmp_path / "bound", {"CUDA_VISIBLE_DEVICES": "GPU-bbbb"}, on_gpu=True)
+    assert [d[i]["domains"]["gpu"]["devices"] for i in (0, 1)] == [["gpu1"], ["gpu1"]]
+    # Reordered list: entry number local rank.
+    d = meters_by_local_rank(tmp_path / "list", {"CUDA_VISIBLE_DEVICES": "1,0"}, on_gpu=True)
+    assert [d[i]["domains"]["gpu"]["devices"] for i in (0, 1)] == [["gpu1"], ["gpu0"]]
+    d = meters_by_local_rank(tmp_path / "cpu", {}, on_gpu=False)
+    assert [d[i]["domains"]["gpu"]["source"] for i in (0, 1)] == ["unavailable", "unavailable"]
+    assert d[0]["domains"]["gpu"]["reason"] == "no GPU assigned to this rank"
+
+
+def test_for_rank_one_process_driving_several_gpus_meters_them_all(tmp_path):
+    d = meters_by_local_rank(tmp_path, {}, on_gpu=True, gpus_in_process=2)
+    assert d[0]["domains"]["gpu"]["devices"] == ["gpu0", "gpu1"]
+    d = meters_by_local_rank(tmp_path / "one", {"CUDA_VISIBLE_DEVICES": "1"}, on_gpu=True, gpus_in_process=2)
+    assert d[0]["domains"]["gpu"]["devices"] == ["gpu1"]
 
 
 def write_proc_stat(path: Path, busy: int, idle: int, cpus: int = 4) -> None:

@@ -42,7 +42,7 @@ def test_monitor_measures_command_and_writes_files(tmp_path):
     assert summary["duration_s"] >= 0.15
     assert summary["domains"]["cpu"]["avg_power_w"] == summary["domains"]["cpu"]["energy_j"] / summary["duration_s"]
     table = pq.read_table(out / "power.parquet")
-    assert table.column_names == ["rank", "node", "t_s", "domain", "device", "watts", "source"]
+    assert table.column_names == ["rank", "node", "t_s", "domain", "device", "watts", "source", "attempt"]
     rows = table.to_pylist()
     assert {r["device"] for r in rows} == {"package-0", "package-1", "package-0:dram", "package-1:dram"}
     p1 = sorted((r["t_s"], r["watts"]) for r in rows if r["device"] == "package-1")

@@ -53,8 +53,8 @@ def run(argv: list[str], capsys) -> tuple[int, str, str]:
 
 def test_generated_file_validates_against_the_geometry(train_dir, tmp_path, capsys):
     out = tmp_path / "gan.parquet"
-    rc, stdout, err = run(["--checkpoint", str(train_dir), "--energies", "1024,65536", "--n", "30",
-                           "--seed", "3", "--out", str(out)], capsys)
+    rc, stdout, err = run(["--checkpoint", str(train_dir), "--energies", "1024,65536",
+                           "--events-per-energy", "30", "--seed", "3", "--out", str(out)], capsys)
     assert rc == 0, err
     showers = read_showers(out, particle="pions")      # validates layout, voxel count, values
     assert showers.particle is PIONS
@@ -69,8 +69,8 @@ def test_same_seed_same_showers_other_seed_differs(train_dir, tmp_path, capsys):
     paths = []
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
         paths.append(tmp_path / f"{name}.parquet")
-        assert run(["--checkpoint", str(train_dir), "--iteration", "5", "--energies", "4096", "--n", "8",
-                    "--seed", str(seed), "--out", str(paths[-1])], capsys)[0] == 0
+        assert run(["--checkpoint", str(train_dir), "--iteration", "5", "--energies", "4096",
+                    "--events-per-energy", "8", "--seed", str(seed), "--out", str(paths[-1])], capsys)[0] == 0
     a, b, c = (read_showers(p).voxels_mev for p in paths)
     assert np.array_equal(a, b)
     assert not np.array_equal(a, c)
@@ -80,18 +80,19 @@ def test_iterations_give_different_generators(train_dir, tmp_path, capsys):
     means = []
     for it in ITERATIONS:
         out = tmp_path / f"it{it}.parquet"
-        assert run(["--checkpoint", str(train_dir), "--iteration", str(it), "--energies", "65536", "--n", "4",
-                    "--out", str(out)], capsys)[0] == 0
+        assert run(["--checkpoint", str(train_dir), "--iteration", str(it), "--energies", "65536",
+                    "--events-per-energy", "4", "--out", str(out)], capsys)[0] == 0
         means.append(read_showers(out).voxels_mev.mean())
     assert means[1] > means[0]      # the output bias grew between the two checkpoints
 
 
 def test_all_energies_and_warnings(train_dir, tmp_path, capsys):
     out = tmp_path / "all.parquet"
-    rc, _, err = run(["--checkpoint", str(train_dir), "--energies", "all", "--n", "2", "--out", str(out)], capsys)
+    rc, _, err = run(["--checkpoint", str(train_dir), "--energies", "all", "--events-per-energy", "2",
+                      "--out", str(out)], capsys)
     assert rc == 0 and err == ""
     assert sorted(set(read_showers(out).momentum_mev)) == list(MOMENTA_MEV)
-    rc, _, err = run(["--checkpoint", str(train_dir), "--energies", "3000,100", "--n", "2",
+    rc, _, err = run(["--checkpoint", str(train_dir), "--energies", "3000,100", "--events-per-energy", "2",
                       "--out", str(tmp_path / "off.parquet")], capsys)
     assert rc == 0
     assert "3000 MeV is not one of the 15 dataset-1 momenta" in err
@@ -171,7 +172,7 @@ def test_negative_voxels_are_clipped_and_counted(tmp_path):
 
 
 @pytest.mark.parametrize("args, match", [
-    (["--n", "0"], "--n must be >= 1"),
+    (["--events-per-energy", "0"], "--events-per-energy must be >= 1"),
     (["--energies", "x"], "not a number"),
     (["--checkpoint", "/nonexistent/run"], "not found"),
     (["--iteration", "99"], "no checkpoint for iteration 99"),
@@ -179,7 +180,8 @@ def test_negative_voxels_are_clipped_and_counted(tmp_path):
 ])
 def test_bad_input_is_one_line_exit_2_nothing_written(train_dir, tmp_path, capsys, args, match):
     out = tmp_path / "never.parquet"
-    base = {"--checkpoint": str(train_dir), "--energies": "1024", "--n": "3", "--out": str(out)}
+    base = {"--checkpoint": str(train_dir), "--energies": "1024", "--events-per-energy": "3",
+            "--out": str(out)}
     for i in range(0, len(args), 2):
         base[args[i]] = args[i + 1]
     argv = [x for kv in base.items() for x in kv]
@@ -192,7 +194,8 @@ def test_bad_input_is_one_line_exit_2_nothing_written(train_dir, tmp_path, capsy
 def test_existing_output_needs_force(train_dir, tmp_path, capsys):
     out = tmp_path / "x.parquet"
     out.write_bytes(b"keep me")
-    argv = ["--checkpoint", str(train_dir), "--energies", "1024", "--n", "2", "--out", str(out)]
+    argv = ["--checkpoint", str(train_dir), "--energies", "1024", "--events-per-energy", "2",
+            "--out", str(out)]
     rc, _, err = run(argv, capsys)
     assert rc == 2 and "already exists" in err and out.read_bytes() == b"keep me"
     assert run(argv + ["--force"], capsys)[0] == 0
@@ -206,9 +209,18 @@ def test_checkpoint_that_does_not_match_the_config(train_dir, tmp_path, capsys):
     cfg["model"]["generator_widths"] = [8, 32]
     (bad / "config.json").write_text(json.dumps(cfg))
     out = tmp_path / "o.parquet"
-    rc, _, err = run(["--checkpoint", str(bad), "--energies", "1024", "--n", "2", "--out", str(out)], capsys)
+    rc, _, err = run(["--checkpoint", str(bad), "--energies", "1024", "--events-per-energy", "2",
+                      "--out", str(out)], capsys)
     assert rc == 2 and "does not hold a generator matching" in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_earlier_flag_spelling_n_still_works():
+    # --events-per-energy is bologan.evaluate's name for the same count; scripts may still say --n.
+    base = ["--checkpoint", "run", "--energies", "1024", "--out", "o.parquet"]
+    parser = generate.build_parser()
+    assert parser.parse_args([*base, "--n", "7"]).events_per_energy == 7
+    assert parser.parse_args([*base, "--events-per-energy", "9"]).events_per_energy == 9
 
 
 def test_help_runs_without_tensorflow():
@@ -219,3 +231,38 @@ def test_help_runs_without_tensorflow():
                          cwd=REPO, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0
     assert "--energies" in res.stdout and res.stdout.strip().endswith("False")
+
+
+def test_hdf5_out_is_calochallenge_format_and_round_trips(train_dir, tmp_path, capsys):
+    import h5py
+
+    from bologan.importers import import_calochallenge_hdf5
+
+    args = ["--checkpoint", str(train_dir), "--energies", "1024,65536", "--events-per-energy", "12",
+            "--seed", "4"]
+    h5, pq_out = tmp_path / "gan.hdf5", tmp_path / "gan.parquet"
+    assert run(args + ["--out", str(h5)], capsys)[0] == 0
+    assert run(args + ["--out", str(pq_out)], capsys)[0] == 0
+    with h5py.File(h5, "r") as fh:
+        assert fh["incident_energies"].shape == (24, 1)
+        assert fh["showers"].shape == (24, PIONS.n_voxels)
+        assert fh.attrs["units"] == "MeV" and fh.attrs["particle"] == "pions"
+    back = import_calochallenge_hdf5(h5, "pions")
+    same = read_showers(pq_out)
+    assert np.array_equal(back.momentum_mev, np.repeat([1024.0, 65536.0], 12))
+    assert np.array_equal(back.voxels_mev, same.voxels_mev)     # the same showers as the Parquet file
+
+
+def test_hdf5_writer_refuses_bad_showers_and_missing_h5py(train_dir, tmp_path, capsys, monkeypatch):
+    from bologan.dataio import Showers
+    from bologan.importers import write_calochallenge_hdf5
+
+    bad = Showers(PIONS, np.array([1024.0]), -np.ones((1, PIONS.n_voxels), np.float32), "test")
+    with pytest.raises(UserError, match="negative voxel energies"):
+        write_calochallenge_hdf5(tmp_path / "bad.hdf5", bad)
+    assert list(tmp_path.iterdir()) == []                      # nothing half-written
+    monkeypatch.setitem(sys.modules, "h5py", None)             # import h5py -> ImportError
+    rc, _, err = run(["--checkpoint", str(train_dir), "--energies", "1024", "--events-per-energy", "2",
+                      "--out", str(tmp_path / "x.h5")], capsys)
+    assert rc == 2 and "writing HDF5 needs h5py" in err and err.count("\n") == 1
+    assert not (tmp_path / "x.h5").exists()

@@ -1,16 +1,19 @@
-"""bologan.inference: result fields, timing budget, energy provenance, plot, CLI errors."""
+"""bologan.inference: result fields, timing budget, energy provenance, plot, CLI
+(``python -m bologan.bench --inference``) and its errors."""
 from __future__ import annotations
 
 import itertools
 import json
 import math
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bologan import comparison, inference
+from bologan import bench, comparison, inference, inference_energy, inference_timing
 from common.errors import UserError
 from energy.config import EnergyConfig
 from energy.records import EnergyWindow
@@ -120,17 +123,17 @@ def _window(**kw) -> EnergyWindow:
 
 def test_combine_energy_never_mixes_measured_and_estimated():
     w = _window(gpu_energy_j=30.0, gpu_energy_source="measured", cpu_energy_j=5.0, cpu_energy_source="estimated")
-    e = inference.combine_energy(w, showers=100)
+    e = inference_energy.combine_energy(w, showers=100)
     assert (e.energy_j, e.energy_source, e.energy_domains) == (30.0, "measured", ["gpu"])
     assert e.energy_per_1000_showers_j == pytest.approx(300.0)
     w = _window(cpu_energy_j=5.0, cpu_energy_source="estimated")
-    e = inference.combine_energy(w, showers=10)
+    e = inference_energy.combine_energy(w, showers=10)
     assert (e.energy_source, e.energy_per_1000_showers_j) == ("estimated", pytest.approx(500.0))
     w = _window(gpu_energy_j=1.0, gpu_energy_source="measured", cpu_energy_j=2.0, cpu_energy_source="measured",
                 dram_energy_j=3.0, dram_energy_source="measured")
-    assert inference.combine_energy(w, showers=6000).energy_per_1000_showers_j == pytest.approx(1.0)
+    assert inference_energy.combine_energy(w, showers=6000).energy_per_1000_showers_j == pytest.approx(1.0)
     describe = {"domains": {"gpu": {"reason": "no GPU"}, "cpu": {"reason": "RAPL root-only"}, "dram": {}}}
-    e = inference.combine_energy(_window(), showers=10, describe=describe)
+    e = inference_energy.combine_energy(_window(), showers=10, describe=describe)
     assert e.energy_j is None and e.energy_source == "unavailable"
     assert "gpu: no GPU" in e.energy_reason and "cpu: RAPL root-only" in e.energy_reason
 
@@ -147,26 +150,26 @@ def test_time_budget_rules():
 
     # Fast calls: the time budget decides (0.5 s at 0.05 s per clock read, 2 reads per call).
     s = inference.InferenceSettings(min_time_s=0.5, min_calls=3, max_time_s=10, warmup_calls=2)
-    res = inference.time_batch(call, (None, None), 4, s, clock=fake_clock(0.05))
+    res = inference_timing.time_batch(call, (None, None), 4, s, clock=fake_clock(0.05))
     assert res.calls >= 3 and res.time_s >= 0.5 and len(calls) == res.calls + 2
     # Slow calls: the minimum number of calls decides.
-    res = inference.time_batch(call, (None, None), 4, s, clock=fake_clock(1.0))
+    res = inference_timing.time_batch(call, (None, None), 4, s, clock=fake_clock(1.0))
     assert res.calls == 3
     # Very slow calls: max_time_s stops early, with at least one call.
     s = inference.InferenceSettings(min_time_s=0.5, min_calls=50, max_time_s=3, warmup_calls=0)
-    res = inference.time_batch(call, (None, None), 4, s, clock=fake_clock(1.0))
+    res = inference_timing.time_batch(call, (None, None), 4, s, clock=fake_clock(1.0))
     assert 1 <= res.calls < 50
 
 
 def test_latency_stats():
-    st = inference.latency_stats([0.001] * 99 + [0.1])
+    st = inference_timing.latency_stats([0.001] * 99 + [0.1])
     assert st["median_ms"] == pytest.approx(1.0) and st["max_ms"] == pytest.approx(100.0)
     assert 1.0 < st["p99_ms"] <= 100.0
 
 
 def test_cli_writes_json_and_plot_readable_by_comparison(tmp_path, capsys):
     out = tmp_path / "inf" / "pions.json"
-    rc = inference.main_inference(["--inference", "--particle", "pions", "--batch-sizes", "1,4",
+    rc = bench.main(["--inference", "--particle", "pions", "--batch-sizes", "1,4",
                                    "--on-demand-calls", "4", "--warmup-calls", "1", "--min-time-s", "0.01",
                                    "--min-calls", "2", "--precision", "mixed", "--out", str(out),
                                    "--powercap-root", str(tmp_path)])
@@ -205,7 +208,8 @@ def test_xla_and_a_checkpoint(tmp_path):
 @pytest.mark.parametrize("argv, match", [
     (["--batch-sizes", "0,4"], "--batch-sizes: 0"),
     (["--batch-sizes", "4,4"], "listed twice"),
-    (["--batch-sizes", "a"], "not a comma-separated list"),
+    (["--batch-sizes", "a"], "--batch-sizes: 'a' is not a batch size"),
+    (["--batch-sizes", ","], "--batch-sizes: empty list"),
     (["--precision", "half"], "invalid choice"),
     (["--on-demand-calls", "0"], "--on-demand-calls must be >= 1"),
     (["--min-time-s", "2", "--max-time-s", "1"], "--max-time-s must be >= --min-time-s"),
@@ -214,7 +218,7 @@ def test_xla_and_a_checkpoint(tmp_path):
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, match):
     out = tmp_path / "r.json"
-    rc = inference.main_inference(argv + ["--out", str(out)])
+    rc = bench.main(["--inference"] + argv + ["--out", str(out)])
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1 and match in err
     assert not out.exists()
@@ -225,3 +229,57 @@ def test_settings_check_directly():
         inference.InferenceSettings(batch_sizes=[]).check()
     inference.InferenceSettings().check()
     assert inference.DEFAULT_BATCH_SIZES[-1] == 16384 and np.all(np.diff(inference.DEFAULT_BATCH_SIZES) > 0)
+
+
+def test_json_flag_prints_the_result_also_with_out(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    rc = bench.main(["--inference", "--json", "--batch-sizes", "2", "--on-demand-calls", "2", "--warmup-calls", "0",
+                     "--min-time-s", "0", "--min-calls", "1", "--no-plot", "--out", str(out),
+                     "--powercap-root", str(tmp_path)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    printed = json.loads(captured.out)
+    assert printed == json.loads(out.read_text()) and "plots" not in printed
+    assert [b["batch_size"] for b in printed["batches"]] == [2] and printed["on_demand"]["calls"] == 2
+    assert "peak throughput" in captured.err       # the summary stays on stderr
+
+
+def test_python_m_bologan_bench_inference_json(tmp_path):
+    """The one command-line way into the benchmark, as a user types it."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run([sys.executable, "-m", "bologan.bench", "--inference", "--json", "--particle", "pions",
+                           "--batch-sizes", "1,2", "--on-demand-calls", "2", "--warmup-calls", "0",
+                           "--min-time-s", "0", "--min-calls", "1", "--powercap-root", str(tmp_path)],
+                          cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    assert r["kind"] == inference.RESULT_KIND and r["particle"] == "pions"
+    assert [b["batch_size"] for b in r["batches"]] == [1, 2]
+
+
+def test_help_of_both_modes_shows_defaults(capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--inference", "--help"])
+    text = " ".join(capsys.readouterr().out.split())     # argparse wraps lines at the terminal width
+    assert exc.value.code == 0 and "python -m bologan.bench --inference" in text
+    assert "(default: 1,4,16,64,256,1024,4096,16384)" in text and "--json" in text
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert exc.value.code == 0 and "--batch-size" in text and "(default: 128)" in text and "--inference" in text
+
+
+def test_training_bench_refuses_bad_values_in_one_line(capsys):
+    assert bench.main(["--batch-size", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: python -m bologan.bench: --batch-size") and err.count("\n") == 1
+    assert bench.main(["--inf", "--json"]) == 2      # never the training benchmark by mistake
+    assert "write --inference in full" in capsys.readouterr().err
+
+
+def test_python_m_bologan_inference_points_to_the_one_command():
+    proc = subprocess.run([sys.executable, "-m", "bologan.inference", "--particle", "pions"],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == "error: the inference benchmark runs as: python -m bologan.bench --inference ...\n"

@@ -1,10 +1,10 @@
 """Run under ``mpirun -np 2``: two ranks share one (fake) node; node energy must appear once.
 
 Usage: energy_mpi_node.py POWERCAP_ROOT. Every rank builds an EnergyMeter over the same tree;
-the local rank from Open MPI decides which one reads the node counters. Rank 0 changes the
-counters inside a window, both ranks gather their windows to rank 0, and rank 0 checks that the
-sum over ranks equals the tree's change (not twice it). Prints one JSON line on rank 0 and exits
-non-zero there when a check fails.
+the local rank from Open MPI decides (through ``EnergyMeter.for_rank``) which one reads the
+node counters. Rank 0 changes the counters inside a window, both ranks gather their windows to
+rank 0, and rank 0 checks that the sum over ranks equals the tree's change (not twice it).
+Prints one JSON line on rank 0 and exits non-zero there when a check fails.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from energy_fakes import FakePowercap  # noqa: E402
 
 from energy.config import EnergyConfig  # noqa: E402
-from energy.meter import EnergyMeter  # noqa: E402
+from energy.meter import EnergyMeter, Placement  # noqa: E402
 
 PACKAGE_DELTA_UJ = {"intel-rapl:0": 5_000_000, "intel-rapl:1": 2_500_000}
 DRAM_DELTA_UJ = {"intel-rapl:0:1": 750_000}
@@ -36,8 +36,7 @@ def main() -> int:
     t0 = comm.bcast(time.monotonic() if rank == 0 else None)
     # A long interval: the sampler thread runs but takes no pass while rank 0 rewrites the files.
     config = EnergyConfig(sample_interval_s=30.0, powercap_root=str(tree.root))
-    meter = EnergyMeter(config, rank=rank, local_rank=local_rank, node="fake-node",
-                        read_node_counters=local_rank == 0, gpu_index=None, t0=t0)
+    meter = EnergyMeter.for_rank(Placement(rank, local_rank, "fake-node"), config, t0=t0, on_gpu=False)
     meter.start()
     comm.Barrier()
     meter.begin("epoch-0")
