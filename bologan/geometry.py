@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from common.errors import UserError
+from common.vocab import PARTICLE_NAMES, PARTICLE_PHOTONS, PARTICLE_PIONS  # noqa: F401 (PARTICLE_NAMES re-exported)
 
 MOMENTA_MEV: tuple[float, ...] = tuple(float(2**i) for i in range(8, 23))
 """The 15 incident momenta of dataset 1, MeV."""
@@ -68,24 +69,43 @@ class Particle:
     def ekin_max_mev(self) -> float:
         return float(self.ekin_mev(MOMENTA_MEV[-1]))
 
-    def momentum_for_ekin(self, ekin_mev: float | np.ndarray) -> float | np.ndarray:
-        """Inverse of ``ekin_mev``: p = sqrt((E + m)^2 - m^2), MeV."""
-        e = np.asarray(ekin_mev, dtype=np.float64)
-        p = np.sqrt((e + self.mass_mev) ** 2 - self.mass_mev**2)
-        return float(p) if p.ndim == 0 else p
+    def radial_edges_mm(self, layer_id: int) -> tuple[float, ...]:
+        """Radial bin edges of layer ``layer_id``, mm (``RADIAL_EDGES_MM``)."""
+        return RADIAL_EDGES_MM[self.name][layer_id]
 
 
 PHOTONS = Particle(
-    name="photons", pid=22, mass_mev=0.0,
+    name=PARTICLE_PHOTONS, pid=22, mass_mev=0.0,
     layers=(Layer(0, 8, 1), Layer(1, 16, 10), Layer(2, 19, 10), Layer(3, 5, 1), Layer(12, 5, 1)),
 )
 PIONS = Particle(
-    name="pions", pid=211, mass_mev=139.57,
+    name=PARTICLE_PIONS, pid=211, mass_mev=139.57,
     layers=(Layer(0, 8, 1), Layer(1, 10, 10), Layer(2, 10, 10), Layer(3, 5, 1),
             Layer(12, 15, 10), Layer(13, 16, 10), Layer(14, 10, 1)),
 )
+RADIAL_EDGES_MM: dict[str, dict[int, tuple[float, ...]]] = {
+    "photons": {
+        0: (0, 5, 10, 30, 50, 100, 200, 400, 600),
+        1: (0, 2, 4, 6, 8, 10, 12, 15, 20, 30, 40, 50, 70, 90, 120, 150, 200),
+        2: (0, 2, 5, 10, 15, 20, 25, 30, 40, 50, 60, 80, 100, 130, 160, 200, 250, 300, 350, 400),
+        3: (0, 50, 100, 200, 400, 600),
+        12: (0, 100, 200, 400, 1000, 2000),
+    },
+    "pions": {
+        0: (0, 5, 10, 30, 50, 100, 200, 400, 600),
+        1: (0, 1, 4, 7, 10, 15, 30, 50, 90, 150, 200),
+        2: (0, 5, 10, 20, 30, 50, 80, 130, 200, 300, 400),
+        3: (0, 50, 100, 200, 400, 600),
+        12: (0, 10, 20, 30, 50, 80, 100, 130, 160, 200, 250, 300, 350, 400, 1000, 2000),
+        13: (0, 10, 20, 30, 50, 80, 100, 130, 160, 200, 250, 300, 350, 400, 600, 1000, 2000),
+        14: (0, 50, 100, 150, 200, 250, 300, 400, 600, 1000, 2000),
+    },
+}
+"""Radial bin edges (mm, local frame) per particle and layer id, from the CaloChallenge
+dataset-1 binning files; each layer's angular bins (``Layer.n_alpha``) divide [-pi, pi]
+uniformly. len(edges) - 1 == ``Layer.n_radial`` (tested)."""
+
 PARTICLES: dict[str, Particle] = {p.name: p for p in (PHOTONS, PIONS)}
-PARTICLE_NAMES: tuple[str, ...] = tuple(PARTICLES)
 _BY_PID = {p.pid: p for p in PARTICLES.values()}
 
 
@@ -96,12 +116,6 @@ def particle(name_or_pid: str | int) -> Particle:
     if isinstance(name_or_pid, str) and name_or_pid in PARTICLES:
         return PARTICLES[name_or_pid]
     raise UserError(f"unknown particle {name_or_pid!r} (known: {', '.join(PARTICLES)}, or pid 22/211)")
-
-
-def nearest_momentum_index(momentum_mev: np.ndarray) -> np.ndarray:
-    """Index into ``MOMENTA_MEV`` of the closest grid point (in log2), per event."""
-    lp = np.log2(np.maximum(np.asarray(momentum_mev, dtype=np.float64), 1e-9))
-    return np.clip(np.rint(lp - 8).astype(np.int64), 0, len(MOMENTA_MEV) - 1)
 
 
 def is_grid_momentum(momentum_mev: float) -> bool:

@@ -1,4 +1,6 @@
-"""Importers for the two public shower formats, returning ``bologan.dataio.Showers`` (MeV).
+"""Importers for the two public shower formats, returning ``bologan.dataio.Showers`` (MeV), and
+the one exporter: showers written back as CaloChallenge HDF5, so that the community's own
+evaluation scripts read generated showers.
 
 - CaloChallenge dataset-1 HDF5: datasets ``incident_energies`` (N, 1) and ``showers``
   (N, n_voxels), both MeV.  Needs h5py (the ``hdf5`` extra), imported only here.
@@ -17,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from bologan.dataio import Showers, check_showers
+from common.atomic import atomic_write
 from common.errors import UserError
 from bologan.geometry import Particle
 from bologan.geometry import particle as lookup_particle
@@ -26,6 +29,10 @@ log = logging.getLogger(__name__)
 _GZIP_MAGIC = b"\x1f\x8b"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _CSV_NAME = re.compile(r"^pid(\d+)_E(\d+)_eta_(\d+)_(\d+)_voxalisation\.csv$")
+HDF5_ENERGIES = "incident_energies"
+HDF5_SHOWERS = "showers"
+HDF5_SUFFIXES = (".hdf5", ".h5")
+"""File name endings that ``bologan.generate --out`` writes as CaloChallenge HDF5."""
 
 
 def _as_particle(particle: str | Particle) -> Particle:
@@ -66,8 +73,8 @@ def import_calochallenge_hdf5(path: str | os.PathLike, particle: str | Particle)
     except OSError as exc:
         raise UserError(f"{p}: not an HDF5 file or truncated ({_first_line(exc)})") from None
     with fh:
-        energies = _dataset(fh, p, "incident_energies")
-        showers = _dataset(fh, p, "showers")
+        energies = _dataset(fh, p, HDF5_ENERGIES)
+        showers = _dataset(fh, p, HDF5_SHOWERS)
         if energies.ndim == 2 and energies.shape[1] == 1 or energies.ndim == 1:
             n = energies.shape[0]
         else:
@@ -92,6 +99,41 @@ def import_calochallenge_hdf5(path: str | os.PathLike, particle: str | Particle)
                      source=f"imported from {p.name}")
     check_showers(result, str(p))
     return result
+
+
+def require_h5py():
+    """The h5py module; a one-line ``UserError`` naming the extra when it is not installed."""
+    try:
+        import h5py
+    except ImportError:
+        raise UserError("writing HDF5 needs h5py: install the hdf5 extra "
+                        "(pip install 'bologan-scaling[hdf5]')") from None
+    return h5py
+
+
+def write_calochallenge_hdf5(path: str | os.PathLike, showers: Showers) -> None:
+    """Write ``showers`` as a CaloChallenge dataset-1 file, atomically (never a partial file).
+
+    ``incident_energies`` (N, 1) float64 and ``showers`` (N, n_voxels) float32, both MeV, in the
+    dataset-1 voxel order; the incident energy is the momentum, as in the challenge's files.
+    File attributes record the particle, units and provenance (the challenge's readers ignore them).
+    """
+    target = Path(path)
+    check_showers(showers, f"{target.name} (not written)")
+    if target.is_dir():
+        raise UserError(f"{target}: is a directory; give a file name for the output")
+    h5py = require_h5py()
+
+    def write(tmp: str) -> None:
+        with h5py.File(tmp, "w") as fh:
+            fh.create_dataset(HDF5_ENERGIES, data=showers.momentum_mev.reshape(-1, 1).astype(np.float64))
+            fh.create_dataset(HDF5_SHOWERS, data=np.ascontiguousarray(showers.voxels_mev, dtype=np.float32))
+            fh.attrs.update({"particle": showers.particle.name, "units": "MeV", "source": showers.source})
+
+    try:
+        atomic_write(target, write)
+    except OSError as exc:
+        raise UserError(f"{target}: cannot write ({exc.strerror or exc})") from None
 
 
 def _dataset(fh, path: Path, key: str):

@@ -10,10 +10,24 @@ Geant4 reference:
   (ROOT ``Chi2TestX`` option "WW"), evaluated on raw counts. Normalising both histograms to unit
   area first, as BoloGAN does, does not change the value (the test is scale-invariant when the
   bin errors scale with the contents), so counts are used directly.
+- chi2 with overflow: the same 30 bins plus an underflow and an overflow bin, filled from both
+  samples, so showers outside the range count against the checkpoint instead of vanishing. It is
+  finite whenever both samples are non-empty, and equals the BoloGAN value when every shower of
+  both samples lies inside the range (the two extra bins are then empty in both and skipped).
+  Reported with the fraction of generated showers outside the range.
 - W1 (GeV) and KS distance on the unbinned Etot samples, as extra diagnostics.
 
-A checkpoint's score is sum(chi2) / sum(NDF) over the momenta; the best checkpoint has the
-lowest score, ties going to the later iteration (as in BoloGAN).
+A checkpoint's chi2/NDF is sum(chi2) / sum(NDF) over the momenta (either variant). The best
+checkpoint has the lowest ``SELECTION_METRIC``, ties going to the later iteration (as in
+BoloGAN). That metric is the overflow variant: BoloGAN's rule is +inf for every checkpoint at
+which some momentum has no generated shower inside the range, so early in training it cannot
+rank checkpoints at all, and later it ignores how many showers miss the range; the overflow
+variant ranks every checkpoint and coincides with BoloGAN's once the showers fall inside.
+
+``score_showers`` adds the CaloChallenge high-level-feature metrics (``bologan.features``):
+per-feature separation powers and the Fréchet distance over the standardised feature vector.
+This module is the one place evaluation scores come from (``bologan.evaluate``, training-time
+evaluation, tests).
 """
 from __future__ import annotations
 
@@ -24,6 +38,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 from scipy.stats import wasserstein_distance
 
+from bologan import features as hlf
 from bologan.geometry import particle as lookup_particle
 
 MEV_PER_GEV = 1000.0
@@ -39,6 +54,9 @@ PEAK_BINS = 100
 
 DEFAULT_BINS = 30
 """Bins of the chi2 histograms over the reference range."""
+
+SELECTION_METRIC = "chi2_ndf_overflow"
+"""The score ``best_iteration`` minimises by default (see the module docstring for why)."""
 
 
 def range_factors(particle: str) -> tuple[float, float]:
@@ -137,21 +155,72 @@ class EnergyScore:
     range_hi_gev: float
     n_ref: int                    # showers compared
     n_gen: int
+    chi2_overflow: float = math.nan   # with underflow and overflow bins
+    ndf_overflow: int = 0
+    gen_out_of_range_fraction: float = math.nan   # generated showers outside [lo, hi]
+    ref_out_of_range_fraction: float = math.nan
+
+
+@dataclass
+class FeatureScore:
+    """High-level-feature agreement of one checkpoint, all momenta pooled (dimensionless)."""
+    fpd: float                            # Fréchet distance, reference-standardised features
+    separation: dict[str, float]          # per feature name
+    groups: dict[str, str]                # feature name -> bologan.features.FEATURE_GROUPS entry
+
+    @property
+    def sep_power_mean(self) -> float:
+        return float(np.mean(list(self.separation.values())))
+
+    @property
+    def sep_power_max(self) -> float:
+        return max(self.separation.values())
+
+    @property
+    def sep_power_max_feature(self) -> str:
+        return max(self.separation, key=self.separation.__getitem__)
+
+    def group_means(self) -> dict[str, float]:
+        """Mean separation power per feature group (NaN for a group with no feature)."""
+        out = {}
+        for group in hlf.FEATURE_GROUPS:
+            vals = [v for k, v in self.separation.items() if self.groups[k] == group]
+            out[group] = float(np.mean(vals)) if vals else math.nan
+        return out
+
+    def eval_fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {"fpd": self.fpd, "sep_power_mean": self.sep_power_mean,
+                                  "sep_power_max": self.sep_power_max,
+                                  "sep_power_max_feature": self.sep_power_max_feature}
+        fields.update({f"sep_{g}": v for g, v in self.group_means().items()})
+        return fields
 
 
 @dataclass
 class CheckpointScore:
-    """One checkpoint over all momenta: chi2 and NDF summed, W1 (GeV) and KS averaged."""
+    """One checkpoint over all momenta: chi2 and NDF summed (both variants), W1 (GeV) and KS
+    averaged, the out-of-range fraction pooled, and the feature scores when computed."""
     chi2: float
     ndf: int
     chi2_ndf: float
     w1_gev: float
     ks: float
+    chi2_overflow: float = math.nan
+    ndf_overflow: int = 0
+    chi2_ndf_overflow: float = math.nan
+    out_of_range_fraction: float = math.nan   # generated showers outside the chi2 range
+    features: FeatureScore | None = None
 
     def eval_fields(self, iteration: int) -> dict[str, Any]:
         """Keyword arguments of ``common.rundir.EvalRecord`` (whose ``w1`` is in GeV)."""
-        return {"iteration": int(iteration), "chi2": self.chi2, "ndf": self.ndf,
-                "chi2_ndf": self.chi2_ndf, "w1": self.w1_gev, "ks": self.ks}
+        fields = {"iteration": int(iteration), "chi2": self.chi2, "ndf": self.ndf,
+                  "chi2_ndf": self.chi2_ndf, "w1": self.w1_gev, "ks": self.ks,
+                  "chi2_overflow": self.chi2_overflow, "ndf_overflow": self.ndf_overflow,
+                  "chi2_ndf_overflow": self.chi2_ndf_overflow,
+                  "out_of_range_fraction": self.out_of_range_fraction}
+        if self.features is not None:
+            fields.update(self.features.eval_fields())
+        return fields
 
 
 def score_energy(etot_ref_mev: np.ndarray, etot_gen_mev: np.ndarray, momentum_mev: float,
@@ -165,12 +234,22 @@ def score_energy(etot_ref_mev: np.ndarray, etot_gen_mev: np.ndarray, momentum_me
     if gen.size == 0:
         raise ValueError(f"no generated showers at {momentum_mev:g} MeV")
     lo, hi = reference_range(ref, a, b, e_nominal=ekin_mev / MEV_PER_GEV)
-    h_ref, _ = np.histogram(ref, bins=bins, range=(lo, hi))
-    h_gen, _ = np.histogram(gen, bins=bins, range=(lo, hi))
-    chi2, ndf = chi2_ww(h_ref, h_gen)
+    edges = np.linspace(lo, hi, bins + 1)
+    # [underflow, bins..., overflow]; BoloGAN's histograms are the in-range bins alone.
+    f_ref, f_gen = hlf.flow_histogram(ref, edges), hlf.flow_histogram(gen, edges)
+    chi2, ndf = chi2_ww(f_ref[1:-1], f_gen[1:-1])
+    chi2_of, ndf_of = chi2_ww(f_ref, f_gen)
+    out_gen, out_ref = f_gen[0] + f_gen[-1], f_ref[0] + f_ref[-1]
     return EnergyScore(momentum_mev=float(momentum_mev), ekin_mev=ekin_mev, chi2=chi2, ndf=ndf,
                        w1_gev=wasserstein1(ref, gen), ks=ks_statistic(ref, gen),
-                       range_lo_gev=lo, range_hi_gev=hi, n_ref=int(ref.size), n_gen=int(gen.size))
+                       range_lo_gev=lo, range_hi_gev=hi, n_ref=int(ref.size), n_gen=int(gen.size),
+                       chi2_overflow=chi2_of, ndf_overflow=ndf_of,
+                       gen_out_of_range_fraction=float(out_gen / gen.size),
+                       ref_out_of_range_fraction=float(out_ref / ref.size))
+
+
+def _ratio(chi2: float, ndf: int) -> float:
+    return chi2 / ndf if ndf > 0 else math.nan
 
 
 def combine_scores(scores: Iterable[EnergyScore]) -> CheckpointScore:
@@ -180,10 +259,16 @@ def combine_scores(scores: Iterable[EnergyScore]) -> CheckpointScore:
         raise ValueError("no per-energy scores to combine")
     chi2 = float(sum(s.chi2 for s in scores))
     ndf = int(sum(s.ndf for s in scores))
-    chi2_ndf = chi2 / ndf if ndf > 0 else math.nan
-    return CheckpointScore(chi2=chi2, ndf=ndf, chi2_ndf=chi2_ndf,
+    chi2_of = float(sum(s.chi2_overflow for s in scores))
+    ndf_of = int(sum(s.ndf_overflow for s in scores))
+    n_gen = sum(s.n_gen for s in scores)
+    n_out = sum(s.gen_out_of_range_fraction * s.n_gen for s in scores)
+    return CheckpointScore(chi2=chi2, ndf=ndf, chi2_ndf=_ratio(chi2, ndf),
                            w1_gev=float(np.mean([s.w1_gev for s in scores])),
-                           ks=float(np.mean([s.ks for s in scores])))
+                           ks=float(np.mean([s.ks for s in scores])),
+                           chi2_overflow=chi2_of, ndf_overflow=ndf_of,
+                           chi2_ndf_overflow=_ratio(chi2_of, ndf_of),
+                           out_of_range_fraction=float(n_out / n_gen) if n_gen else math.nan)
 
 
 def score_checkpoint(ref_etot_by_momentum: Mapping[float, np.ndarray],
@@ -198,17 +283,68 @@ def score_checkpoint(ref_etot_by_momentum: Mapping[float, np.ndarray],
     return per_energy, combine_scores(per_energy)
 
 
-def best_iteration(records: Iterable[Any]) -> int:
-    """Iteration with the lowest ``chi2_ndf``; ties go to the later iteration, NaN never wins.
+def etot_by_momentum(momentum_mev: np.ndarray, voxels_mev: np.ndarray) -> dict[float, np.ndarray]:
+    """Total energy per shower (MeV, float64), grouped by exact incident momentum (MeV)."""
+    momentum = np.asarray(momentum_mev, dtype=np.float64).ravel()
+    voxels = np.asarray(voxels_mev)
+    if voxels.ndim != 2 or voxels.shape[0] != momentum.size:
+        raise ValueError(f"expected voxels of shape ({momentum.size}, n_voxels), got {voxels.shape}")
+    etot = voxels.sum(axis=1, dtype=np.float64)
+    values, inverse = np.unique(momentum, return_inverse=True)
+    return {float(p): etot[inverse == i] for i, p in enumerate(values)}
 
-    ``records`` are objects with ``iteration`` and ``chi2_ndf`` attributes (e.g. EvalRecord).
+
+def shower_features(particle: str, momentum_mev: np.ndarray, voxels_mev: np.ndarray) -> hlf.Features:
+    """High-level features of showers, E_inc being the kinetic energy of the momentum (MeV)."""
+    part = lookup_particle(particle)
+    ekin = np.asarray(part.ekin_mev(np.asarray(momentum_mev, dtype=np.float64).ravel()), dtype=np.float64)
+    return hlf.high_level_features(part, voxels_mev, np.atleast_1d(ekin))
+
+
+@dataclass
+class Reference:
+    """What scoring needs from the reference showers, computed once per reference sample."""
+    particle: str
+    etot_by_momentum: dict[float, np.ndarray]     # MeV
+    features: hlf.Features
+    feature_edges: list[np.ndarray]               # separation-power bins per feature
+
+    @classmethod
+    def from_showers(cls, particle: str, momentum_mev: np.ndarray, voxels_mev: np.ndarray) -> "Reference":
+        feats = shower_features(particle, momentum_mev, voxels_mev)
+        return cls(particle=particle, etot_by_momentum=etot_by_momentum(momentum_mev, voxels_mev),
+                   features=feats, feature_edges=hlf.feature_bin_edges(feats))
+
+
+def score_features(reference: Reference, generated: hlf.Features) -> FeatureScore:
+    """Separation power per feature and the Fréchet distance (``bologan.features``)."""
+    return FeatureScore(fpd=hlf.feature_frechet_distance(reference.features, generated),
+                        separation=hlf.separation_powers(reference.features, generated,
+                                                         reference.feature_edges),
+                        groups=dict(zip(generated.names, generated.groups, strict=True)))
+
+
+def score_showers(reference: Reference, momentum_mev: np.ndarray, voxels_mev: np.ndarray,
+                  bins: int = DEFAULT_BINS) -> tuple[list[EnergyScore], CheckpointScore]:
+    """Every metric of one checkpoint's generated showers (momentum MeV (N,), voxels MeV (N, n_voxels))."""
+    gen_etot = etot_by_momentum(momentum_mev, voxels_mev)
+    per_energy, total = score_checkpoint(reference.etot_by_momentum, gen_etot, reference.particle, bins)
+    total.features = score_features(reference, shower_features(reference.particle, momentum_mev, voxels_mev))
+    return per_energy, total
+
+
+def best_iteration(records: Iterable[Any], metric: str = SELECTION_METRIC) -> int:
+    """Iteration with the lowest ``metric``; ties go to the later iteration, NaN never wins.
+
+    ``records`` are objects with an ``iteration`` attribute and one named ``metric`` (e.g.
+    EvalRecord); the default is ``SELECTION_METRIC``.
     """
     records = list(records)
     if not records:
         raise ValueError("no evaluated checkpoints")
 
     def key(r: Any) -> tuple[float, int]:
-        value = float(r.chi2_ndf)
+        value = float(getattr(r, metric))
         # Lower score first, then the higher iteration first among equal scores.
         return (math.inf if math.isnan(value) else value, -int(r.iteration))
 

@@ -35,3 +35,19 @@ def test_lookup_by_name_and_pid():
     assert particle("pions") is PIONS and particle(22) is PHOTONS
     with pytest.raises(UserError, match="unknown particle"):
         particle("muons")
+
+
+# n_alpha per layer as listed with the dataset-1 radial edges in the CaloChallenge binning files
+BINNING_N_ALPHA = {"photons": {0: 1, 1: 10, 2: 10, 3: 1, 12: 1},
+                   "pions": {0: 1, 1: 10, 2: 10, 3: 1, 12: 10, 13: 10, 14: 1}}
+
+
+@pytest.mark.parametrize("part", [PHOTONS, PIONS])
+def test_radial_edges_agree_with_voxel_counts(part):
+    assert {ly.layer_id: ly.n_alpha for ly in part.layers} == BINNING_N_ALPHA[part.name]
+    for ly in part.layers:
+        edges = part.radial_edges_mm(ly.layer_id)
+        assert len(edges) - 1 == ly.n_radial, ly.layer_id
+        assert edges[0] == 0 and all(a < b for a, b in zip(edges, edges[1:]))
+    assert sum((len(part.radial_edges_mm(lid)) - 1) * BINNING_N_ALPHA[part.name][lid]
+               for lid in part.layer_ids) == part.n_voxels

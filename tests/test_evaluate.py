@@ -15,13 +15,16 @@ import pyarrow.parquet as pq
 import pytest
 
 import bologan
+import common.errors
 from bologan import evaluate
 from bologan.geometry import PHOTONS, PIONS, Particle
 
 REPO = Path(__file__).resolve().parents[1]
 MOMENTA_MEV = (1024.0, 65536.0)
 EVENTS = 2000
-FRACTIONS = np.array([0.1, 0.2, 0.3, 0.4])   # how each shower's energy splits over 4 voxels
+# How each shower's energy splits over the photon voxels (the feature metrics need the real
+# geometry): falling linearly along the voxel vector, every voxel above the 1 MeV threshold.
+FRACTIONS = np.linspace(2.0, 1.0, PHOTONS.n_voxels) / np.linspace(2.0, 1.0, PHOTONS.n_voxels).sum()
 BEST = 300
 
 

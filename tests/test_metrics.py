@@ -1,4 +1,5 @@
-"""bologan.metrics: chi2 test, histogram range, W1/KS, checkpoint score and best iteration."""
+"""bologan.metrics: chi2 test (both variants), histogram range, W1/KS, feature scores, checkpoint
+score and best iteration."""
 from __future__ import annotations
 
 import math
@@ -7,13 +8,20 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from bologan.features import FEATURE_GROUPS
+from bologan.geometry import PHOTONS
 from bologan.metrics import (
     RANGE_RMS_FACTORS,
+    SELECTION_METRIC,
+    Reference,
     best_iteration,
     chi2_ww,
+    combine_scores,
     ks_statistic,
     reference_range,
     score_checkpoint,
+    score_energy,
+    score_showers,
     wasserstein1,
 )
 
@@ -126,8 +134,8 @@ def test_score_checkpoint_missing_momentum_is_an_error():
         score_checkpoint({1024.0: np.ones(10), 65536.0: np.ones(10)}, {1024.0: np.ones(10)}, "photons")
 
 
-def _rec(iteration, chi2_ndf):
-    return SimpleNamespace(iteration=iteration, chi2_ndf=chi2_ndf)
+def _rec(iteration, score, metric=SELECTION_METRIC):
+    return SimpleNamespace(iteration=iteration, **{metric: score})
 
 
 def test_best_iteration_minimum_and_ties_go_later():
@@ -141,3 +149,98 @@ def test_best_iteration_never_picks_nan_and_rejects_empty():
     assert best_iteration([_rec(100, math.nan), _rec(200, 7.0), _rec(300, math.inf)]) == 200
     with pytest.raises(ValueError):
         best_iteration([])
+
+
+def test_best_iteration_picks_by_the_overflow_variant():
+    assert SELECTION_METRIC == "chi2_ndf_overflow"
+    # BoloGAN's chi2/NDF is inf at every checkpoint; the overflow variant still ranks them.
+    recs = [SimpleNamespace(iteration=i, chi2_ndf=math.inf, chi2_ndf_overflow=v)
+            for i, v in ((250, 90.0), (500, 12.0), (750, 30.0))]
+    assert best_iteration(recs) == 500
+    # where the two disagree the default follows the overflow variant; BoloGAN's on request
+    recs = [SimpleNamespace(iteration=100, chi2_ndf=1.0, chi2_ndf_overflow=40.0),
+            SimpleNamespace(iteration=200, chi2_ndf=2.0, chi2_ndf_overflow=2.5)]
+    assert best_iteration(recs) == 200
+    assert best_iteration(recs, metric="chi2_ndf") == 100
+
+
+# ------------------------------------------------------------------ chi2 with under/overflow bins
+
+# Photons at 1000 MeV: the peak window [0, 2] GeV has bins of 0.02 GeV. Values sit at bin
+# centres 0.95, 0.97, 0.99 GeV; the reference (weights 1:3:1) peaks at 0.97 GeV with RMS
+# sqrt(2/5) * 0.02 GeV, so its range 0.97 -+ 0.038 GeV holds every value of both samples.
+P_MEV = 1000.0
+IN_RANGE_MEV = np.array([951.0, 971.0, 991.0])
+
+
+def _sample(weights, scale=100):
+    return np.repeat(IN_RANGE_MEV, np.asarray(weights) * scale)
+
+
+def test_overflow_variant_equals_bologan_when_everything_is_in_range():
+    s = score_energy(_sample([1, 3, 1]), _sample([2, 2, 1]), P_MEV, "photons")
+    assert s.gen_out_of_range_fraction == 0.0 and s.ref_out_of_range_fraction == 0.0
+    assert s.chi2 > 10.0
+    assert s.chi2_overflow == s.chi2 and s.ndf_overflow == s.ndf
+
+
+def test_overflow_variant_is_finite_when_every_generated_shower_is_out_of_range():
+    ref = _sample([1, 3, 1])
+    for far in (5000.0, -30.0, math.nan):        # above, below (negative energy), broken
+        s = score_energy(ref, np.full(400, far), P_MEV, "photons")
+        assert math.isinf(s.chi2)
+        assert math.isfinite(s.chi2_overflow) and s.chi2_overflow > 0
+        assert s.gen_out_of_range_fraction == 1.0
+    # farther is not better: nothing in range scores worse than a shower set that overlaps
+    partly = score_energy(ref, np.concatenate([_sample([1, 3, 1]), np.full(500, 5000.0)]), P_MEV, "photons")
+    nothing = score_energy(ref, np.full(1000, 5000.0), P_MEV, "photons")
+    assert partly.chi2_overflow < nothing.chi2_overflow
+    # BoloGAN's rule does not see the half that misses: same shape inside the range, chi2 0
+    assert partly.chi2 == 0.0 and partly.gen_out_of_range_fraction == 0.5
+
+
+def test_combined_overflow_scores_and_pooled_out_of_range_fraction():
+    ref = {P_MEV: _sample([1, 3, 1]), 4 * P_MEV: 4 * _sample([1, 3, 1])}
+    gen = {P_MEV: np.concatenate([_sample([1, 3, 1], 300), np.full(100, 9e3)]),   # 100 of 1600 out
+           4 * P_MEV: 4 * _sample([2, 2, 1])}                                      # 0 of 500 out
+    per_energy, total = score_checkpoint(ref, gen, "photons")
+    assert total.chi2_ndf_overflow == pytest.approx(sum(s.chi2_overflow for s in per_energy)
+                                                    / sum(s.ndf_overflow for s in per_energy))
+    assert total.out_of_range_fraction == pytest.approx(100 / 2100)
+    assert combine_scores(per_energy).chi2_ndf_overflow == total.chi2_ndf_overflow
+
+
+# ------------------------------------------------------------------ the whole checkpoint score
+
+def _photon_showers(rng, n_per_momentum, momenta=(1024.0, 65536.0), scale=1.0):
+    momentum = np.repeat(np.array(momenta), n_per_momentum)
+    profile = rng.dirichlet(np.ones(PHOTONS.n_voxels), momentum.size)
+    etot = rng.normal(0.97, 0.04, momentum.size) * momentum * scale
+    return momentum, (profile * etot[:, None]).astype(np.float32)
+
+
+def test_score_showers_fills_every_eval_column():
+    from common.rundir import EVAL_CONTEXT_FIELDS, EvalRecord
+
+    rng = np.random.default_rng(5)
+    momentum, voxels = _photon_showers(rng, 1000)
+    ref = Reference.from_showers("photons", momentum, voxels)
+    _, same = score_showers(ref, momentum, voxels)
+    assert same.chi2 == 0.0 and same.chi2_overflow == 0.0
+    # only the reference's own tails lie outside its peak -+ 3 RMS range
+    assert 0.0 < same.out_of_range_fraction < 0.01
+    assert same.features.fpd == pytest.approx(0.0, abs=1e-9) and same.features.sep_power_max == 0.0
+
+    gen_momentum, gen_voxels = _photon_showers(rng, 1000, scale=1.3)
+    _, worse = score_showers(ref, gen_momentum, gen_voxels)
+    fields = worse.eval_fields(1000)
+    record = EvalRecord(**fields)
+    # every EvalRecord score column is filled from the metrics (the context columns are the
+    # caller's), the group columns follow FEATURE_GROUPS
+    assert set(fields) == {f.name for f in EvalRecord.__dataclass_fields__.values()} - set(EVAL_CONTEXT_FIELDS)
+    assert {f"sep_{g}" for g in FEATURE_GROUPS} <= set(fields)
+    assert record.fpd > 0.1 and record.sep_e_ratio > 0.5 and record.out_of_range_fraction > 0.5
+    assert record.sep_power_max >= record.sep_power_mean > 0
+    assert record.sep_power_max == worse.features.separation[record.sep_power_max_feature]
+    assert math.isinf(record.chi2_ndf) or record.chi2_ndf > 0
+    assert math.isfinite(record.chi2_ndf_overflow) and record.chi2_ndf_overflow > same.chi2_ndf_overflow
