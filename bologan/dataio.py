@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -245,6 +246,8 @@ def read_showers(path: str | os.PathLike, particle: str | Particle | None = None
     except PermissionError:
         raise UserError(f"{p}: cannot read (permission denied)") from None
     except (pa.ArrowException, OSError) as exc:
+        if is_hdf5(p):
+            raise UserError(_hdf5_message(p, particle)) from None
         raise UserError(f"{p}: not a Parquet file or truncated ({_short(exc)})") from None
     meta = dict(schema.metadata or {})
     version = _meta_str(meta, "schema_version")
@@ -284,6 +287,45 @@ def read_showers(path: str | os.PathLike, particle: str | Particle | None = None
     showers = Showers(particle=part, momentum_mev=momentum, voxels_mev=voxels, source=source)
     check_showers(showers, str(p))
     return showers
+
+
+# HDF5's format signature; it opens the file or a user block of 512, 1024, 2048 ... bytes.
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+HDF5_FIRST_USER_BLOCK = 512
+
+
+def is_hdf5(path: str | os.PathLike) -> bool:
+    """True if the file carries HDF5's signature where the HDF5 format allows it."""
+    try:
+        with open(path, "rb") as fh:
+            offset = 0
+            while True:
+                fh.seek(offset)
+                head = fh.read(len(HDF5_SIGNATURE))
+                if head == HDF5_SIGNATURE:
+                    return True
+                if len(head) < len(HDF5_SIGNATURE):
+                    return False
+                offset = HDF5_FIRST_USER_BLOCK if offset == 0 else 2 * offset
+    except OSError:
+        return False
+
+
+def _hdf5_message(p: Path, particle: str | Particle | None) -> str:
+    """What to say about an HDF5 file given where Parquet showers are expected: the conversion."""
+    named = [name for name in PARTICLES if name in p.name.lower()]
+    if len(named) == 1:
+        name = named[0]
+    elif particle is not None:
+        name = particle if isinstance(particle, str) else particle.name
+    else:
+        name = "|".join(PARTICLES)
+    out = p.with_suffix(".parquet")
+    if out == p:
+        out = p.with_name(f"{p.stem}-showers.parquet")
+    command = shlex.join(["python", "-m", "bologan.data", "convert", "--from", "hdf5", "--particle", name,
+                          str(p), "--out", str(out)])
+    return f"{p}: an HDF5 file, not a Parquet shower file; convert it first: {command}"
 
 
 def _short(exc: BaseException) -> str:

@@ -70,9 +70,10 @@ class NoiseSpec:
     ``global_noise`` draws the noise of the whole global batch on every replica from a
     stateless generator and keeps this replica's slice, so N replicas with batch b see exactly
     the numbers 1 replica with batch N*b sees (used to verify data parallelism; it costs a
-    global-batch draw on every replica). Otherwise each replica has its own generator.
+    global-batch draw on every replica). Otherwise the draws come from the Gan's noise
+    generator (seeded with ``train.seed``), keyed by the replica index so that replicas differ.
     """
-    seed: int
+    seed: int                     # of the global draw; the per-replica stream is the Gan's
     global_noise: bool = False
 
 
@@ -99,17 +100,21 @@ class WganGpStep:
         self.replicas = replicas or Replicas()
         self.noise = noise or NoiseSpec(seed=train.seed)
         self.loss_scale = loss_scale
-        # Created here, not while tracing: tf.distribute forbids creating it in replica context
-        # and gives each replica its own stream when it is created under the strategy's scope.
-        self._local_rng = tf.random.Generator.from_seed(self.noise.seed)
 
     def _draw(self, step: int, batch: int) -> tuple[tf.Tensor, tf.Tensor]:
         """(z (batch, latent), alpha (batch, 1)) for critic step ``step`` of this iteration."""
         m = self.model
         if not self.noise.global_noise:
-            rng = self._local_rng
-            z = rng.normal((batch, m.latent_dim), m.latent_mean, m.latent_std)
-            alpha = rng.uniform((batch, 1))
+            # Two seeds from the checkpointed generator, whose state advances alike on every
+            # replica; the replica index keys them, so replicas draw different numbers (under
+            # tf.distribute the generator also mixes in the replica id itself).
+            seeds = tf.transpose(self.gan.noise.make_seeds(2))
+            index = tf.cast(self.replicas.index(), tf.int32)
+            z_seed = tf.random.experimental.stateless_fold_in(seeds[0], index)
+            a_seed = tf.random.experimental.stateless_fold_in(seeds[1], index)
+            z = tf.random.stateless_normal((batch, m.latent_dim), seed=z_seed, mean=m.latent_mean,
+                                           stddev=m.latent_std)
+            alpha = tf.random.stateless_uniform((batch, 1), seed=a_seed)
             return z, alpha
         n = self.replicas.count()
         seed = tf.stack([tf.constant(self.noise.seed, tf.int64), self.gan.iteration * 64 + step])

@@ -10,6 +10,10 @@ A point is (nodes, mode, engine); its job runs
 (inside ``apptainer exec`` when a container image is set). The analysis job depends on all of
 them (``--dependency=afterany``) and writes ``<out_dir>/<name>/report/``.
 
+A sweep file with a ``[campaign]`` table (launch/campaign.py describes it) writes a campaign
+instead of the points: many GANs as one job array (one GAN per array task, run directories
+``<out_dir>/<name>/members/<member>/``) or as one packed ``scaling.run --mode ensemble`` job.
+
 Preemption and time limits: every job asks Slurm for SIGUSR1 shortly before its end
 (``--signal=USR1@<s>``, delivered to the training processes), scaling.run checkpoints and exits
 3, and the script requeues its own job (``--requeue``); the restarted script finds run.json and
@@ -28,10 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.atomic import atomic_write_text
+from common.cli import Parser
 from common.errors import EXIT_FAILURE, UserError, main_guard
 from common.settings import add_section_arguments, resolve_sections
-from launch.common import (ENGINES, MODES, NAME_PATTERN, check_choices, check_name, find_executable,
+from common.vocab import ENGINES, MODES, RUN_JSON, STATUS_COMPLETED, allreduce_bench_file
+from launch.common import (NAME_PATTERN, check_choices, check_name, find_executable,
                            python_executable)
+from launch import campaign as cmp
 from launch.runargs import RunSettings, absolute, scaling_run_args
 from launch.study import read_status
 
@@ -206,9 +213,10 @@ def _python_cmd(sweep: SweepSettings, gpus: bool) -> list[str]:
     return [sweep.python or python_executable()]
 
 
-def _srun(sweep: SweepSettings, nodes: int) -> list[str]:
+def _srun(sweep: SweepSettings, nodes: int, tasks_per_node: int | None = None) -> list[str]:
     # cpus-per-task is repeated on srun: Slurm 22.05's srun does not inherit it from sbatch.
-    return ["srun", f"--mpi={sweep.mpi}", f"--nodes={nodes}", f"--ntasks-per-node={sweep.tasks_per_node}",
+    per_node = sweep.tasks_per_node if tasks_per_node is None else tasks_per_node
+    return ["srun", f"--mpi={sweep.mpi}", f"--nodes={nodes}", f"--ntasks-per-node={per_node}",
             f"--cpus-per-task={sweep.cpus_per_task}", "--kill-on-bad-exit=1"]
 
 
@@ -218,6 +226,41 @@ def _header(sweep: SweepSettings, what: str) -> list[str]:
     if sweep.setup:
         lines += ["# setup lines from the sweep configuration"] + list(sweep.setup)
     return lines
+
+
+# SIGTERM reaches the batch shell itself (scancel, a preemption or the time limit without the
+# USR1 warning); untrapped, it ends the shell at once and the requeue never runs. bash runs a
+# trap only once the foreground command is done, hence the steps in the background.
+TERM_FORWARDING = r"""
+# SIGTERM to this shell: pass it to the running srun step (scaling.run checkpoints and exits 3),
+# then requeue as after USR1. A step is run in the background so that the trap can run at once.
+step=""
+term=0
+got_term=0
+forward_term() {
+  term=1
+  got_term=1
+  echo "SIGTERM: passing it to the job step" >&2
+  if [ -n "$step" ]; then kill -TERM "$step" 2>/dev/null; fi
+}
+trap forward_term TERM
+# run_step CMD...: run CMD, set rc to its exit status.
+run_step() {
+  term=0
+  "$@" &
+  step=$!
+  wait "$step"
+  rc=$?
+  # A wait cut short by the trap returns 128+15 while the step still runs: wait for its end.
+  while [ "$term" -eq 1 ]; do
+    term=0
+    wait "$step"
+    local status=$?
+    if [ "$status" -eq 127 ]; then break; fi
+    rc=$status
+  done
+  step=""
+}""".splitlines()
 
 
 def render_point_script(sweep: SweepSettings, run: RunSettings, point: Point, with_bench: bool) -> str:
@@ -233,33 +276,54 @@ def render_point_script(sweep: SweepSettings, run: RunSettings, point: Point, wi
                             f"{point.tasks_per_node} rank(s)")
     py = " ".join(q(a) for a in _python_cmd(sweep, sweep.gpus_per_node > 0))
     srun = " ".join(q(a) for a in _srun(sweep, point.nodes))
+    lines += TERM_FORWARDING
     if with_bench:
-        bench = root / f"allreduce-n{point.world}.json"
+        bench = root / allreduce_bench_file(point.world)
         lines += ["", "# All-reduce timings for this world size (once per node count; used for projections).",
                   f"bench={q(str(bench))}",
                   'if [ ! -f "$bench" ]; then',
-                  f'  {srun} {py} -m scaling.allreduce_bench --out "$bench" \\',
-                  '    || echo "warning: all-reduce benchmark failed (exit $?); continuing" >&2',
+                  f'  run_step {srun} {py} -m scaling.allreduce_bench --out "$bench"',
+                  '  if [ "$rc" -ne 0 ]; then echo "warning: all-reduce benchmark failed (exit $rc); continuing" >&2; fi',
                   "fi"]
     args = scaling_run_args(run, engine=point.engine, mode=point.mode, out="OUT", study=sweep.name)
     args_text = " ".join('"$out"' if a == "OUT" else q(a) for a in args)
-    lines += ["", f"out={q(str(out))}",
-              "# A requeued job finds the run directory of its first start and continues it.",
-              "resume=()",
-              'if [ -f "$out/run.json" ]; then resume=(--resume); fi',
-              f'{srun} {py} -m scaling.run {args_text} "${{resume[@]}}"',
-              "rc=$?",
-              "# Exit 3 = checkpointed after SIGUSR1/SIGTERM: requeue this job to resume.",
-              f'if [ "$rc" -eq 3 ] && [ "${{SLURM_RESTART_COUNT:-0}}" -lt {sweep.max_requeues} ]; then',
-              '  echo "interrupted: requeueing job $SLURM_JOB_ID (restart ${SLURM_RESTART_COUNT:-0})" >&2',
-              '  scontrol requeue "$SLURM_JOB_ID" && exit 0',
-              "fi",
-              'exit "$rc"']
+    lines += ["", f"out={q(str(out))}"]
+    lines += resumable_run_lines(sweep, f"{srun} {py} -m scaling.run {args_text}")
     return "\n".join(lines) + "\n"
 
 
-def render_analysis_script(sweep: SweepSettings) -> str:
-    """The final job: the analysis of every run directory of the study."""
+def resumable_run_lines(sweep: SweepSettings, command: str) -> list[str]:
+    """Shell lines that run ``command`` (a scaling.run call into "$out", which the lines before
+    set) with --resume when "$out" holds a run, and requeue the job after an interruption (exit 3)."""
+    return ["# A requeued job finds the run directory of its first start and continues it.",
+            "resume=()",
+            f'if [ -f "$out/{RUN_JSON}" ]; then resume=(--resume); fi',
+            "started=$(date +%s)",
+            'if [ "$got_term" -eq 0 ]; then',
+            f'  run_step {command} "${{resume[@]}}"',
+            "else",
+            "  rc=3   # SIGTERM came before the training started: requeue it like an interrupted run",
+            "fi",
+            "# --kill-on-bad-exit ends the step as soon as one rank has exited 3; a rank still shutting",
+            "# down is then killed and srun reports 128+9. Rank 0 wrote exit_status 3 to run.json",
+            "# after the checkpoint, before any rank exited: this start did end resumable.",
+            f'if [ "$rc" -ne 0 ] && [ "$rc" -ne 3 ] && [ -f "$out/{RUN_JSON}" ] \\',
+            f'    && [ "$(stat -c %Y "$out/{RUN_JSON}")" -ge "$started" ] \\',
+            f"    && grep -Eq '^  \"exit_status\": 3,?$' \"$out/{RUN_JSON}\"; then",
+            '  echo "the step ended with exit $rc after the run was interrupted and saved" >&2',
+            "  rc=3",
+            "fi",
+            "# Exit 3 = checkpointed after SIGUSR1/SIGTERM: requeue this job to resume.",
+            f'if [ "$rc" -eq 3 ] && [ "${{SLURM_RESTART_COUNT:-0}}" -lt {sweep.max_requeues} ]; then',
+            '  echo "interrupted: requeueing job $SLURM_JOB_ID (restart ${SLURM_RESTART_COUNT:-0})" >&2',
+            '  scontrol requeue "$SLURM_JOB_ID" && exit 0',
+            "fi",
+            'exit "$rc"']
+
+
+def render_analysis_script(sweep: SweepSettings, extra_args: list[str] | None = None) -> str:
+    """The final job: the analysis of every run directory of the study (``extra_args``: more
+    ``python -m analysis`` options)."""
     q = shlex.quote
     root = study_dir(sweep)
     lines = ["#!/bin/bash"]
@@ -267,7 +331,8 @@ def render_analysis_script(sweep: SweepSettings) -> str:
                          requeue=False)
     lines += _header(sweep, "analysis of all runs; submitted with --dependency=afterany:<run jobs>")
     py = " ".join(q(a) for a in _python_cmd(sweep, gpus=False))
-    lines += ["", f"{py} -m analysis {q(str(root))} --out {q(str(root / 'report'))}"]
+    extra = "".join(f" {q(a)}" for a in extra_args or [])
+    lines += ["", f"{py} -m analysis {q(str(root))} --out {q(str(root / 'report'))}{extra}"]
     return "\n".join(lines) + "\n"
 
 
@@ -289,11 +354,80 @@ def build_jobs(sweep: SweepSettings, run: RunSettings, force: bool = False) -> l
         with_bench = sweep.allreduce_bench and p.world > 1 and p.world not in benched
         benched.add(p.world)
         job = Job(p.run_id, sdir / f"{p.run_id}.sbatch", render_point_script(sweep, run, p, with_bench))
-        if read_status(root / p.run_id) == "completed" and not force:
+        if read_status(root / p.run_id) == STATUS_COMPLETED and not force:
             job.skip_reason = "completed earlier"
         jobs.append(job)
     jobs.append(Job("analysis", sdir / "analysis.sbatch", render_analysis_script(sweep)))
     return jobs
+
+
+# ----------------------------------------------------------------------------- campaigns
+def _campaign_job_lines(sweep: SweepSettings, job: str, nodes: int, per_node: int) -> list[str]:
+    return ["#!/bin/bash"] + _directives(sweep, job, nodes, per_node, sweep.cpus_per_task, sweep.gpus_per_node,
+                                         sweep.time_limit, requeue=True)
+
+
+def render_array_script(sweep: SweepSettings, run: RunSettings, c: cmp.Campaign, indices: list[int],
+                        left_out: list[str] | None = None) -> str:
+    """The job array of a campaign: task k trains member k into <study>/members/<name>/, for the
+    ``indices`` given (``left_out``: names of members completed earlier, said in a comment)."""
+    q = shlex.quote
+    where = f"{c.source}: [{cmp.TABLE}]"
+    nodes, per_node = cmp.placement(c.settings.group_size, sweep.tasks_per_node, where)
+    lines = _campaign_job_lines(sweep, f"{sweep.name}-members", nodes, per_node)
+    lines.append(f"#SBATCH --array={cmp.array_spec(indices, c.settings.max_concurrent)}")
+    lines += _header(sweep, cmp.describe(c))
+    if left_out:
+        lines.append(f"# members completed earlier, left out of --array: {', '.join(left_out)}")
+    py = " ".join(q(a) for a in _python_cmd(sweep, sweep.gpus_per_node > 0))
+    srun = " ".join(q(a) for a in _srun(sweep, nodes, per_node))
+    lines += TERM_FORWARDING + [""]
+    lines += cmp.member_case(c, run, cmp.members_dir(study_dir(sweep)), sweep.name, indices)
+    # Each array task is its own Slurm job (SLURM_JOB_ID): the requeue below restarts only this member.
+    lines += resumable_run_lines(sweep, f'{srun} {py} -m scaling.run "${{args[@]}}"')
+    return "\n".join(lines) + "\n"
+
+
+def render_packed_script(sweep: SweepSettings, run: RunSettings, c: cmp.Campaign) -> str:
+    """One ensemble job: srun of P ranks, every group of group_size ranks training its own member."""
+    q = shlex.quote
+    where = f"{c.source}: [{cmp.TABLE}]"
+    nodes, per_node = cmp.placement(c.ranks, sweep.tasks_per_node, where)
+    run_id = cmp.packed_run_id(c)
+    lines = _campaign_job_lines(sweep, f"{sweep.name}-{run_id}", nodes, per_node)
+    lines += _header(sweep, cmp.describe(c))
+    py = " ".join(q(a) for a in _python_cmd(sweep, sweep.gpus_per_node > 0))
+    srun = " ".join(q(a) for a in _srun(sweep, nodes, per_node))
+    lines += TERM_FORWARDING
+    lines += ["", f"out={q(str(study_dir(sweep) / run_id))}",
+              "# --resume continues every member of the ensemble from its own checkpoints."]
+    args = cmp.quoted_args(cmp.packed_run_args(c, run, sweep.name))
+    lines += resumable_run_lines(sweep, f"{srun} {py} -m scaling.run {args}")
+    return "\n".join(lines) + "\n"
+
+
+def build_campaign_jobs(sweep: SweepSettings, run: RunSettings, c: cmp.Campaign, force: bool = False) -> list[Job]:
+    """The campaign's job (array or packed) and the analysis job after it. A member (array) or the
+    ensemble (packed) whose run completed earlier is left out unless ``force``."""
+    root = study_dir(sweep)
+    sdir = root / "sbatch"
+    extra = cmp.analysis_args(c)
+    if c.settings.layout == cmp.LAYOUT_ARRAY:
+        done = [k for k, m in enumerate(c.members)
+                if not force and read_status(cmp.members_dir(root) / m.name) == STATUS_COMPLETED]
+        pending = [k for k in range(len(c.members)) if k not in done]
+        # The job is named after the folder it fills, so that --force --submit clears it first.
+        job = Job(cmp.MEMBERS_SUBDIR, sdir / "members.sbatch",
+                  render_array_script(sweep, run, c, pending or list(range(len(c.members))),
+                                      [c.members[k].name for k in done] if pending else None))
+        if not pending:
+            job.skip_reason = "every member completed earlier"
+    else:
+        run_id = cmp.packed_run_id(c)
+        job = Job(run_id, sdir / f"{run_id}.sbatch", render_packed_script(sweep, run, c))
+        if read_status(root / run_id) == STATUS_COMPLETED and not force:
+            job.skip_reason = "completed earlier"
+    return [job, Job("analysis", sdir / "analysis.sbatch", render_analysis_script(sweep, extra))]
 
 
 def dependency_option(job_ids: list[str]) -> list[str]:
@@ -372,16 +506,16 @@ def submit(jobs: list[Job], wait: bool, fresh_dirs: Path | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m launch.sweep",
+    p = Parser(
+        "python -m launch.sweep",
         description="Write one sbatch script per sweep point (nodes x modes x engines) running "
                     "'srun python -m scaling.run', plus an analysis job that waits for all of them. "
                     "Scripts go to <out_dir>/<name>/sbatch/ with a submit.sh.",
         epilog="examples:\n  python -m launch.sweep --config launch/sweep_example.toml --dry-run\n"
                "  python -m launch.sweep --name a100 --nodes 1,2,4,8 --tasks-per-node 4 --gpus-per-node 4 "
-               "--cpus-per-task 8 --partition gpu --account myproject --submit",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", type=Path, help="sweep TOML with [sweep] and [run] tables")
+               "--cpus-per-task 8 --partition gpu --account myproject --submit")
+    p.add_argument("--config", type=Path, help="sweep TOML with [sweep] and [run] tables, and optionally a "
+                                               "[campaign] table of many GANs (written instead of the points)")
     act = p.add_mutually_exclusive_group()
     act.add_argument("--dry-run", action="store_true", help="print the scripts; write and submit nothing")
     act.add_argument("--submit", action="store_true", help="write the scripts and submit them with sbatch")
@@ -399,10 +533,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.wait and not args.submit:
         raise UserError("--wait needs --submit")
-    resolved = resolve_sections(SECTIONS, args.config, args)
+    resolved = resolve_sections(SECTIONS, args.config, args, read_by_caller=(cmp.TABLE,))
     sweep: SweepSettings = resolved["sweep"]
     run: RunSettings = resolved["run"]
-    jobs = build_jobs(sweep, run, force=args.force)
+    table = cmp.read_campaign(args.config)
+    if table is not None:
+        jobs = build_campaign_jobs(sweep, run, cmp.parse_campaign(table, str(args.config), run), force=args.force)
+    else:
+        jobs = build_jobs(sweep, run, force=args.force)
     if args.dry_run:
         for job in jobs:
             note = f" (skipped: {job.skip_reason})" if job.skip_reason else ""

@@ -14,45 +14,113 @@ latency + bandwidth model to.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 
 from common.atomic import atomic_write_json
+from common.cli import Parser, comma_list
 from common.errors import EXIT_USER_ERROR, UserError
 from scaling.collectives import for_world, prefer_yielding_mpi
 from scaling.world import discover
 
 SCHEMA = "allreduce-bench/1"
+ELEMENT_BYTES = 4          # float32: every size must be a whole number of elements
+MIN_REPEATS_IN_BUDGET = 3  # repeats timed even when --budget-s is spent (a median needs a few)
 
 
 def parse_sizes(text: str) -> list[int]:
-    """'1KiB..64MiB' (powers of two) or a comma list with KiB/MiB suffixes -> bytes."""
+    """'1KiB..64MiB' (powers of two) or a comma list with B/KiB/MiB/GiB suffixes -> bytes.
+
+    Every size must be a positive multiple of 4 bytes (float32 elements) and a range must not
+    be empty: anything else is a ``UserError`` naming ``--sizes`` and the value.
+    """
+    def bad(why: str) -> UserError:
+        return UserError(f"--sizes {text!r}: {why} (e.g. 1KiB..64MiB or 4096,1MiB)")
+
     def one(t: str) -> int:
         t = t.strip()
         for suffix, mult in (("KiB", 1024), ("MiB", 1024**2), ("GiB", 1024**3), ("B", 1)):
             if t.endswith(suffix):
-                return int(float(t[: -len(suffix)]) * mult)
-        return int(t)
+                value = float(t[: -len(suffix)]) * mult
+                break
+        else:
+            value = float(t)
+        if not math.isfinite(value) or value != int(value):
+            raise bad(f"{t!r} is not a whole number of bytes")
+        size = int(value)
+        if size <= 0:
+            raise bad(f"{t!r} is not a positive size")
+        if size % ELEMENT_BYTES:
+            raise bad(f"{t!r} is {size} bytes, not a multiple of {ELEMENT_BYTES} (float32 elements)")
+        return size
 
     try:
         if ".." in text:
             lo, hi = (one(t) for t in text.split(".."))
+            if lo > hi:
+                raise bad(f"the range is empty ({lo} > {hi} bytes)")
             sizes = []
             s = lo
             while s <= hi:
                 sizes.append(s)
                 s *= 2
             return sizes
-        return [one(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise UserError(f"--sizes: cannot read {text!r} (e.g. 1KiB..64MiB or 4096,1MiB)") from None
+        sizes = comma_list(one, "size", allow_empty=True)(text)
+    except (ValueError, argparse.ArgumentTypeError):
+        raise bad("cannot read it") from None
+    if not sizes:
+        raise bad("no size given")
+    return sizes
 
 
-def _reducer(engine: str):
-    """A function (numpy float32 array) -> reduced array, for the chosen engine."""
+def another_repeat(done: int, repeats: int, elapsed_s: float, budget_s: float) -> bool:
+    """Whether to time one more repeat of a size: until ``repeats`` are done, or earlier once
+    ``budget_s`` seconds are spent and at least MIN_REPEATS_IN_BUDGET are."""
+    if done >= repeats:
+        return False
+    return done < MIN_REPEATS_IN_BUDGET or elapsed_s <= budget_s
+
+
+def timed_repeats(reduce, buf: Any, repeats: int, budget_s: float, coll,
+                  clock=time.perf_counter) -> tuple[list[float], np.ndarray | None]:
+    """This rank's time of each repeat, s, and the last result.
+
+    Rank 0 alone decides, on its clock, whether another repeat runs and broadcasts the decision:
+    were each rank to judge the budget on its own clock, one could leave for the gather while
+    another still waits in the all-reduce (a deadlock). ``coll``: the job's collectives.
+    """
+    times: list[float] = []
+    out = None
+    start = clock()
+    while coll.bcast(another_repeat(len(times), repeats, clock() - start, budget_s)):
+        coll.barrier()
+        t0 = clock()
+        out = reduce(buf)
+        times.append(clock() - t0)
+    return times, out
+
+
+@dataclass
+class Reducer:
+    """One engine's all-reduce, split so that only the reduction itself is timed.
+
+    ``place`` puts a host buffer where the engine reduces it (on the GPU for Horovod with GPU
+    operations) once per size, outside the timed region; ``reduce`` reduces a placed buffer and
+    returns once the result is complete, without copying it back to the host; ``fetch`` copies a
+    result to the host for the correctness check, after timing.
+    """
+    place: Callable[[np.ndarray], Any]
+    reduce: Callable[[Any], Any]
+    fetch: Callable[[Any], np.ndarray]
+
+
+def _reducer(engine: str) -> Reducer:
     prefer_yielding_mpi()  # as in training, so the timings match what a training step sees
     if engine == "horovod":
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -60,35 +128,43 @@ def _reducer(engine: str):
         import tensorflow as tf
 
         hvd.init()
+        device = "/GPU:0" if tf.config.list_physical_devices("GPU") else "/CPU:0"
 
-        def reduce(buf):
-            return hvd.allreduce(tf.constant(buf), op=hvd.Sum).numpy()
+        def place(buf):
+            with tf.device(device):
+                return tf.identity(tf.constant(buf))
 
-        return reduce
+        def reduce(tensor):
+            out = hvd.allreduce(tensor, op=hvd.Sum)
+            # Reading one element waits for the whole reduction: a 4-byte copy, not the buffer's.
+            out[:1].numpy()
+            return out
+
+        return Reducer(place=place, reduce=reduce, fetch=lambda out: out.numpy())
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD
 
-    def reduce(buf):
+    def reduce_mpi(buf):
         out = np.empty_like(buf)
         comm.Allreduce(buf, out, op=MPI.SUM)
         return out
 
-    return reduce
+    return Reducer(place=lambda buf: buf, reduce=reduce_mpi, fetch=lambda out: out)
 
 
 def main(argv: list[str] | None = None) -> int:
     world = discover()
-    parser = argparse.ArgumentParser(prog="python -m scaling.allreduce_bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--engine", choices=("horovod", "mpi"), default="horovod")
-    parser.add_argument("--sizes", default="1KiB..64MiB", help="message sizes (default 1KiB..64MiB)")
-    parser.add_argument("--repeats", type=int, default=20, help="timed repeats per size (default 20)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed repeats per size (default 3)")
-    parser.add_argument("--budget-s", type=float, default=20.0, help="time budget per size (default 20 s)")
+    parser = Parser("python -m scaling.allreduce_bench", __doc__)
+    parser.add_argument("--engine", choices=("horovod", "mpi"), default="horovod", help="who reduces")
+    parser.add_argument("--sizes", default="1KiB..64MiB",
+                        help="message sizes: a power-of-two range or a comma list")
+    parser.add_argument("--repeats", type=int, default=20, help="timed repeats per size")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed repeats per size")
+    parser.add_argument("--budget-s", type=float, default=20.0, help="time budget per size, s")
     parser.add_argument("--out", help="JSON file written by rank 0 (default: print only)")
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)   # inside: every rank refuses, only rank 0 says why
         sizes = parse_sizes(args.sizes)
         if args.repeats < 1 or args.warmup < 0 or args.budget_s <= 0 or not sizes or min(sizes) < 4:
             raise UserError("--repeats >= 1, --warmup >= 0, --budget-s > 0 and sizes >= 4 bytes are needed")
@@ -97,23 +173,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     coll = for_world(world, "mpi" if world.size > 1 else "local")
-    reduce = _reducer(args.engine)
+    reducer = _reducer(args.engine)
     nodes = coll.allgather(world.node)
     results = []
     for size in sizes:
-        buf = np.ones(size // 4, dtype=np.float32)
+        buf = reducer.place(np.ones(size // ELEMENT_BYTES, dtype=np.float32))
         for _ in range(args.warmup):
-            reduce(buf)
-        times = []
-        start = time.perf_counter()
-        for _ in range(args.repeats):
-            coll.barrier()
-            t0 = time.perf_counter()
-            out = reduce(buf)
-            times.append(time.perf_counter() - t0)
-            if time.perf_counter() - start > args.budget_s and len(times) >= 3:
-                break
-        if not np.allclose(out[:4], world.size):
+            reducer.reduce(buf)
+        times, out = timed_repeats(reducer.reduce, buf, args.repeats, args.budget_s, coll)
+        if not np.allclose(reducer.fetch(out)[:4], world.size):
             raise RuntimeError(f"all-reduce of {size} bytes gave a wrong sum")
         slowest = np.max(np.array(coll.allgather(times)), axis=0)
         row = {"bytes": size, "repeats": len(times), "time_s_median": float(np.median(slowest)),

@@ -16,7 +16,8 @@ from typing import Callable
 import numpy as np
 
 from energy.records import EnergyWindow
-from common.rundir import EpochRecord, RunWriter
+from common.rundir import EpochRecord, RunWriter, power_table
+from common.vocab import ENERGY_DOMAINS, SOURCE_ESTIMATED, SOURCES_WITH_VALUE
 from scaling.world import World
 
 
@@ -138,13 +139,15 @@ def run_epochs(*, world: World, plan: EpochPlan, start_epoch: int, step: Callabl
             dram_energy_source=window.dram_energy_source,
             d_loss=float(np.mean(d_losses)), g_loss=float(np.mean(g_losses)))
         records = coll.gather(record)
-        samples = coll.gather(meter.drain_samples())
+        # Each rank sends its samples as a table (columns, not one object per sample), and
+        # rank 0 writes them as this epoch's power part and keeps none of them.
+        power = coll.gather(power_table(meter.drain_samples(), plan.attempt))
         # Records before the checkpoint: a crash in between leaves an epoch that is recorded and
         # run again after --resume (its old row then flagged), never a checkpointed epoch
         # without a record.
         if writer is not None:
             writer.add_epochs(records)
-            writer.add_power([s for rank_samples in samples for s in rank_samples])
+            writer.add_power(power, attempt=plan.attempt, label=f"{epoch:06d}")
             done += 1
             log(_progress(records, epoch, plan, done, time.perf_counter() - run_t0))
         if not interrupted:
@@ -170,11 +173,11 @@ def _progress(records: list[EpochRecord], epoch: int, plan: EpochPlan, done: int
 
 def _energy_text(records: list[EpochRecord]) -> str:
     parts = []
-    for domain in ("gpu", "cpu", "dram"):
+    for domain in ENERGY_DOMAINS:
         values = [getattr(r, f"{domain}_energy_j") for r in records
-                  if getattr(r, f"{domain}_energy_source") in ("measured", "estimated")]
+                  if getattr(r, f"{domain}_energy_source") in SOURCES_WITH_VALUE]
         if values:
-            est = any(getattr(r, f"{domain}_energy_source") == "estimated" for r in records)
+            est = any(getattr(r, f"{domain}_energy_source") == SOURCE_ESTIMATED for r in records)
             parts.append(f"{domain} {sum(values):.0f} J{' (est.)' if est else ''}")
     return "energy: " + (", ".join(parts) if parts else "n/a")
 

@@ -2,8 +2,8 @@
 
 - the full flow: `srun -N4 python -m scaling.run` (4 ranks on 4 emulated nodes), then a 2-point
   sweep through `launch.sweep --submit --wait`, the run directories and the report;
-- preemption: SIGUSR1 delivered by Slurm to a run, the job requeues itself and resumes
-  (with the fake interpreter, so it takes seconds).
+- preemption: SIGUSR1 delivered by Slurm to a run, the job requeues itself and resumes, once
+  with the fake interpreter (seconds) and once with the real scaling.run (about a minute).
 Every test starts its own cluster and stops it, checking that no daemon is left behind.
 """
 from __future__ import annotations
@@ -111,6 +111,86 @@ def test_slurm_signal_requeues_and_resumes(cluster, tmp_path):
     assert json.loads(run_json.read_text()) == {"status": "completed", "resumed": 1}
     log = next((out_dir / "pre" / "logs").glob("pre-horovod-weak-N2x1-*.out")).read_text()
     assert "requeueing job" in log and "--resume" in log
+
+
+def _epoch_rows(run_dir: Path) -> list[dict]:
+    """The rows of epochs.parquet so far (the file is replaced atomically, so a read is whole)."""
+    import pyarrow.parquet as pq
+
+    path = run_dir / "epochs.parquet"
+    return pq.read_table(path).to_pylist() if path.exists() else []
+
+
+@pytest.mark.timeout(360)
+def test_real_run_signal_requeues_and_resumes_with_clean_epochs(cluster, tmp_path):
+    """The fake-interpreter test above with the real trainer (70 s on 2 idle cores, up to 3 min
+    on busy ones): the sweep's script for 2 ranks on 2 nodes; SIGUSR1 from Slurm once the first
+    epoch is recorded -> scaling.run checkpoints and exits 3 -> the job requeues itself -> the
+    restart runs --resume -> completed, one clean row per rank and epoch."""
+    if importlib.util.find_spec("scaling.run") is None:
+        pytest.skip("scaling.run is not there yet")
+    study, name, rid = tmp_path / "real", "pre-real", "horovod-weak-N2x1"
+    epochs, iterations, world = 3, 60, 2
+    # Epoch 0 holds the start-up and tracing (~10 s); the others must last long enough for the
+    # signal, sent once epoch 0 is recorded, to arrive before the run would have completed.
+    flags = ["--epochs", str(epochs), "--iterations-per-epoch", str(iterations), "--warmup-epochs", "1",
+             "--batch-per-rank", "8", "--synthetic-events", "256", "--threads", "1"]
+    # The sweep's own script, sbatch-ed directly: the analysis job (--submit --wait) is covered
+    # by the full-flow test and would only add its minute here.
+    res = cluster.run([sys.executable, "-m", "launch.sweep", "--name", name, "--out-dir", str(study),
+                       "--nodes", str(world), "--engines", "horovod", "--modes", "weak",
+                       "--no-allreduce-bench", *flags], 60)
+    assert res.returncode == 0, res.stderr
+    sub = cluster.run(["sbatch", "--parsable", str(study / name / "sbatch" / f"{rid}.sbatch")], 20)
+    assert sub.returncode == 0, sub.stderr
+    job = sub.stdout.strip().split(";")[0]
+    run_dir = study / name / rid
+    logs = study / name / "logs"
+
+    def job_log() -> str:
+        return "\n".join(p.read_text() for p in logs.glob(f"{name}-{rid}-*.out"))
+
+    def first_epoch_recorded() -> bool:
+        assert _squeue(cluster), f"the job ended before its first epoch:\n{job_log()[-3000:]}"
+        return len([r for r in _epoch_rows(run_dir) if r["epoch"] == 0]) == world
+
+    def wait_with_log(pred, timeout_s: float, what: str) -> None:
+        try:
+            _wait_until(pred, timeout_s, what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{job_log()[-3000:]}") from None
+
+    wait_with_log(first_epoch_recorded, 150, "the first epoch of the run")
+    # What --signal=USR1@<s> does near the time limit: signal the tasks of the job's steps.
+    sig = cluster.run(["scancel", "--signal=USR1", job], 10)
+    assert sig.returncode == 0, sig.stderr
+
+    def finished() -> bool:
+        return _squeue(cluster) == "" and json.loads((run_dir / "run.json").read_text())["status"] != "running"
+
+    wait_with_log(finished, 150, "the interrupted run, its requeue and the resumed run")
+    log = job_log()
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["status"] == "completed" and meta["exit_status"] == 0, log[-3000:]
+    assert "interrupted by SIGUSR1" in log and f"requeueing job {job} (restart 0)" in log, log[-3000:]
+    # run.json records the one restart, from the epoch after the last checkpointed one.
+    (restart,) = meta["restarts"]
+    assert restart["attempt"] == 1 and 1 <= restart["from_epoch"] < epochs, restart
+    resumed_from = restart["from_epoch"]
+
+    rows = _epoch_rows(run_dir)
+    clean = [r for r in rows if not r["interrupted"]]
+    assert sorted((r["rank"], r["epoch"]) for r in clean) == [(k, e) for k in range(world) for e in range(epochs)]
+    # Epochs before the checkpoint come from the first start, the rest from the resumed one,
+    # whose first epoch is warm-up again (a new process traces the step anew).
+    for r in clean:
+        assert r["attempt"] == (0 if r["epoch"] < resumed_from else 1), r
+        assert r["iterations"] == iterations, r
+        assert r["warmup"] == (r["epoch"] == 0 or r["epoch"] == resumed_from), r
+    # At most the epoch in flight when the signal came, on each rank, from the first start.
+    cut = [r for r in rows if r["interrupted"]]
+    assert len(cut) in (0, world), cut
+    assert all(r["attempt"] == 0 and r["epoch"] == resumed_from and r["iterations"] < iterations for r in cut), cut
 
 
 @pytest.mark.timeout(600)

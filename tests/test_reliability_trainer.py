@@ -192,7 +192,8 @@ def test_late_sigterm_during_shutdown_keeps_the_exit_code(tmp_path):
 def test_resume_reads_run_without_epochs_file_and_removes_stale_temp_files(tmp_path, leftover):
     # A run killed in its first epoch: run.json written, no epochs.parquet yet, a temp file left.
     meta = {key: 1 for key in RUN_REQUIRED_KEYS} | {"schema_version": SCHEMA_VERSION, "status": "running",
-                                                    "restarts": []}
+                                                    "restarts": [], "run_id": "r", "config": {}, "engine": "horovod",
+                                                    "mode": "weak", "particle": "photons"}
     RunWriter(tmp_path, meta).write_meta()
     (tmp_path / leftover).write_bytes(b"half a file")
     (tmp_path / ".user-notes.tmp").write_text("not ours")

@@ -40,11 +40,11 @@ def test_one_rank_records_and_timing_parts(tmp_path):
     assert e.gpu_energy_source.iloc[0] in ("unavailable", "measured")
 
 
-def _equivalence_runs(tmp_path, label, ranks, extra):
+def _equivalence_runs(tmp_path, label, ranks, extra, env=None):
     out = tmp_path / label
     args = [*TINY, "--out", str(out), "--epochs", "2", "--iterations-per-epoch", "3", "--warmup-epochs", "0",
             "--mode", "strong", "--global-batch", "64", "--global-noise", *extra]
-    res = run_module("scaling.run", args, ranks=ranks, timeout=500)
+    res = run_module("scaling.run", args, ranks=ranks, timeout=500, env=env)
     assert res.returncode == 0, f"{label}: {res.stderr[-3000:]}"
     return out
 
@@ -92,7 +92,12 @@ def test_mirrored_two_logical_devices_equal_one_rank(tmp_path, reference_run):
 
 @pytest.mark.mpi
 def test_multiworker_two_processes_equal_one_rank(tmp_path, reference_run):
-    two = _equivalence_runs(tmp_path, "mwms2", 2, ["--engine", "mirrored"])
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    two = _equivalence_runs(tmp_path, "mwms2", 2, ["--engine", "mirrored"], env={"TMPDIR": str(scratch)})
     _assert_same_weights(reference_run, two)
     _assert_comm_measured(two, 2)
     assert load_run(two).meta["engine_details"]["strategy"] == "MultiWorkerMirroredStrategy"
+    # The non-chief worker saved each epoch's checkpoint into a scratch folder under TMPDIR
+    # (every worker must take part in a save); none may be left behind.
+    assert not [p.name for p in scratch.rglob("*ckpt*")]
