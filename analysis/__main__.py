@@ -4,28 +4,31 @@ from __future__ import annotations
 import argparse
 import sys
 
-from common.errors import main_guard
+from common.cli import Parser, positive_int
+from common.errors import UserError, main_guard
 
 EXAMPLE = """\
 example:
   python -m analysis results/local --out results/local/report
   python -m analysis results/cluster-a results/cluster-b --out report \\
       --network infiniband_100g --network ethernet_25g
+  python -m analysis results/local --out results/local/report --campaign-gans 8 --campaign-ranks 2
 
 Run directories (folders with run.json) are found at any depth; all-reduce benchmark files
-(allreduce*.json) beside them are used for the communication model. Shipped networks:
-infiniband_100g, ethernet_25g (or give a TOML file with a [network] table:
-name, bandwidth_gbit_s, latency_us).
+(allreduce*.json) beside them are used for the communication model. --network takes a
+shipped network's name (analysis/networks/), `all` for every shipped one, or a TOML file with
+[network], [inter_node] and optionally [intra_node] tables (bandwidth, latency and a source for
+each link; see docs/analysis.md).
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m analysis",
+    parser = Parser(
+        "python -m analysis",
         description="Turn run directories into strong/weak scaling, energy per epoch, a Pareto front, "
                     "projections to many ranks, plots (PNG and PDF), summary.csv/.parquet and "
                     "report.md/report.html.",
-        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EXAMPLE)
     parser.add_argument("paths", nargs="+", metavar="RUN_OR_STUDY_DIR",
                         help="run directories or folders holding them (any depth)")
     parser.add_argument("--out", required=True, metavar="REPORT_DIR",
@@ -36,13 +39,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--power-run", metavar="RUN_ID", default=None,
                         help="run whose per-rank power timeline is drawn (default: the largest-N run with power)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    camp = parser.add_argument_group("campaigns (many GANs: ensembles, job arrays, a plan for M GANs on P ranks)")
+    camp.add_argument("--campaign-gans", type=positive_int, metavar="M", default=None,
+                      help="plan a campaign of M GANs: makespan and energy of every way to split the ranks")
+    camp.add_argument("--campaign-ranks", type=positive_int, metavar="P", default=None,
+                      help="ranks of the planned campaign (default: the largest world size measured)")
+    camp.add_argument("--gan-iterations", type=positive_int, metavar="B", default=None,
+                      help="iterations per trained GAN, the budget of energy per GAN and of the plan "
+                           "(default: BoloGAN's 1,000,000)")
     return parser
 
 
 @main_guard
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from analysis.campaign import BOLOGAN_ITERATIONS, CampaignRequest
     from analysis.pipeline import analyse, check_out, write_report
+    from analysis.comm_model import shipped_networks
     from analysis.projection import resolve_network_arg
 
     def progress(msg: str) -> None:
@@ -50,8 +63,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"analysis: {msg}", flush=True)
 
     check_out(args.out)
-    networks = [resolve_network_arg(n) for n in args.network]
-    result = analyse(args.paths, networks, progress)
+    networks = [p for n in args.network for p in (shipped_networks() if n == "all" else [resolve_network_arg(n)])]
+    if args.campaign_ranks is not None and args.campaign_gans is None:
+        raise UserError("--campaign-ranks needs --campaign-gans (the number of GANs to plan for)")
+    campaign = CampaignRequest(gans=args.campaign_gans, ranks=args.campaign_ranks,
+                               gan_iterations=args.gan_iterations or BOLOGAN_ITERATIONS)
+    result = analyse(args.paths, networks, progress, campaign=campaign)
     write_report(result, args.out, args.power_run, progress)
     return 0
 

@@ -5,7 +5,9 @@ Energy provenance labels carried through every table and plot:
 - ``measured``: every contributing counter was read (NVML energy, RAPL).
 - ``estimated``: every contributing value is an estimate (e.g. power model x time).
 - ``includes estimates``: a sum of measured and estimated values.
-- ``partial``: some contributing GPUs/nodes had no reading; the value is a lower bound.
+- ``partial``: some contributing GPUs/nodes had no reading, so the value is a lower bound; or
+  the number of ranks that read node counters is not the run's number of nodes (a launcher
+  whose local rank was guessed), so some node is missing or counted twice.
 - ``unavailable``: nothing was read; the value is NaN.
 
 Rows whose source is ``not_reader`` (ranks that are not their node's RAPL reader) do not
@@ -20,10 +22,17 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-DOMAINS = ("gpu", "cpu", "dram")
-MEASURED, ESTIMATED, MIXED, PARTIAL, UNAVAILABLE = (
-    "measured", "estimated", "includes estimates", "partial", "unavailable")
-NOT_READER = "not_reader"
+from common.vocab import DOMAIN_CPU, DOMAIN_DRAM, ENERGY_DOMAINS
+from common.vocab import SOURCE_ESTIMATED as ESTIMATED
+from common.vocab import SOURCE_MEASURED as MEASURED
+from common.vocab import SOURCE_NOT_READER as NOT_READER
+from common.vocab import SOURCE_PARTIAL as PARTIAL
+from common.vocab import SOURCE_UNAVAILABLE as UNAVAILABLE
+
+# Label of sums only (a single counter is never it), like PARTIAL.
+MIXED = "includes estimates"
+# Domains read once per node (by its local rank 0); the others are read by every rank.
+NODE_DOMAINS = (DOMAIN_CPU, DOMAIN_DRAM)
 
 _ATOMS = {MEASURED: {"m"}, ESTIMATED: {"e"}, MIXED: {"m", "e"}, PARTIAL: {"m", "u"},
           UNAVAILABLE: {"u"}}
@@ -52,15 +61,20 @@ class DomainEnergy:
     source: str
 
 
-def domain_energy(values_j: Sequence[float], sources: Sequence[str]) -> DomainEnergy:
+def domain_energy(values_j: Sequence[float], sources: Sequence[str],
+                  expected_readers: int | None = None) -> DomainEnergy:
     """Sum one domain over rows: each node/GPU once (``not_reader`` rows skipped).
 
-    A row labelled measured/estimated but holding NaN counts as unavailable.
+    A row labelled measured/estimated but holding NaN counts as unavailable. ``expected_readers``
+    (a node domain: the run's number of nodes): when the rows that are not ``not_reader`` are
+    not that many, a sum with a value is ``partial``, never ``measured``.
     """
     total, labels, any_value = 0.0, [], False
+    readers = 0
     for value, source in zip(values_j, sources):
         if source == NOT_READER:
             continue
+        readers += 1
         v = float(value) if value is not None else math.nan
         if math.isfinite(v) and source in (MEASURED, ESTIMATED):
             total += v
@@ -69,6 +83,8 @@ def domain_energy(values_j: Sequence[float], sources: Sequence[str]) -> DomainEn
         else:
             labels.append(UNAVAILABLE)
     label = combine_sources(labels)
+    if expected_readers is not None and readers != expected_readers and label != UNAVAILABLE:
+        label = PARTIAL
     return DomainEnergy(total if any_value else math.nan, label)
 
 
@@ -91,7 +107,7 @@ def total_energy(parts: dict[str, DomainEnergy]) -> TotalEnergy:
         return TotalEnergy(math.nan, UNAVAILABLE, "")
     return TotalEnergy(sum(v.energy_j for v in used.values()),
                        combine_sources(v.source for v in used.values()),
-                       "+".join(k for k in DOMAINS if k in used))
+                       "+".join(k for k in ENERGY_DOMAINS if k in used))
 
 
 def energy_per_1000_showers_j(energy_j: float, showers: float) -> float:

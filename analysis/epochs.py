@@ -7,6 +7,7 @@
   imbalance of an epoch is max/min of busy time over ranks, because waiting for a slow rank
   shows up inside the all-reduce of the fast ones.
 - showers: sum over ranks (showers actually processed).
+- run_path: the run directory, which tells repeats apart (run ids may repeat across studies).
 - energy by domain: see ``energy_metrics`` (GPU summed over ranks, CPU/DRAM once per node).
 """
 from __future__ import annotations
@@ -16,11 +17,12 @@ import math
 import numpy as np
 import pandas as pd
 
-from analysis.energy_metrics import DOMAINS, domain_energy, total_energy
+from analysis.energy_metrics import NODE_DOMAINS, domain_energy, total_energy
 from common.rundir import Run
+from common.vocab import ENERGY_DOMAINS
 
 EPOCH_TABLE_COLUMNS = (
-    "run_id", "world_size", "nodes", "epoch", "attempt", "ranks_count", "time_s", "time_min_s", "compute_s", "comm_s",
+    "run_id", "run_path", "world_size", "nodes", "epoch", "attempt", "ranks_count", "time_s", "time_min_s", "compute_s", "comm_s",
     "data_wait_s", "busy_max_s", "busy_min_s", "showers_count", "iterations_count", "warmup", "interrupted",
     "gpu_energy_j", "gpu_energy_source", "cpu_energy_j", "cpu_energy_source", "dram_energy_j",
     "dram_energy_source", "total_energy_j", "total_energy_source", "total_energy_domains",
@@ -30,14 +32,17 @@ EPOCH_TABLE_COLUMNS = (
 def epoch_table(run: Run) -> pd.DataFrame:
     """Aggregate a run's per-rank rows into per-epoch rows (``EPOCH_TABLE_COLUMNS``)."""
     df = run.epochs
+    nodes = int(run.meta["nodes"])
     rows = []
     for (epoch, attempt), g in df.groupby(["epoch", "attempt"], sort=True):
         busy = (g["time_s"] - g["comm_s"]).to_numpy(dtype=float)
-        parts = {d: domain_energy(g[f"{d}_energy_j"].tolist(), g[f"{d}_energy_source"].tolist())
-                 for d in DOMAINS}
+        parts = {d: domain_energy(g[f"{d}_energy_j"].tolist(), g[f"{d}_energy_source"].tolist(),
+                                  expected_readers=nodes if d in NODE_DOMAINS else None)
+                 for d in ENERGY_DOMAINS}
         tot = total_energy(parts)
         row = {
-            "run_id": str(run.meta.get("run_id")), "world_size": int(run.meta["world_size"]),
+            "run_id": str(run.meta.get("run_id")), "run_path": str(run.path),
+            "world_size": int(run.meta["world_size"]),
             "nodes": int(run.meta["nodes"]),
             "epoch": int(epoch), "attempt": int(attempt), "ranks_count": int(len(g)),
             "time_s": float(g["time_s"].max()), "time_min_s": float(g["time_s"].min()),

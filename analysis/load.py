@@ -15,21 +15,22 @@ from typing import Any, Callable, Iterable
 
 from common.errors import UserError
 from common.rundir import EPOCHS_FILE, RUN_JSON, Run, is_run_dir, load_run
+from common.vocab import (ALLREDUCE_BENCH_GLOB, MODE_STRONG, NOT_WORKLOAD_KEYS, RUN_LAYOUT_KEY_NAMES, RUN_MODES,
+                          STATUS_COMPLETED, STATUS_FAILED, STATUS_INTERRUPTED, STATUS_RUNNING)
 
 BENCH_SCHEMA = "allreduce-bench/1"
-BENCH_GLOB = "allreduce*.json"
+WORKLOAD_SECTIONS = ("model", "train", "data")   # the tables scaling.run hashes into config_hash
 
-VARYING_KEY_NAMES = frozenset({
-    "world_size", "nodes", "ranks_per_node", "np", "hosts", "run_id", "study",
-    "out", "out_dir", "output", "run_dir", "results", "checkpoint_dir", "resume",
-    "batch_size", "per_rank_batch", "batch_per_rank", "global_batch", "cpu_replicas", "worker_base_port",
-    "start_time", "end_time", "timestamp",
-})
-"""Config keys (last dotted component) that may differ between the runs of one series:
-world size and placement (``cpu_replicas`` sets N for the single-process mirrored engine, a
-free port differs per run), names and output paths, resume flags, timestamps, and the batch
-sizes (the one the mode keeps fixed is part of the series key, the other follows from N).
-A different data file is a different workload, so ``data.data`` is compared."""
+
+def may_vary_in_series(key: str) -> bool:
+    """Whether the dotted config ``key`` may differ between the runs of one series.
+
+    True for the keys scaling.run leaves out of the workload hash (``NOT_WORKLOAD_KEYS``), so
+    runs sharing a ``config_hash`` are never refused over them, and for world size, placement,
+    names, paths and times (``RUN_LAYOUT_KEY_NAMES``, by last dotted component). A different
+    data file is a different workload, so ``data.data`` is compared.
+    """
+    return key in NOT_WORKLOAD_KEYS or key.rsplit(".", 1)[-1] in RUN_LAYOUT_KEY_NAMES
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class SeriesKey:
 
     @property
     def batch_kind(self) -> str:
-        return "global" if self.mode == "strong" else "per-rank"
+        return "global" if self.mode == MODE_STRONG else "per-rank"
 
     @property
     def label(self) -> str:
@@ -114,7 +115,7 @@ def find_inputs(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
             if is_run_dir(d):
                 runs.append(d)
                 found += 1
-            benches.extend(sorted(d.glob(BENCH_GLOB)))
+            benches.extend(sorted(d.glob(ALLREDUCE_BENCH_GLOB)))
         if not found:
             raise UserError(f"{root}: no run directory found (no {RUN_JSON} at any depth)")
     # The same run reached through two arguments is read once.
@@ -135,7 +136,7 @@ def _unstarted(d: Path) -> str | None:
         status = json.loads((d / RUN_JSON).read_text()).get("status")
     except (OSError, ValueError, AttributeError):
         return None                       # load_run reports the damaged run.json
-    if status in ("running", "failed", "interrupted"):
+    if status in (STATUS_RUNNING, STATUS_FAILED, STATUS_INTERRUPTED):
         return f"{d}: no epoch recorded (status {status})"
     return None
 
@@ -156,7 +157,7 @@ def load_runs(run_dirs: Iterable[Path], progress: Callable[[str], None] | None =
                 progress(f"skipped {why}")
             continue
         run = load_run(d)
-        if len(run.epochs) == 0 and run.meta.get("status") != "completed":
+        if len(run.epochs) == 0 and run.meta.get("status") != STATUS_COMPLETED:
             why = f"{d}: no epoch recorded (status {run.meta.get('status')})"
             if skipped is not None:
                 skipped.append(why)
@@ -173,8 +174,8 @@ def load_runs(run_dirs: Iterable[Path], progress: Callable[[str], None] | None =
 
 def _check_meta(run: Run) -> None:
     meta, where = run.meta, run.path / RUN_JSON
-    if meta.get("mode") not in ("strong", "weak"):
-        raise UserError(f"{where}: mode {meta.get('mode')!r} is not 'strong' or 'weak'")
+    if meta.get("mode") not in RUN_MODES:
+        raise UserError(f"{where}: mode {meta.get('mode')!r} is not one of {', '.join(RUN_MODES)}")
     for key in ("world_size", "per_rank_batch", "global_batch", "nodes", "ranks_per_node"):
         value = meta.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -201,12 +202,12 @@ def flatten_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def config_differences(configs: list[dict[str, Any]]) -> list[str]:
-    """Dotted keys whose values differ between configs, ignoring ``VARYING_KEY_NAMES``."""
+    """Dotted keys whose values differ between configs, except those that ``may_vary_in_series``."""
     flats = [flatten_config(c) for c in configs]
     keys = sorted(set().union(*flats)) if flats else []
     diffs = []
     for key in keys:
-        if key.rsplit(".", 1)[-1] in VARYING_KEY_NAMES:
+        if may_vary_in_series(key):
             continue
         values = {json.dumps(f[key] if key in f else "<absent>", sort_keys=True, default=str)
                   for f in flats}
@@ -219,17 +220,15 @@ def _config_hash(run: Run) -> str:
     value = run.meta.get("config_hash")
     if isinstance(value, str) and value:
         return value
-    # Older writers: hash the workload-defining tables without the keys allowed to vary.
+    # Older writers: hash the workload tables as scaling.run does now (same excluded keys).
     from bologan.config import config_hash
 
-    flat = flatten_config({s: run.meta["config"].get(s, {}) for s in ("model", "train", "data")})
-    exclude = tuple(k for k in flat if k.rsplit(".", 1)[-1] in VARYING_KEY_NAMES)
-    return config_hash({s: run.meta["config"].get(s, {}) for s in ("model", "train", "data")}, exclude)
+    return config_hash({s: run.meta["config"].get(s, {}) for s in WORKLOAD_SECTIONS}, NOT_WORKLOAD_KEYS)
 
 
 def series_key(run: Run) -> SeriesKey:
     meta = run.meta
-    batch = meta["global_batch"] if meta["mode"] == "strong" else meta["per_rank_batch"]
+    batch = meta["global_batch"] if meta["mode"] == MODE_STRONG else meta["per_rank_batch"]
     return SeriesKey(engine=str(meta["engine"]), mode=str(meta["mode"]), particle=str(meta["particle"]),
                      config_hash=_config_hash(run), batch_showers=int(batch))
 

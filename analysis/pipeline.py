@@ -19,15 +19,23 @@ from typing import Callable, Sequence
 import pandas as pd
 
 from analysis import energy_metrics as em
+from analysis.bootstrap import CONFIDENCE, RESAMPLES
+from analysis.campaign import CampaignRequest, CampaignResult, analyse_campaigns, is_ensemble
+from analysis.campaign_report import campaign_section, plot_campaign
+from analysis.campaign_report import key_result_items as campaign_key_items
+from analysis.campaign_report import write_tables as write_campaign_tables
 from analysis.comm_model import shipped_networks
 from analysis.load import BenchFile, Series, find_inputs, group_series, load_bench, load_runs
-from analysis.pareto import ParetoPoint, pareto_table
+from analysis.pareto import REFERENCE_SHOWERS, ParetoPoint, pareto_table
 from analysis.plots import Plotter, PlotFile
 from analysis.projection import ProjectionResult, build_projection
-from analysis.report import Document, fmt
-from analysis.summary import COLUMNS, SeriesResult, solution_iterations, summarise_series, summary_table
+from analysis.projection_report import file_networks, key_result_items, projection_plot_note, projection_section
+from analysis.numbers import count, duration, energy, interval, percent, power, rate, ratio, significant
+from analysis.report import Document
+from analysis.summary import COLUMNS, SeriesResult, summarise_series, summary_table
 from common.errors import UserError
 from common.rundir import Run
+from common.vocab import MODE_STRONG
 
 MARKER = ".bologan-analysis-report"
 PLOTS_DIR = "plots"
@@ -43,16 +51,17 @@ class Analysis:
     benches: list[BenchFile]
     projection: ProjectionResult
     pareto: pd.DataFrame
-    recommended: ParetoPoint | None
+    recommended: dict[str, ParetoPoint]    # front name ('strong photons') -> its recommended point
     plots: list[PlotFile] = field(default_factory=list)
     skipped_plots: dict[str, str] = field(default_factory=dict)
     power_run: Run | None = None
-    iterations_to_solution: int | None = None
     skipped_runs: list[str] = field(default_factory=list)
+    campaign: CampaignResult | None = None   # ensembles, campaign makespans and plan (analysis.campaign)
 
 
 def analyse(paths: Sequence[str | Path], network_files: Sequence[Path] = (),
-            progress: Callable[[str], None] = lambda s: None) -> Analysis:
+            progress: Callable[[str], None] = lambda s: None,
+            campaign: CampaignRequest = CampaignRequest()) -> Analysis:
     """Everything except writing: raises ``UserError`` for unusable inputs."""
     run_dirs, bench_paths = find_inputs(paths)
     progress(f"found {len(run_dirs)} run director{'y' if len(run_dirs) == 1 else 'ies'} and "
@@ -61,16 +70,17 @@ def analyse(paths: Sequence[str | Path], network_files: Sequence[Path] = (),
     runs = load_runs(run_dirs, progress, skipped)
     if not runs:
         raise UserError(f"no run with a recorded epoch ({len(skipped)} skipped; first: {skipped[0]})")
-    series = group_series(runs)
+    # Ensemble runs train many GANs without reduction: analysed by analysis.campaign, not as a
+    # data-parallel series (no speedup, no all-reduce to project).
+    series = group_series([r for r in runs if not is_ensemble(r)])
     progress(f"{len(series)} series: " + "; ".join(f"{s.key.label} N={s.world_sizes}" for s in series))
-    iterations = solution_iterations([r.meta["config"] for r in runs])
-    results = [summarise_series(s, iterations) for s in series]
+    results = [summarise_series(s) for s in series]
     summary = summary_table(results)
     benches = [load_bench(p) for p in bench_paths]
     projection = build_projection(results, benches, network_files)
     pareto, best = pareto_table(summary)
     return Analysis([str(p) for p in paths], runs, series, results, summary, benches, projection, pareto, best,
-                    iterations_to_solution=iterations, skipped_runs=skipped)
+                    skipped_runs=skipped, campaign=analyse_campaigns(runs, summary, campaign))
 
 
 def choose_power_run(analysis: Analysis, run_id: str | None) -> Run | None:
@@ -98,6 +108,8 @@ def draw_plots(analysis: Analysis, plot_dir: Path, power_run_id: str | None,
         label = f"run {m.get('run_id')}, {m['engine']} {m['mode']} N={m['world_size']}"
     evals = [(f"{r.meta.get('run_id')} (N={r.meta['world_size']})", r.eval) for r in analysis.runs]
     proj = analysis.projection
+    plotted = [n.name for n in file_networks(proj)] if proj.available else []
+    note = projection_plot_note(proj) if proj.available else ""
     jobs = [
         plotter.plot_speedup, plotter.plot_efficiency, plotter.plot_time_breakdown,
         plotter.plot_energy_breakdown, plotter.plot_energy_efficiency,
@@ -105,7 +117,9 @@ def draw_plots(analysis: Analysis, plot_dir: Path, power_run_id: str | None,
         lambda: plotter.plot_pareto(analysis.pareto),
         lambda: plotter.plot_chi2(evals),
         lambda: plotter.plot_allreduce_fit(analysis.benches, proj.comm_fits),
-        lambda: plotter.plot_projection(proj.points, proj.measured),
+        lambda: plotter.plot_projection(proj.points, plotted, note=note),
+        lambda: plotter.plot_projection_breakdown(proj.points, plotted, note=note),
+        lambda: plot_campaign(plotter, analysis.campaign) if analysis.campaign else None,
     ]
     for job in jobs:
         pf = job()
@@ -121,7 +135,12 @@ DEFINITIONS = [
     "every rank runs the same number.",
     "Epoch time: wall time of the slowest rank in that epoch (`max` over ranks of `time_s` in epochs.parquet).",
     "T(N): median epoch time over epochs that are neither warm-up (`warmup`) nor cut short (`interrupted`); "
-    "the spread is given as 25th/75th percentile and min/max. Repeated runs at one N are pooled.",
+    "the spread is given as 25th/75th percentile and min/max. Repeated runs at one N (`launch.study --repeats`) "
+    "are pooled: T(N) is the median over the used epochs of all of them.",
+    f"Confidence intervals ({percent(CONFIDENCE)}) of speedups and efficiencies: percentile bootstrap of T(N0)/T(N) "
+    f"with {RESAMPLES} resamples and a fixed seed, resampling the repeats of each point and then the epochs within each "
+    "drawn repeat, baseline and point independently; `runs` and `epochs used` say how much was resampled. "
+    "Few epochs give wide (and themselves uncertain) intervals.",
     "Showers per second: showers actually processed in an epoch summed over ranks, divided by its epoch time; "
     "median over epochs.",
     "Speedup S(N) = N0 T(N0) / T(N) with N0 the smallest world size of the series (N0 = 1 gives T(1)/T(N)); "
@@ -129,7 +148,7 @@ DEFINITIONS = [
     "Karp-Flatt serial fraction e = (1/S - 1/N)/(1 - 1/N): constant e is a fixed serial part, e rising with N is "
     "overhead growing with N.",
     "Amdahl fit (strong): S = 1/((1-P) + P/N); Gustafson fit (weak): N x weak efficiency = (1-P) + N P; "
-    "P fitted by least squares.",
+    "P fitted by least squares, only with three or more world sizes (with two, any P fits both points).",
     "Time shares: compute (training step outside the all-reduce), communication (inside gradient all-reduces), "
     "data wait (waiting for input), each the mean over ranks divided by the epoch time; median over epochs; "
     "other = the rest.",
@@ -145,6 +164,12 @@ DEFINITIONS = [
 ]
 
 
+def _sample(row) -> str:
+    """'3 runs x 9 epochs': what the interval of a summary row was resampled from."""
+    runs, epochs = int(row["runs_count"]), int(row["epochs_used_count"])
+    return f"{runs} run{'s' if runs != 1 else ''}, {epochs} epoch{'s' if epochs != 1 else ''}"
+
+
 def _key_results(doc: Document, a: Analysis) -> None:
     doc.h(1, "Key results")
     items = []
@@ -156,25 +181,24 @@ def _key_results(doc: Document, a: Analysis) -> None:
         last = d.iloc[-1]
         n0, n = int(last["baseline_world_size_ranks"]), int(last["world_size_ranks"])
         if n == n0:
-            items.append(f"{r.series.key.label}: only N = {n} measured, T = {fmt(last['epoch_time_median_s'])} s "
-                         f"per epoch, {fmt(last['showers_per_s'])} showers/s.")
+            items.append(f"{r.series.key.label}: only N = {n} measured, T = {duration(last['epoch_time_median_s'])} "
+                         f"per epoch, {rate(last['showers_per_s'], 'showers/s')}.")
             continue
-        col = "strong_efficiency_ratio" if r.series.key.mode == "strong" else "weak_efficiency_ratio"
-        text = (f"{r.series.key.label}: {r.series.key.mode} efficiency {fmt(last[col], 3)} at N = {n} "
-                f"(baseline N0 = {n0}), {fmt(last['showers_per_s'])} showers/s, communication "
-                f"{fmt(100 * last['comm_share_fraction'], 3)} % of the epoch")
+        col = "strong_efficiency_ratio" if r.series.key.mode == MODE_STRONG else "weak_efficiency_ratio"
+        ci = col.replace("_ratio", "_ci")
+        text = (f"{r.series.key.label}: {r.series.key.mode} efficiency {ratio(last[col])} at N = {n} "
+                f"({percent(CONFIDENCE)} CI {interval(last[f'{ci}_low_ratio'], last[f'{ci}_high_ratio'])}, {_sample(last)}; "
+                f"baseline N0 = {n0}), {rate(last['showers_per_s'], 'showers/s')}, communication "
+                f"{percent(last['comm_share_fraction'])} of the epoch")
         if math.isfinite(last["showers_per_j"]):
-            text += f", {fmt(last['showers_per_j'], 3)} showers/J ({last['total_energy_source']})"
+            text += f", {rate(last['showers_per_j'], 'showers/J')} ({last['total_energy_source']})"
         items.append(text + ".")
-    if a.recommended is not None:
-        items.append(f"Recommended configuration (minimal E x T on the energy/time Pareto front): {a.recommended.label}.")
-    p = a.projection
-    if p.available and len(p.points):
-        top = int(p.points["world_size_ranks"].max())
-        at = p.points[(p.points["world_size_ranks"] == top)]
-        for (net, mode), g in at.groupby(["network", "mode"], sort=False):
-            eff = ", ".join(f"{row.particle} {fmt(row.efficiency_ratio, 3)}" for row in g.itertuples())
-            items.append(f"Projection (not a measurement), {net}, {mode} scaling at N = {top}: {eff}.")
+    for name, best in a.recommended.items():
+        items.append(f"Recommended {name} configuration (minimal E x T on its energy/time Pareto front for "
+                     f"{count(REFERENCE_SHOWERS)} showers): {best.label}.")
+    items += key_result_items(a.projection)
+    if a.campaign is not None:
+        items += campaign_key_items(a.campaign, a.summary)
     doc.ul(items)
 
 
@@ -193,20 +217,34 @@ def _series_section(doc: Document, a: Analysis) -> None:
 def _scaling_section(doc: Document, a: Analysis) -> None:
     doc.h(1, "Scaling")
     s = a.summary
-    rows = [[r.series, r.world_size_ranks, r.nodes_count, r.epochs_used_count,
-             f"{fmt(r.epoch_time_median_s)} [{fmt(r.epoch_time_p25_s)}, {fmt(r.epoch_time_p75_s)}]",
-             r.showers_per_s, r.speedup_ratio,
-             r.strong_efficiency_ratio if r.mode == "strong" else r.weak_efficiency_ratio,
-             r.karp_flatt_fraction, r.comm_share_fraction, r.data_wait_share_fraction, r.rank_imbalance_ratio]
-            for r in s.itertuples()]
-    doc.table(["series", "N", "nodes", "epochs used", "T(N) median [p25, p75] (s)", "showers/s", "speedup (strong S, weak N T0/TN)",
-               "efficiency (strong S/N or weak T0/TN)", "Karp-Flatt", "comm share", "data-wait share",
-               "rank imbalance"], rows)
-    fits = [[r.series.key.label, r.fit.law, r.fit.parallel_fraction, r.fit.serial_fraction, r.fit.points,
-             r.fit.rms_residual] for r in a.results if r.fit is not None]
+    rows = []
+    for r in s.itertuples():
+        eff = "strong_efficiency" if r.mode == MODE_STRONG else "weak_efficiency"
+        # The baseline's own speedup is exact by definition: no interval to give.
+        at_base = r.world_size_ranks == r.baseline_world_size_ranks
+        ci = (lambda lo, hi: "(baseline)") if at_base else interval
+        rows.append([
+            r.series, r.world_size_ranks, r.nodes_count, r.runs_count, r.epochs_used_count,
+            f"{duration(r.epoch_time_median_s)} [{duration(r.epoch_time_p25_s)}, {duration(r.epoch_time_p75_s)}]",
+            significant(r.showers_per_s),
+            f"{ratio(r.speedup_ratio)} {ci(r.speedup_ci_low_ratio, r.speedup_ci_high_ratio)}",
+            f"{ratio(getattr(r, f'{eff}_ratio'))} "
+            f"{ci(getattr(r, f'{eff}_ci_low_ratio'), getattr(r, f'{eff}_ci_high_ratio'))}",
+            ratio(r.karp_flatt_fraction), percent(r.comm_share_fraction), percent(r.data_wait_share_fraction),
+            ratio(r.rank_imbalance_ratio, 3)])
+    doc.table(["series", "N", "nodes", "runs", "epochs used", "T(N) median [p25, p75]", "showers/s",
+               f"speedup (strong S, weak N T0/TN) [{percent(CONFIDENCE)} CI]",
+               f"efficiency (strong S/N or weak T0/TN) [{percent(CONFIDENCE)} CI]",
+               "Karp-Flatt", "comm share", "data-wait share", "rank imbalance"], rows)
+    fits = [[f.series, f.law, ratio(f.parallel_fraction, 3) if f.note == "" else "not enough points",
+             ratio(f.serial_fraction, 3) if f.note == "" else "-", f.points_count,
+             ratio(f.rms_residual_ratio) if f.note == "" else "-", f.note or "-"]
+            for f in fits_table(a.results).itertuples()]
     if fits:
-        doc.p("Scaling-law fits (least squares on the speedup; P = parallel fraction):")
-        doc.table(["series", "law", "P", "serial fraction 1-P", "points", "rms residual of S"], fits)
+        doc.p("Scaling-law fits (least squares on the speedup; P = parallel fraction). A law is fitted only "
+              "with a point to spare: with the baseline and one more world size any P passes through both, "
+              "which tests nothing.")
+        doc.table(["series", "law", "P", "serial fraction 1-P", "points", "rms residual of S", "note"], fits)
     else:
         doc.p("No series has two or more world sizes: no efficiency curve and no scaling-law fit.")
 
@@ -220,17 +258,19 @@ def _energy_section(doc: Document, a: Analysis) -> None:
         return
 
     def dom(v, src):
-        return f"{fmt(v)} ({src})"
+        return f"{energy(v)} ({src})"
 
     rows = [[r.series, r.world_size_ranks, dom(r.gpu_energy_per_epoch_j, r.gpu_energy_source),
              dom(r.cpu_energy_per_epoch_j, r.cpu_energy_source), dom(r.dram_energy_per_epoch_j, r.dram_energy_source),
-             f"{fmt(r.total_energy_per_epoch_j)} ({r.total_energy_source}; {r.total_energy_domains or '-'})",
-             r.energy_per_1000_showers_j, r.showers_per_j, r.average_power_w, r.edp_j_s, r.ed2p_j_s2,
-             f"{fmt(r.all_epochs_energy_j)} ({r.all_epochs_energy_source})"]
+             f"{energy(r.total_energy_per_epoch_j)} ({r.total_energy_source}; {r.total_energy_domains or '-'})",
+             energy(r.energy_per_1000_showers_j), significant(r.showers_per_j), power(r.average_power_w),
+             significant(r.edp_j_s), significant(r.ed2p_j_s2),
+             f"{energy(r.all_epochs_energy_j)} ({r.all_epochs_energy_source})"]
             for r in s.itertuples()]
-    doc.table(["series", "N", "GPU J/epoch (source)", "CPU J/epoch (source)", "DRAM J/epoch (source)",
-               "total J/epoch (source; domains)", "J per 1000 showers", "showers/J", "avg power (W)",
-               "EDP (J s)", "ED2P (J s^2)", "all epochs J (source)"], rows)
+    doc.table(["series", "N", "GPU energy per epoch (source)", "CPU energy per epoch (source)",
+               "DRAM energy per epoch (source)", "total energy per epoch (source; domains)",
+               "energy per 1000 showers", "showers/J", "average power", "EDP (J s)", "ED2P (J s^2)",
+               "all epochs energy (source)"], rows)
     flagged = s[s["total_energy_source"].isin([em.MIXED, em.ESTIMATED, em.PARTIAL])]
     if len(flagged):
         doc.p(f"{len(flagged)} row(s) have totals that include estimates or miss readings; they are labelled in "
@@ -274,59 +314,34 @@ def _meters_section(doc: Document, a: Analysis) -> None:
 
 
 def _pareto_section(doc: Document, a: Analysis) -> None:
-    doc.h(1, "Energy vs time to solution")
+    doc.h(1, f"Energy vs time for {count(REFERENCE_SHOWERS)} showers")
     if not len(a.pareto):
-        doc.p("Skipped: no configuration has both a time and an energy to solution (energy unavailable, or "
-              "train.iterations missing from the run configuration).")
+        doc.p("Skipped: no configuration has both an epoch time and an energy per epoch (energy unavailable).")
         return
-    doc.p(f"Every configuration is compared on the same training length, {fmt(a.iterations_to_solution)} "
-          "iterations (the most common train.iterations of the runs): time to solution = T(N) x epochs to "
-          "solution and energy to solution = total energy per epoch x the same epochs, with epochs to solution = "
-          "training length / iterations per epoch. Front: configurations that no other configuration beats on "
-          "both. Recommended: the front point with the smallest energy-delay product E x T (ties: the faster).")
+    doc.p(f"Every configuration is compared on the same work, {count(REFERENCE_SHOWERS)} showers processed "
+          "(summed over ranks): time = T(N) / showers per epoch x that number, energy = total energy per epoch / "
+          "showers per epoch x the same number (so a weak-scaling run, which processes N times more showers per "
+          "iteration, is not credited with the same work as a strong one). There is one front per scaling mode "
+          "and particle: weak scaling grows the global batch with N, so its showers do not train like a strong "
+          "run's, and showers of different particles are different work. Front: configurations that no other "
+          "configuration of the same mode and particle beats on both. Recommended: the front point with the "
+          "smallest energy-delay product E x T (ties: the faster). This is throughput at equal work, not time to "
+          "a quality target.")
     front = a.pareto[a.pareto["on_front"]]
-    doc.table(["series", "N", "time to solution (s)", "energy to solution (J)", "E x T (J s)", "energy source",
-               "recommended"],
-              [[r.series, r.world_size_ranks, r.time_to_solution_s, r.energy_to_solution_j, r.edp_to_solution_j_s,
+    doc.table(["front (mode, particle)", "series", "N", "time per shower", "energy per shower",
+               f"time for {count(REFERENCE_SHOWERS)} showers", f"energy for {count(REFERENCE_SHOWERS)} showers",
+               "E x T (J s)", "energy source", "recommended"],
+              [[r.front, r.series, r.world_size_ranks, duration(r.time_per_shower_s), energy(r.energy_per_shower_j),
+                duration(r.time_to_solution_s), energy(r.energy_to_solution_j), significant(r.edp_to_solution_j_s),
                 r.total_energy_source, r.recommended] for r in front.itertuples()])
-    if a.recommended is not None:
-        doc.p(f"Recommended configuration: {a.recommended.label} (time {fmt(a.recommended.time_s)} s, energy "
-              f"{fmt(a.recommended.energy_j)} J).")
+    for name, best in a.recommended.items():
+        doc.p(f"Recommended {name} configuration: {best.label} (time {duration(best.time_s)}, energy "
+              f"{energy(best.energy_j)} for {count(REFERENCE_SHOWERS)} showers).")
 
 
 def _projection_section(doc: Document, a: Analysis) -> None:
-    p = a.projection
-    doc.h(1, "Projection to many ranks")
-    doc.p("Communication model (ring all-reduce of b bytes over N ranks, bandwidth B, latency L): "
-          "`t(b, N) = 2(N-1)/N * b / B + 2(N-1) * L`. One iteration all-reduces the critic gradients n_disc "
-          "times and the generator gradients once (4 bytes per trainable parameter); communication is assumed "
-          "not to overlap computation. Non-communication time per iteration t_nc is measured: strong scaling "
-          "uses t_nc(N) = a/N + b fitted to the strong series (b = 0 with one N), weak scaling keeps t_nc "
-          "constant; an unmeasured particle's t_nc is scaled by its parameter count. Projected strong "
-          "efficiency = t(1) / (N t(N)), weak = t(1) / t(N). These are projections, not measurements.")
-    if not p.available:
-        doc.ul(p.notes)
-        doc.p("Shipped example networks (pass with `--network NAME`): "
-              + ", ".join(f"`{s.stem}`" for s in shipped_networks()) + ".")
-        return
-    doc.table(["network", "bandwidth (Gbit/s)", "latency (us)", "origin", "description"],
-              [[n.name, n.bandwidth_gbit_s, n.latency_us, n.origin, n.description] for n in p.networks])
-    doc.table(["particle", "voxels", "generator parameters", "critic parameters", "bytes per critic all-reduce",
-               "bytes per generator all-reduce"],
-              [[s.particle, s.n_voxels, s.generator_params, s.critic_params, s.critic_grad_bytes,
-                s.generator_grad_bytes] for s in p.sizes.values()])
-    doc.ul([f"{c.particle}: {c.basis}" for c in p.compute.values()] + [f"n_disc = {p.n_disc}"] + p.notes)
-    show = [n for n in (8, 32, 128, 512, 1024) if n in set(p.points["world_size_ranks"])]
-    rows = []
-    for (net, particle, mode), g in p.points.groupby(["network", "particle", "mode"], sort=False):
-        eff = dict(zip(g["world_size_ranks"], g["efficiency_ratio"]))
-        rows.append([net, particle, mode] + [eff.get(n, math.nan) for n in show])
-    doc.p("Projected efficiency:")
-    doc.table(["network", "particle", "mode"] + [f"N={n}" for n in show], rows)
-    if len(p.check):
-        doc.p("Check of the model against the measurements (measured network only):")
-        doc.table(["network", "particle", "mode", "N", "measured efficiency", "projected efficiency"],
-                  [list(r)[1:] for r in p.check.itertuples()])
+    projection_section(doc, a.projection, "Shipped example networks (pass with `--network NAME`): "
+                       + ", ".join(f"`{s.stem}`" for s in shipped_networks()) + ".")
 
 
 def build_document(a: Analysis) -> Document:
@@ -345,6 +360,8 @@ def build_document(a: Analysis) -> Document:
     _scaling_section(doc, a)
     _energy_section(doc, a)
     _pareto_section(doc, a)
+    if a.campaign is not None and a.campaign.available:
+        campaign_section(doc, a.campaign)
     _projection_section(doc, a)
     doc.h(1, "Plots")
     doc.p("Each figure is also saved as PDF (vector, TrueType fonts) beside its PNG.")
@@ -361,6 +378,27 @@ def build_document(a: Analysis) -> Document:
 
 
 # ------------------------------------------------------------------------------------ writing
+FITS_COLUMNS = ["series", "law", "parallel_fraction", "serial_fraction", "points_count", "rms_residual_ratio", "note"]
+
+
+def fits_table(results: Sequence[SeriesResult]) -> pd.DataFrame:
+    """fits.csv: one row per series with two or more world sizes; the fitted columns are empty
+    (NaN) where there were not enough points for a fit, and ``note`` says so."""
+    rows = []
+    for r in results:
+        if r.fit is not None:
+            rows.append({"series": r.series.key.label, "law": r.fit.law, "parallel_fraction": r.fit.parallel_fraction,
+                         "serial_fraction": r.fit.serial_fraction, "points_count": r.fit.points,
+                         "rms_residual_ratio": r.fit.rms_residual, "note": ""})
+            continue
+        points = int(r.rows.loc[r.rows["epoch_time_median_s"].notna(), "world_size_ranks"].nunique())
+        if points >= 2:
+            rows.append({"series": r.series.key.label, "law": r.law, "parallel_fraction": math.nan,
+                         "serial_fraction": math.nan, "points_count": points, "rms_residual_ratio": math.nan,
+                         "note": r.fit_note})
+    return pd.DataFrame(rows, columns=FITS_COLUMNS)
+
+
 def check_out(out: str | Path) -> None:
     """Refuse an output folder that exists and is not a report written here (checked first, so
     a long analysis never ends in this error)."""
@@ -403,11 +441,9 @@ def write_report(a: Analysis, out: str | Path, power_run_id: str | None = None,
         a.summary.to_parquet(tmp / "summary.parquet", index=False)
         if len(a.pareto):
             a.pareto.to_csv(tmp / "pareto.csv", index=False)
-        fits = [{"series": r.series.key.label, "law": r.fit.law, "parallel_fraction": r.fit.parallel_fraction,
-                 "serial_fraction": r.fit.serial_fraction, "points_count": r.fit.points,
-                 "rms_residual_ratio": r.fit.rms_residual} for r in a.results if r.fit is not None]
-        pd.DataFrame(fits, columns=["series", "law", "parallel_fraction", "serial_fraction", "points_count",
-                                    "rms_residual_ratio"]).to_csv(tmp / "fits.csv", index=False)
+        fits_table(a.results).to_csv(tmp / "fits.csv", index=False)
+        if a.campaign is not None:
+            write_campaign_tables(a.campaign, tmp)
         if a.projection.available:
             a.projection.points.to_csv(tmp / "projection.csv", index=False)
         doc = build_document(a)

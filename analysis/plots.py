@@ -1,7 +1,9 @@
-"""Every figure of the report, drawn with matplotlib (Agg, no pyplot state) as PNG and PDF.
+"""Every figure of the report, drawn with matplotlib (``common.plotting``: Agg, no pyplot state,
+the house rc style) as PNG and PDF.
 
-House style: log2 world-size axis with integer ticks, an ideal line wherever one exists,
-error bars from the epoch-time spread (25th-75th percentile), the colour-blind-safe Okabe-Ito
+House style on top of that: log2 world-size axis with integer ticks, an ideal line wherever one exists,
+bootstrap confidence intervals on speedups and efficiencies and the epoch-time spread (25th-75th
+percentile) on times, the colour-blind-safe Okabe-Ito
 palette with distinct markers per series, axis labels with units, TrueType fonts in the PDF so
 figures stay editable in papers. Projections are dashed and labelled as projections.
 
@@ -11,23 +13,26 @@ numbers were measured) or None when there is nothing to draw (the reason goes to
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
 
-matplotlib.use("Agg")  # never open a window; analysis runs on login nodes and in CI
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator  # noqa: E402
-
-from analysis import energy_metrics as em  # noqa: E402
-from analysis.summary import SeriesResult  # noqa: E402
+from analysis import energy_metrics as em
+from analysis.bootstrap import CONFIDENCE
+from analysis.numbers import count, percent
+from analysis.pareto import REFERENCE_SHOWERS
+from analysis.summary import SeriesResult
+from bologan.metrics import SELECTION_METRIC, best_iteration
+from common.plotting import new_figure, save_figure
+from common.vocab import ENERGY_DOMAINS
 
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h")
@@ -37,17 +42,18 @@ PART_LABELS = {"compute": "compute", "comm": "communication (all-reduce)", "data
 DOMAIN_COLOURS = {"gpu": "#009E73", "cpu": "#0072B2", "dram": "#CC79A7"}
 DOMAIN_LABELS = {"gpu": "GPU", "cpu": "CPU package", "dram": "DRAM"}
 SOURCE_HATCH = {em.MEASURED: "", em.ESTIMATED: "///", em.MIXED: "//", em.PARTIAL: "..", em.UNAVAILABLE: ""}
-DPI = 150
+FRONT_STYLES = ("-", "--", "-.", ":")
+METRIC_LABELS = {"chi2_ndf": "chi2 / NDF", "chi2_ndf_overflow": "chi2 / NDF with under- and overflow bins"}
+PROJECTION_MIN_WORLD_SIZE = 8
+"""Projection plots start here: below it the measurements speak for themselves."""
+PROJECTION_PARTS = ("compute", "straggler", "fixed", "latency", "bandwidth")
+PROJECTION_COLOURS = {"compute": "#0072B2", "straggler": "#56B4E9", "fixed": "#E69F00", "latency": "#CC79A7",
+                      "bandwidth": "#D55E00"}
+PROJECTION_LABELS = {"compute": "compute (mean rank)", "straggler": "straggler excess (slowest rank - mean)",
+                     "fixed": "all-reduce fixed cost c", "latency": "all-reduce latency a(N)",
+                     "bandwidth": "all-reduce bandwidth 2(N-1)/N b/B"}
 MAX_TIMELINE_RANKS = 8
 MAX_LINE_POINTS = 3000
-
-STYLE = {
-    "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10.5, "xtick.labelsize": 9.5,
-    "ytick.labelsize": 9.5, "legend.fontsize": 8.5, "legend.framealpha": 0.9, "lines.linewidth": 1.8,
-    "lines.markersize": 6, "axes.grid": True, "grid.alpha": 0.3, "grid.linewidth": 0.6,
-    "axes.spines.top": False, "axes.spines.right": False, "pdf.fonttype": 42, "ps.fonttype": 42,
-    "savefig.dpi": DPI, "figure.dpi": DPI, "axes.axisbelow": True,
-}
 
 _SI_STEPS = {"J": ((1e9, "GJ"), (1e6, "MJ"), (1e3, "kJ")), "J s": ((1e9, "GJ s"), (1e6, "MJ s"), (1e3, "kJ s"))}
 
@@ -95,6 +101,32 @@ def downsample(t: np.ndarray, y: np.ndarray, max_points: int = MAX_LINE_POINTS) 
     return t_mean, y_mean
 
 
+CI_TEXT = (f"{percent(CONFIDENCE)} bootstrap confidence interval (repeats, then epochs within each, resampled; "
+           "none at the baseline, which is exact by definition)")
+
+
+def ci_error(value: np.ndarray, low: Sequence[float], high: Sequence[float]) -> np.ndarray:
+    """``errorbar``'s yerr (2 x n) from interval bounds; no bar where a bound is missing."""
+    value = np.asarray(value, dtype=float)
+    lo = np.nan_to_num(value - np.asarray(low, dtype=float), nan=0.0)
+    hi = np.nan_to_num(np.asarray(high, dtype=float) - value, nan=0.0)
+    return np.vstack([np.clip(lo, 0, None), np.clip(hi, 0, None)])
+
+
+def projection_parts(points: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The projected iteration time of each row of ``projection.csv`` split into
+    ``PROJECTION_PARTS``, seconds per iteration; the parts add up to ``iteration_time_s``."""
+    straggler = points["straggler_per_iteration_s"].to_numpy(float)
+    return {"compute": points["compute_per_iteration_s"].to_numpy(float) - straggler, "straggler": straggler,
+            "fixed": points["fixed_cost_per_iteration_s"].to_numpy(float),
+            "latency": points["latency_per_iteration_s"].to_numpy(float),
+            "bandwidth": points["bandwidth_per_iteration_s"].to_numpy(float)}
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    return textwrap.wrap(text, width) or [text]
+
+
 def bytes_label(v: float, _pos=None) -> str:
     for div, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
         if v >= div:
@@ -128,17 +160,10 @@ class Plotter:
 
     def _figure(self, ncols: int = 1, nrows: int = 1, width: float | None = None,
                 height: float | None = None) -> tuple[Figure, np.ndarray]:
-        with matplotlib.rc_context(STYLE):
-            fig = Figure(figsize=(width or (6.4 if ncols == 1 else 5.2 * ncols), height or 4.3 * nrows),
-                         layout="constrained")
-            axes = fig.subplots(nrows, ncols, squeeze=False)
-        return fig, axes
+        return new_figure(width or (6.4 if ncols == 1 else 5.2 * ncols), height or 4.3 * nrows, nrows, ncols)
 
     def _save(self, fig: Figure, name: str, title: str, caption: str) -> PlotFile:
-        png, pdf = self.out_dir / f"{name}.png", self.out_dir / f"{name}.pdf"
-        with matplotlib.rc_context(STYLE):
-            fig.savefig(png, dpi=DPI)
-            fig.savefig(pdf)
+        png, pdf = save_figure(fig, self.out_dir / name)
         return PlotFile(name, title, caption, png, pdf)
 
     def series_handle(self, label: str, hollow: bool = False) -> Line2D:
@@ -190,11 +215,8 @@ class Plotter:
             colour, marker = self.style_of(r.series.key.label)
             d = r.rows[r.rows["epoch_time_median_s"].notna()]
             n, s = d["world_size_ranks"].to_numpy(float), d["speedup_ratio"].to_numpy(float)
-            n0, t0 = d["baseline_world_size_ranks"].iloc[0], d["epoch_time_median_s"].iloc[0]
-            lo = s - n0 * t0 / d["epoch_time_p75_s"].to_numpy(float)
-            hi = n0 * t0 / d["epoch_time_p25_s"].to_numpy(float) - s
-            ax.errorbar(n, s, yerr=[np.clip(lo, 0, None), np.clip(hi, 0, None)], color=colour, marker=marker,
-                        capsize=3, label=r.series.key.label)
+            ax.errorbar(n, s, yerr=ci_error(s, d["speedup_ci_low_ratio"], d["speedup_ci_high_ratio"]),
+                        color=colour, marker=marker, capsize=3, label=r.series.key.label)
             if r.fit is not None:
                 grid = np.geomspace(n.min(), n.max(), 60)
                 # Many series: one generic legend entry for the fits (P values are in the report).
@@ -220,9 +242,9 @@ class Plotter:
             labels.append("dotted: Amdahl fits (P in the report)")
         ax.legend(handles, labels, loc="upper left", fontsize=8 if len(series) <= 3 else 7)
         return self._save(fig, "speedup", "Speedup vs ranks (strong scaling)",
-                          "Speedup from the median epoch time T(N) over non-warm-up, non-interrupted epochs; an "
-                          "epoch's time is that of its slowest rank. Error bars: epoch-time 25th-75th percentile "
-                          "at N (baseline held at its median). Dotted: least-squares Amdahl fit.")
+                          "Speedup from the median epoch time T(N) over non-warm-up, non-interrupted epochs (all "
+                          "repeats of a point pooled); an epoch's time is that of its slowest rank. Error bars: "
+                          f"{CI_TEXT}. Dotted: least-squares Amdahl fit (drawn with three or more world sizes).")
 
     def plot_efficiency(self) -> PlotFile | None:
         strong, weak = self._rows("strong", 2), self._rows("weak", 2)
@@ -239,13 +261,14 @@ class Plotter:
                 colour, marker = self.style_of(r.series.key.label)
                 d = r.rows[r.rows[col].notna()]
                 n, e = d["world_size_ranks"].to_numpy(float), d[col].to_numpy(float)
-                ratio_lo = d["epoch_time_median_s"].to_numpy(float) / d["epoch_time_p75_s"].to_numpy(float)
-                ratio_hi = d["epoch_time_median_s"].to_numpy(float) / d["epoch_time_p25_s"].to_numpy(float)
-                ax.errorbar(n, e, yerr=[np.clip(e - e * ratio_lo, 0, None), np.clip(e * ratio_hi - e, 0, None)],
+                high = d[f"{mode}_efficiency_ci_high_ratio"].to_numpy(float)
+                ax.errorbar(n, e, yerr=ci_error(e, d[f"{mode}_efficiency_ci_low_ratio"], high),
                             color=colour, marker=marker, capsize=3)
                 handles[r.series.key.label] = self.series_handle(r.series.key.label)
                 all_n += list(n)
-                ymax = max(ymax, float(np.nanmax(e * ratio_hi)) * 1.05)
+                top = np.fmax(e, high)
+                if np.isfinite(top).any():
+                    ymax = max(ymax, float(np.nanmax(top)) * 1.05)
             if all_n:
                 ax.axhline(1.0, color="0.35", linestyle="--", linewidth=1.2, zorder=0)
                 handles["ideal (efficiency 1)"] = Line2D([], [], color="0.35", linestyle="--", linewidth=1.2)
@@ -261,7 +284,7 @@ class Plotter:
         return self._save(fig, "efficiency", "Strong and weak scaling efficiency vs ranks",
                           "Strong efficiency S/N with the global batch fixed; weak efficiency T(N0)/T(N) with the "
                           "per-rank batch fixed. T is the median epoch time (slowest rank per epoch, warm-up and "
-                          "interrupted epochs excluded); error bars from the 25th-75th percentile of epoch times.")
+                          f"interrupted epochs excluded, repeats pooled); error bars: {CI_TEXT}.")
 
     def plot_time_breakdown(self) -> PlotFile | None:
         series = self._rows(None, 1)
@@ -322,7 +345,7 @@ class Plotter:
             n = d["world_size_ranks"].to_numpy(float)
             left, width = n * 2**-0.3, n * (2**0.3 - 2**-0.3)
             bottom = np.zeros(len(d))
-            for dom in em.DOMAINS:
+            for dom in ENERGY_DOMAINS:
                 v = np.nan_to_num(d[f"{dom}_energy_per_epoch_j"].to_numpy(float))
                 for i, src in enumerate(d[f"{dom}_energy_source"]):
                     if v[i] <= 0:
@@ -336,7 +359,7 @@ class Plotter:
             ax.set_ylabel("energy per epoch (J)")
             ax.set_title(r.series.key.label, fontsize=9.5)
         self._hide_unused(axes, len(series))
-        handles = [Patch(facecolor=DOMAIN_COLOURS[d], label=DOMAIN_LABELS[d]) for d in em.DOMAINS]
+        handles = [Patch(facecolor=DOMAIN_COLOURS[d], label=DOMAIN_LABELS[d]) for d in ENERGY_DOMAINS]
         for src in (em.ESTIMATED, em.MIXED, em.PARTIAL):
             if src in used_sources:
                 handles.append(Patch(facecolor="white", edgecolor="0.3", hatch=SOURCE_HATCH[src],
@@ -403,7 +426,7 @@ class Plotter:
             colour = PALETTE[i % len(PALETTE)]
             for (domain, device), g in power[power["rank"] == rank].groupby(["domain", "device"], sort=True):
                 g = g.sort_values("t_s")
-                est = " (estimated)" if (g["source"] == "estimated").any() else ""
+                est = " (estimated)" if (g["source"] == em.ESTIMATED).any() else ""
                 t, w = downsample(g["t_s"].to_numpy(float), g["watts"].to_numpy(float))
                 ax.plot(t, w, color=colour, linestyle=dash.get(domain, "-"), linewidth=1.2,
                         label=f"rank {rank} {device}{est}")
@@ -421,7 +444,7 @@ class Plotter:
 
     def plot_pareto(self, table: pd.DataFrame) -> PlotFile | None:
         if table is None or not len(table):
-            self._skip("pareto", "no configuration has both a time and an energy to solution")
+            self._skip("pareto", "no configuration has both an epoch time and an energy per epoch")
             return None
         fig, axes = self._figure(width=7.2, height=5.6)
         ax = axes[0, 0]
@@ -440,9 +463,14 @@ class Plotter:
             for xi, yi, n in zip(x, y, g["world_size_ranks"]):
                 ax.annotate(f"N={n}", (xi, yi), textcoords="offset points", xytext=(5, 4), fontsize=7.5,
                             color="0.25")
-        front = table[table["on_front"]].sort_values("time_to_solution_s")
-        ax.step(front["time_to_solution_s"] / tdiv, front["energy_to_solution_j"] / ediv, where="post",
-                color="0.2", linewidth=1.1, linestyle="-", zorder=2, label="Pareto front")
+        # One line per front (mode, particle): a line through the fronts of two modes would join
+        # configurations that are never compared with each other.
+        fronts = table[table["on_front"]]
+        for i, (name, front) in enumerate(fronts.groupby("front", sort=True)):
+            front = front.sort_values("time_to_solution_s")
+            ax.step(front["time_to_solution_s"] / tdiv, front["energy_to_solution_j"] / ediv, where="post",
+                    color="0.2", linewidth=1.1, linestyle=FRONT_STYLES[i % len(FRONT_STYLES)], zorder=2,
+                    label=f"Pareto front, {name}")
         best = table[table["recommended"]]
         if len(best):
             ax.scatter(best["time_to_solution_s"] / tdiv, best["energy_to_solution_j"] / ediv, marker="*", s=320,
@@ -454,14 +482,16 @@ class Plotter:
                 (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
                 tidy_log_axis(ax, axis)
         ax.margins(0.08)
-        ax.set_xlabel(f"time to solution ({tunit})")
-        ax.set_ylabel(f"energy to solution ({eunit})")
-        ax.set_title("Energy vs time to solution (lower left is better)")
+        ax.set_xlabel(f"time for {count(REFERENCE_SHOWERS)} showers ({tunit})")
+        ax.set_ylabel(f"energy for {count(REFERENCE_SHOWERS)} showers ({eunit})")
+        ax.set_title("Energy vs time for the same work (lower left is better)")
         fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=7.5)
-        return self._save(fig, "pareto", "Energy vs time to solution (Pareto front)",
-                          "Time to solution = median epoch time x epochs to solution, energy to solution = total "
-                          "energy per epoch x the same epochs; every configuration is taken to the same number of "
-                          "training iterations. Hollow markers: energy includes estimates or is partial.")
+        return self._save(fig, "pareto", f"Energy vs time for {count(REFERENCE_SHOWERS)} showers (Pareto fronts)",
+                          f"Every configuration taken to the same work, {count(REFERENCE_SHOWERS)} showers "
+                          "processed (summed over ranks): time = median epoch time / showers per epoch x that "
+                          "number, energy = total energy per epoch / showers per epoch x the same. One front per "
+                          "scaling mode and particle (line style). Throughput at equal work, not time to a quality "
+                          "target. Hollow markers: energy includes estimates or is partial.")
 
     def plot_chi2(self, evals: list[tuple[str, pd.DataFrame]]) -> PlotFile | None:
         evals = [(lbl, e) for lbl, e in evals if e is not None and len(e)]
@@ -470,73 +500,140 @@ class Plotter:
             return None
         fig, axes = self._figure(width=7.0, height=4.4)
         ax = axes[0, 0]
+        # The metric that picks the best checkpoint; runs evaluated before it existed only have chi2_ndf.
+        metric = SELECTION_METRIC if all(SELECTION_METRIC in e and e[SELECTION_METRIC].notna().any()
+                                         for _, e in evals) else "chi2_ndf"
         for i, (label, e) in enumerate(evals[:len(PALETTE)]):
             e = e.sort_values("iteration")
             colour, marker = PALETTE[i % len(PALETTE)], MARKERS[i % len(MARKERS)]
-            ax.plot(e["iteration"], e["chi2_ndf"], color=colour, marker=marker, markersize=3.5, label=label)
-            b = e.loc[e["chi2_ndf"].idxmin()]
-            ax.scatter([b["iteration"]], [b["chi2_ndf"]], marker="*", s=160, color=colour, edgecolors="black",
+            ax.plot(e["iteration"], e[metric], color=colour, marker=marker, markersize=3.5, label=label)
+            best = best_iteration(e.itertuples(index=False), metric)
+            b = e[e["iteration"] == best].iloc[-1]
+            ax.scatter([b["iteration"]], [b[metric]], marker="*", s=160, color=colour, edgecolors="black",
                        zorder=4)
         ax.set_yscale("log")
         tidy_log_axis(ax)
         ax.set_xlabel("training iteration")
-        ax.set_ylabel("chi2 / NDF of total energy vs reference")
+        ax.set_ylabel(f"{METRIC_LABELS.get(metric, metric)} of total energy vs reference")
         ax.set_title("Checkpoint quality (star: best iteration)")
         ax.legend(loc="upper right", fontsize=7.5)
         more = f" Only the first {len(PALETTE)} of {len(evals)} runs are drawn." if len(evals) > len(PALETTE) else ""
         return self._save(fig, "chi2", "chi2/NDF vs training iteration",
-                          "chi2/NDF per evaluated checkpoint (eval.parquet); the star marks the lowest value, "
-                          "BoloGAN's best-iteration rule." + more)
+                          f"{METRIC_LABELS.get(metric, metric)} (`{metric}`) per evaluated checkpoint (eval.parquet); the star marks the best iteration "
+                          "as bologan.metrics.best_iteration picks it (lowest value, ties to the later "
+                          "iteration)." + more)
 
     # ---------------------------------------------------------------- projection
-    def plot_projection(self, points: pd.DataFrame, measured: pd.DataFrame) -> PlotFile | None:
+    @staticmethod
+    def _projected(points: pd.DataFrame, networks: Sequence[str] | None,
+                   min_world_size: int) -> tuple[pd.DataFrame, list[str]]:
+        """The points to draw (N >= ``min_world_size``, the named networks) and the networks in order."""
+        if networks:
+            points = points[points["network"].isin(list(networks))]
+        points = points[points["world_size_ranks"] >= min_world_size]
+        return points, list(dict.fromkeys(points["network"]))
+
+    def plot_projection(self, points: pd.DataFrame, networks: Sequence[str] | None = None,
+                        *, min_world_size: int = PROJECTION_MIN_WORLD_SIZE, note: str = "") -> PlotFile | None:
+        """Projected efficiency vs N: one panel per (particle, mode), one line per network."""
         if points is None or not len(points):
             self._skip("projection", "projection unavailable (see the projection section)")
             return None
-        fig, axes = self._figure(ncols=2, height=4.9)
-        networks = list(dict.fromkeys(points["network"]))
+        points, nets = self._projected(points, networks, min_world_size)
+        if not len(points):
+            self._skip("projection", f"no projected point at N >= {min_world_size}")
+            return None
         particles = list(dict.fromkeys(points["particle"]))
-        particle_dash = {"photons": (0, (6, 3)), "pions": (0, (1.5, 2))}
-        net_colour = {n: PALETTE[(i + 2) % len(PALETTE)] for i, n in enumerate(networks)}
-        handles: dict[str, Line2D] = {}
-        for n in networks:
-            handles[f"projection, {n}"] = Line2D([], [], color=net_colour[n], linestyle="--")
-        for pt in particles:
-            handles[f"projected {pt} model"] = Line2D([], [], color="0.4", linestyle=particle_dash.get(pt, "--"))
-        for ax, mode in ((axes[0, 0], "strong"), (axes[0, 1], "weak")):
-            p = points[points["mode"] == mode]
-            for (net, particle), g in p.groupby(["network", "particle"], sort=False):
-                g = g.sort_values("world_size_ranks")
-                ax.plot(g["world_size_ranks"], g["efficiency_ratio"], color=net_colour[net],
-                        linestyle=particle_dash.get(particle, "--"), linewidth=1.7)
-            m = measured[measured["mode"] == mode] if len(measured) else measured
-            for (label, particle), g in (m.groupby(["series", "particle"], sort=False) if len(m) else []):
-                g = g.sort_values("world_size_ranks")
-                marker = "o" if particle == "photons" else "s"
-                ax.plot(g["world_size_ranks"], g["efficiency_ratio"], color="black", linestyle="-", marker=marker,
-                        linewidth=1.4, zorder=4)
-                handles[f"measured: {label}"] = Line2D([], [], color="black", marker=marker, linestyle="-")
-            if not len(m):
-                ax.text(0.97, 0.97, f"no {mode}-scaling measurement", transform=ax.transAxes, ha="right",
-                        va="top", fontsize=8.5, color="0.4")
-            ax.axhline(1.0, color="0.35", linestyle=":", linewidth=1.0, zorder=0)
-            self.log2_axis(ax, points["world_size_ranks"])
-            ax.set_ylim(0, 1.08)
-            ax.set_ylabel("strong efficiency S / N" if mode == "strong" else "weak efficiency T(1) / T(N)")
-            ax.set_title(f"{mode.capitalize()} scaling: projection vs measurement")
+        modes = [m for m in ("strong", "weak") if m in set(points["mode"])]
+        fig, axes = new_figure(5.0 * len(modes), 3.3 * len(particles) + 0.4 + 0.16 * len(nets), len(particles),
+                               len(modes), sharex=True, sharey=True)
+        style = {n: (PALETTE[i % len(PALETTE)], MARKERS[i % len(MARKERS)]) for i, n in enumerate(nets)}
+        all_n = sorted(set(points["world_size_ranks"]))
+        for row, particle in enumerate(particles):
+            for col, mode in enumerate(modes):
+                ax = axes[row, col]
+                p = points[(points["particle"] == particle) & (points["mode"] == mode)]
+                for net, g in p.groupby("network", sort=False):
+                    g = g.sort_values("world_size_ranks")
+                    colour, marker = style[net]
+                    ax.plot(g["world_size_ranks"], g["efficiency_ratio"], color=colour, marker=marker,
+                            markersize=4, linestyle="--", linewidth=1.5)
+                last = int(p["world_size_ranks"].max()) if len(p) else 0
+                if mode == "strong" and last and last < all_n[-1]:
+                    ax.axvspan(last * 2**0.5, all_n[-1] * 2**0.45, color="0.92", zorder=0)
+                    ax.text(last * 2**0.6, 0.5, "per-rank batch\nbelow one shower", fontsize=7.5, color="0.35",
+                            va="center")
+                ax.axhline(1.0, color="0.35", linestyle=":", linewidth=1.0, zorder=0)
+                self.log2_axis(ax, all_n)
+                ax.set_ylim(0, 1.08)
+                ax.set_title(f"{particle}, {mode} scaling (projection)", fontsize=10)
+                ax.set_ylabel("strong efficiency S / N" if mode == "strong" else "weak efficiency T(1) / T(N)")
+                if row < len(particles) - 1:
+                    ax.set_xlabel("")
+        handles = {n: Line2D([], [], color=style[n][0], marker=style[n][1], markersize=4, linestyle="--")
+                   for n in nets}
         fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=2, fontsize=8,
-                   handlelength=3.5)
-        return self._save(fig, "projection", "Projected scaling efficiency (ring all-reduce model)",
-                          "Dashed: projections from the ring all-reduce model (latency + size / bandwidth) fitted "
-                          "to the all-reduce benchmark or given in a network file, plus the measured "
-                          "non-communication time per iteration. Solid black: measurements.")
+                   handlelength=3.0)
+        return self._save(fig, "projection", "Projected scaling efficiency, one line per network",
+                          "Projections, not measurements: efficiency at N ranks from the measured compute time per "
+                          "iteration and the all-reduce model t = c + a(N) + 2(N-1)/N x b / B per collective "
+                          "(n_disc critic + 1 generator all-reduce per iteration, no overlap with compute), on "
+                          "each network. Strong lines stop where the per-rank batch would fall below one "
+                          "shower (shaded). Validation against measurements: the projection section."
+                          + (f" {note}" if note else ""))
+
+    def plot_projection_breakdown(self, points: pd.DataFrame, networks: Sequence[str] | None = None,
+                                  *, min_world_size: int = PROJECTION_MIN_WORLD_SIZE, note: str = "") -> PlotFile | None:
+        """Share of the projected iteration time per part, stacked, one row per network."""
+        if points is None or not len(points):
+            self._skip("projection_breakdown", "projection unavailable (see the projection section)")
+            return None
+        points, nets = self._projected(points, networks, min_world_size)
+        if not len(points):
+            self._skip("projection_breakdown", f"no projected point at N >= {min_world_size}")
+            return None
+        panels = [(pt, m) for pt in dict.fromkeys(points["particle"]) for m in ("strong", "weak")
+                  if len(points[(points["particle"] == pt) & (points["mode"] == m)])]
+        fig, axes = new_figure(2.7 * len(panels) + 0.6, 1.55 * len(nets) + 1.0, len(nets), len(panels),
+                               sharex=True, sharey=True)
+        all_n = sorted(set(points["world_size_ranks"]))
+        for row, net in enumerate(nets):
+            for col, (particle, mode) in enumerate(panels):
+                ax = axes[row, col]
+                g = points[(points["network"] == net) & (points["particle"] == particle)
+                           & (points["mode"] == mode)].sort_values("world_size_ranks")
+                t = g["iteration_time_s"].to_numpy(float)
+                parts = projection_parts(g)
+                if len(g):
+                    ax.stackplot(g["world_size_ranks"].to_numpy(float), *[parts[k] / t for k in PROJECTION_PARTS],
+                                 colors=[PROJECTION_COLOURS[k] for k in PROJECTION_PARTS], linewidth=0)
+                last = int(g["world_size_ranks"].max()) if len(g) else 0
+                if last and last < all_n[-1]:
+                    ax.axvspan(last, all_n[-1] * 2**0.45, color="0.92", zorder=0)
+                self.log2_axis(ax, all_n, label="ranks N" if row == len(nets) - 1 else "")
+                ax.xaxis.label.set_size(8)
+                ax.tick_params(labelsize=7)
+                ax.set_ylim(0, 1)
+                ax.grid(False)
+                if row == 0:
+                    ax.set_title(f"{particle}, {mode}", fontsize=9)
+                if col == 0:
+                    ax.set_ylabel("\n".join(_wrap(net, 22)), fontsize=7.5)
+        handles = [Patch(color=PROJECTION_COLOURS[k], label=PROJECTION_LABELS[k]) for k in PROJECTION_PARTS]
+        handles.append(Patch(color="0.92", label="no point: per-rank batch below one shower"))
+        fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=7.5)
+        return self._save(fig, "projection_breakdown", "What the projected iteration time is made of",
+                          "Share of the projected time per iteration (a projection, not a measurement), stacked "
+                          "from the bottom: mean compute of a rank, the wait for the slowest rank (straggler "
+                          "excess, from the recorded step-time quantiles; zero when none were recorded), and "
+                          "the three all-reduce terms over the n_disc + 1 collectives of an iteration: fixed "
+                          "software cost c, latency a(N) and bandwidth 2(N-1)/N x b / B. One row per network."
+                          + (f" {note}" if note else ""))
 
     def plot_allreduce_fit(self, benches: Sequence, fits: dict) -> PlotFile | None:
         if not benches:
             self._skip("allreduce_fit", "no all-reduce benchmark files")
             return None
-        from analysis.comm_model import ring_allreduce_s
-
         fig, axes = self._figure(width=7.0, height=4.6)
         ax = axes[0, 0]
         for i, b in enumerate(sorted(benches, key=lambda b: (b.engine, b.world_size))):
@@ -550,8 +647,7 @@ class Plotter:
             fit = fits.get(b.engine)
             if fit is not None and b.world_size > 1 and ok.any():
                 grid = np.geomspace(x[ok].min(), x[ok].max(), 80)
-                ax.plot(grid, ring_allreduce_s(grid, b.world_size, fit.bandwidth_bytes_per_s, fit.latency_s),
-                        color=colour, linewidth=1.1)
+                ax.plot(grid, fit.predict_s(grid, b.world_size), color=colour, linewidth=1.1)
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_locator(LogLocator(base=16))
         ax.xaxis.set_minor_locator(LogLocator(base=2, subs=(1.0,), numticks=40))
@@ -560,9 +656,13 @@ class Plotter:
         ax.set_yscale("log")
         ax.set_xlabel("message size (log2 scale)")
         ax.set_ylabel("all-reduce time (s)")
-        ax.set_title("All-reduce benchmark and fitted ring model")
+        ax.set_title("All-reduce benchmark and fitted model t = c + a(N) + 2(N-1)/N b/B", fontsize=10)
         ax.legend(loc="upper left", fontsize=7.5)
-        return self._save(fig, "allreduce_fit", "All-reduce micro-benchmark and ring-model fit",
+        algorithms = sorted({f.algorithm for f in fits.values()}) or ["tree"]
+        return self._save(fig, "allreduce_fit", "All-reduce micro-benchmark and the fitted all-reduce model",
                           "Markers: median all-reduce time per message size (bars: 10th-90th percentile). Lines: "
-                          "t = 2(N-1)/N x bytes / bandwidth + 2(N-1) x latency with one bandwidth and latency "
-                          "per engine, fitted by least squares on relative error.")
+                          "the model fitted per engine, t(b, N) = c + a(N) + 2(N-1)/N x b / B, with c the "
+                          "engine's fixed cost per all-reduce (calibrated on the smallest sizes, the same for "
+                          f"every N), a(N) the latency term of the {' / '.join(algorithms)} algorithm "
+                          "(per-hop latency alpha fitted only from benchmarks at two or more world sizes, else "
+                          "0 with the constant in c) and B the bandwidth; least squares on relative error.")

@@ -7,36 +7,16 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from analysis.numbers import DIGITS, number
 
-def fmt(value: Any, digits: int = 4) -> str:
-    """Numbers with ``digits`` significant digits; NaN/None as 'n/a'."""
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return "n/a"
-        if value == int(value) and abs(value) < 1e6:
-            return str(int(value))
-        return f"{value:.{digits}g}"
-    try:
-        f = float(value)  # numpy scalars
-    except (TypeError, ValueError):
-        return str(value)
-    kind = getattr(getattr(value, "dtype", None), "kind", "")
-    if kind == "b":
-        return "yes" if bool(value) else "no"
-    if kind in ("i", "u"):
-        return str(int(value))
-    return fmt(f, digits)
+
+def fmt(value: Any, digits: int = DIGITS) -> str:
+    """A table cell or number in running text, as ``analysis.numbers.number`` writes it."""
+    return number(value, digits)
 
 
 @dataclass

@@ -73,6 +73,22 @@ def gustafson_speedup(n: np.ndarray | float, parallel_fraction: float) -> np.nda
     return (1.0 - parallel_fraction) + n * parallel_fraction
 
 
+# Both laws have one parameter (P) and pass through the baseline by definition (S(1) = 1), so
+# the baseline point carries no information: with one more world size the fit goes through
+# every point whatever the scaling is. A fit is a test of the law only with a point to spare.
+LAW_PARAMETERS = 1
+MIN_FIT_WORLD_SIZES = LAW_PARAMETERS + 2
+
+
+def fit_shortfall(n: Sequence[float]) -> str:
+    """Why no scaling law is fitted to world sizes ``n`` ('' when there are enough of them)."""
+    distinct = len({float(x) for x in n if math.isfinite(x) and x >= 1})
+    if distinct >= MIN_FIT_WORLD_SIZES:
+        return ""
+    return (f"not enough points: {distinct} world size{'s' if distinct != 1 else ''} for a "
+            f"{LAW_PARAMETERS}-parameter law plus the baseline (a fit needs {MIN_FIT_WORLD_SIZES})")
+
+
 def _clean(n: Sequence[float], s: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     n_arr, s_arr = np.asarray(n, dtype=float), np.asarray(s, dtype=float)
     ok = np.isfinite(n_arr) & np.isfinite(s_arr) & (n_arr >= 1) & (s_arr > 0)
@@ -82,13 +98,14 @@ def _clean(n: Sequence[float], s: Sequence[float]) -> tuple[np.ndarray, np.ndarr
 def amdahl_fit(n: Sequence[float], speedups: Sequence[float]) -> LawFit | None:
     """Fit P in S = 1/((1-P) + P/N) by least squares on S, 0 <= P <= 1.
 
-    None when fewer than two distinct world sizes are available. The residual is minimised by
+    None with fewer than ``MIN_FIT_WORLD_SIZES`` distinct world sizes (``fit_shortfall``: a fit
+    through every point is no fit). The residual is minimised by
     a bounded scalar search (the model is monotone in P, so the optimum is unique).
     """
     from scipy.optimize import minimize_scalar
 
     n_arr, s_arr = _clean(n, speedups)
-    if len(np.unique(n_arr)) < 2:
+    if fit_shortfall(n_arr):
         return None
     res = minimize_scalar(lambda p: float(np.sum((amdahl_speedup(n_arr, p) - s_arr) ** 2)),
                           bounds=(0.0, 1.0), method="bounded", options={"xatol": 1e-10})
@@ -100,10 +117,11 @@ def amdahl_fit(n: Sequence[float], speedups: Sequence[float]) -> LawFit | None:
 def gustafson_fit(n: Sequence[float], scaled_speedups: Sequence[float]) -> LawFit | None:
     """Fit P in S = (1-P) + N P (S = N * weak efficiency) by linear least squares, clipped to [0, 1].
 
-    S - 1 = P (N - 1), so P = sum((S-1)(N-1)) / sum((N-1)^2). None with fewer than two distinct N.
+    S - 1 = P (N - 1), so P = sum((S-1)(N-1)) / sum((N-1)^2). None with fewer than
+    ``MIN_FIT_WORLD_SIZES`` distinct N (``fit_shortfall``).
     """
     n_arr, s_arr = _clean(n, scaled_speedups)
-    if len(np.unique(n_arr)) < 2:
+    if fit_shortfall(n_arr):
         return None
     x, y = n_arr - 1.0, s_arr - 1.0
     denom = float(np.sum(x * x))

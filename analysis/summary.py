@@ -13,9 +13,12 @@ import numpy as np
 import pandas as pd
 
 from analysis import energy_metrics as em
+from analysis.bootstrap import CONFIDENCE, RESAMPLES, Interval, median_ratio_interval
+from analysis.numbers import percent
 from analysis.epochs import epoch_table, imbalance_ratio, used_epochs
 from analysis.load import Series
-from analysis.scaling_metrics import (LawFit, amdahl_fit, gustafson_fit, karp_flatt, speedup,
+from common.vocab import ENERGY_DOMAINS, MODE_STRONG
+from analysis.scaling_metrics import (LawFit, amdahl_fit, fit_shortfall, gustafson_fit, karp_flatt, speedup,
                                       strong_efficiency, weak_efficiency)
 
 
@@ -26,6 +29,9 @@ class Column:
     how: str
 
 
+CI_HOW = (f"{percent(CONFIDENCE)} bootstrap interval of the speedup ({RESAMPLES} resamples, fixed seed): the repeats "
+          "(runs_count) and their used epochs (epochs_used_count) of this row and of the baseline row are resampled, "
+          "repeats first, then epochs within each; equal to the value at the baseline itself")
 COLUMNS: tuple[Column, ...] = (
     Column("series", "text", "engine, mode, particle, fixed batch, config hash"),
     Column("engine", "text", "run.json engine"),
@@ -37,7 +43,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("ranks_per_node_count", "ranks", "run.json ranks_per_node"),
     Column("per_rank_batch_showers", "showers", "run.json per_rank_batch (showers per critic step per rank)"),
     Column("global_batch_showers", "showers", "run.json global_batch (showers per critic step, all ranks)"),
-    Column("runs_count", "runs", "run directories pooled in this row (same N and nodes; repeats share one median)"),
+    Column("runs_count", "runs", "repeats: run directories pooled in this row (same N and nodes; their used epochs share one median)"),
     Column("epochs_used_count", "epochs", "epochs entering the medians: not warm-up, not interrupted"),
     Column("epochs_excluded_count", "epochs", "warm-up and interrupted epochs (excluded from medians)"),
     Column("iterations_per_epoch_count", "iterations", "median iterations per epoch (one iteration = n_disc critic steps + 1 generator step)"),
@@ -52,6 +58,12 @@ COLUMNS: tuple[Column, ...] = (
     Column("speedup_ratio", "1", "strong: S = N0 T(N0) / T(N); weak: scaled speedup N T(N0) / T(N) (throughput ratio)"),
     Column("strong_efficiency_ratio", "1", "S / N (strong-scaling series only)"),
     Column("weak_efficiency_ratio", "1", "T(N0) / T(N) (weak-scaling series only)"),
+    Column("speedup_ci_low_ratio", "1", f"{CI_HOW}: low end"),
+    Column("speedup_ci_high_ratio", "1", f"{CI_HOW}: high end"),
+    Column("strong_efficiency_ci_low_ratio", "1", "strong efficiency, same interval / N"),
+    Column("strong_efficiency_ci_high_ratio", "1", "strong efficiency, same interval / N"),
+    Column("weak_efficiency_ci_low_ratio", "1", "weak efficiency, same interval / N"),
+    Column("weak_efficiency_ci_high_ratio", "1", "weak efficiency, same interval / N"),
     Column("karp_flatt_fraction", "1", "(1/S - 1/N) / (1 - 1/N), strong series, N > 1"),
     Column("compute_share_fraction", "1", "median over epochs of mean-over-ranks compute_s / epoch time"),
     Column("comm_share_fraction", "1", "median over epochs of mean-over-ranks comm_s (all-reduce) / epoch time"),
@@ -78,9 +90,6 @@ COLUMNS: tuple[Column, ...] = (
     Column("ed2p_j_s2", "J s^2", "total energy per epoch x T(N)^2"),
     Column("all_epochs_energy_j", "J", "total energy of every recorded epoch of these runs, warm-up and interrupted included"),
     Column("all_epochs_energy_source", "text", "provenance of all_epochs_energy_j"),
-    Column("epochs_to_solution_count", "epochs", "training length / iterations per epoch; training length = the most common train.iterations of all runs analysed"),
-    Column("time_to_solution_s", "s", "T(N) x epochs to solution"),
-    Column("energy_to_solution_j", "J", "total energy per epoch x epochs to solution"),
     Column("run_ids", "text", "run.json run_id of the pooled runs"),
     Column("statuses", "text", "run.json status of the pooled runs"),
     Column("notes", "text", "caveats for this row"),
@@ -90,12 +99,14 @@ COLUMN_NAMES = tuple(c.name for c in COLUMNS)
 
 @dataclass
 class SeriesResult:
-    """Summary rows of one series plus the fitted scaling law (None with < 2 world sizes)."""
+    """Summary rows of one series plus the fitted scaling law (None: ``fit_note`` says why)."""
     series: Series
     rows: pd.DataFrame
     fit: LawFit | None
     notes: list[str] = field(default_factory=list)
     epochs: pd.DataFrame | None = None   # per-epoch table of every run in the series
+    law: str = ""                        # the law fitted to this mode: "amdahl" | "gustafson"
+    fit_note: str = ""                   # why there is no fit (e.g. not enough world sizes)
 
 
 def _pct(values: np.ndarray, q: float) -> float:
@@ -106,24 +117,7 @@ def _median(values: Any) -> float:
     return em.nan_median(np.asarray(values, dtype=float))
 
 
-def solution_iterations(configs: list[dict[str, Any]]) -> int | None:
-    """The training length every configuration is compared at: the most common
-    ``train.iterations`` of the runs (ties: the largest). None when no run records it."""
-    counts: dict[int, int] = {}
-    for c in configs:
-        value = c.get("train", {}).get("iterations")
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            counts[value] = counts.get(value, 0) + 1
-    return max(counts, key=lambda v: (counts[v], v)) if counts else None
-
-
-def _epochs_to_solution(iterations: int | None, iterations_per_epoch: float) -> float:
-    if not iterations or not iterations_per_epoch > 0:
-        return math.nan
-    return iterations / iterations_per_epoch
-
-
-def _row_for(series: Series, n: int, nodes: int, table: pd.DataFrame, iterations: int | None) -> dict[str, Any]:
+def _row_for(series: Series, n: int, nodes: int, table: pd.DataFrame) -> dict[str, Any]:
     runs = [r for r in series.runs if int(r.meta["world_size"]) == n and int(r.meta["nodes"]) == nodes]
     meta = runs[0].meta
     all_n = table[(table["world_size"] == n) & (table["nodes"] == nodes)]
@@ -163,7 +157,7 @@ def _row_for(series: Series, n: int, nodes: int, table: pd.DataFrame, iterations
     row["rank_imbalance_ratio"] = _median([imbalance_ratio(a, b) for a, b in
                                            zip(used["busy_max_s"], used["busy_min_s"])])
     parts = {}
-    for d in em.DOMAINS:
+    for d in ENERGY_DOMAINS:
         value = _median(used[f"{d}_energy_j"])
         source = em.combine_sources(used[f"{d}_energy_source"]) if len(used) else em.UNAVAILABLE
         parts[d] = em.DomainEnergy(value if source != em.UNAVAILABLE else math.nan, source)
@@ -184,23 +178,27 @@ def _row_for(series: Series, n: int, nodes: int, table: pd.DataFrame, iterations
     all_energy = all_n["total_energy_j"].to_numpy(dtype=float)
     row["all_epochs_energy_j"] = float(np.nansum(all_energy)) if np.isfinite(all_energy).any() else math.nan
     row["all_epochs_energy_source"] = em.combine_sources(all_n["total_energy_source"])
-    n_epochs = _epochs_to_solution(iterations, row["iterations_per_epoch_count"])
-    row["epochs_to_solution_count"] = n_epochs
-    row["time_to_solution_s"] = T * n_epochs
-    row["energy_to_solution_j"] = E * n_epochs
     row["_notes"] = notes
+    # Used epoch times per repeat, for the bootstrap interval (see analysis.bootstrap).
+    row["_repeats"] = [g["time_s"].to_numpy(dtype=float) for _, g in used.groupby("run_path", sort=True)]
     return row
 
 
-def summarise_series(series: Series, iterations_to_solution: int | None = None) -> SeriesResult:
-    """Summary rows, baseline-relative metrics and the Amdahl/Gustafson fit of one series.
+def _speedup_interval(row: dict[str, Any], base: dict[str, Any], strong: bool) -> Interval:
+    """Bootstrap interval of ``row``'s speedup; the baseline row's own speedup is exact (N0)."""
+    n, n0 = row["world_size_ranks"], base["world_size_ranks"]
+    if row is base:
+        return Interval(row["speedup_ratio"], row["speedup_ratio"])
+    # Strong: S = N0 T(N0)/T(N); weak: N T(N0)/T(N). Both scale the ratio of medians.
+    return median_ratio_interval(base["_repeats"], row["_repeats"]).scaled(n0 if strong else n)
 
-    ``iterations_to_solution``: training length (iterations) at which time and energy to
-    solution are given, the same for every series so that they compare (``solution_iterations``).
-    """
+
+def summarise_series(series: Series) -> SeriesResult:
+    """Summary rows, baseline-relative metrics with their intervals, and the Amdahl/Gustafson
+    fit of one series (None with too few world sizes: ``fit_note`` says so)."""
     tables = [epoch_table(r) for r in series.runs]
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
-    rows = [_row_for(series, n, nodes, table, iterations_to_solution) for n, nodes in series.placements]
+    rows = [_row_for(series, n, nodes, table) for n, nodes in series.placements]
     notes: list[str] = []
     timed = [r for r in rows if math.isfinite(r["epoch_time_median_s"])]
     n0 = timed[0]["world_size_ranks"] if timed else math.nan
@@ -214,7 +212,7 @@ def summarise_series(series: Series, iterations_to_solution: int | None = None) 
         nodes = [r["nodes_count"] for r in rows if r["world_size_ranks"] == n]
         if len(nodes) > 1:
             notes.append(f"N = {n} was run on {' and '.join(map(str, nodes))} nodes: one row each")
-    strong = series.key.mode == "strong"
+    strong = series.key.mode == MODE_STRONG
     for r in rows:
         n, tn = r["world_size_ranks"], r["epoch_time_median_s"]
         r["baseline_world_size_ranks"] = n0
@@ -223,6 +221,13 @@ def summarise_series(series: Series, iterations_to_solution: int | None = None) 
         r["strong_efficiency_ratio"] = strong_efficiency(t0, tn, n, n0) if strong and timed else math.nan
         r["weak_efficiency_ratio"] = weak_efficiency(t0, tn) if not strong and timed else math.nan
         r["karp_flatt_fraction"] = karp_flatt(r["speedup_ratio"], n) if strong else math.nan
+        ci = _speedup_interval(r, timed[0], strong) if timed else Interval(math.nan, math.nan)
+        eff = ci.scaled(1.0 / n)
+        r["speedup_ci_low_ratio"], r["speedup_ci_high_ratio"] = ci.low, ci.high
+        r["strong_efficiency_ci_low_ratio"] = eff.low if strong else math.nan
+        r["strong_efficiency_ci_high_ratio"] = eff.high if strong else math.nan
+        r["weak_efficiency_ci_low_ratio"] = eff.low if not strong else math.nan
+        r["weak_efficiency_ci_high_ratio"] = eff.high if not strong else math.nan
         if timed and n0 != 1:
             r["_notes"].append(f"baseline N0={n0}")
         r["notes"] = "; ".join(r.pop("_notes"))
@@ -231,8 +236,10 @@ def summarise_series(series: Series, iterations_to_solution: int | None = None) 
         fit = amdahl_fit(ns, [r["speedup_ratio"] for r in timed])
     else:
         fit = gustafson_fit(ns, [r["speedup_ratio"] for r in timed])
+    fit_note = "" if fit is not None else (fit_shortfall(ns) or "the fit failed")
     frame = pd.DataFrame(rows, columns=list(COLUMN_NAMES))
-    return SeriesResult(series=series, rows=frame, fit=fit, notes=notes, epochs=table)
+    return SeriesResult(series=series, rows=frame, fit=fit, notes=notes, epochs=table,
+                        law="amdahl" if strong else "gustafson", fit_note=fit_note)
 
 
 def summary_table(results: list[SeriesResult]) -> pd.DataFrame:

@@ -4,14 +4,19 @@
     python -m launch.study --name quick --world-sizes 1,2 --engines horovod --epochs 3
     python -m launch.study --config my_study.toml --dry-run   # print the commands only
 
-For every world size x mode x engine it starts ``python -m scaling.run`` (plain python for one
-rank, ``mpirun -np N`` otherwise) into ``<out_dir>/<name>/<engine>-<mode>-n<N>/``, runs the
+For every world size x mode x engine it starts ``python -m scaling.run`` (``mpirun -np N`` for
+every N, one rank included, with one binding for the whole study) into
+``<out_dir>/<name>/<engine>-<mode>-n<N>/``, runs the
 all-reduce benchmark for each world size above one, then ``python -m analysis`` into
 ``<out_dir>/<name>/report/``. Output of every process goes to ``<out_dir>/<name>/logs/``.
 
+``--repeats R`` runs every point R times, interleaved (every point once, then every point again),
+repeats 2..R into ``<engine>-<mode>-n<N>-r<k>/``; the analysis pools the repeats of a point.
+
 Re-running the same command resumes: completed runs are skipped, interrupted ones continue
-(``scaling.run --resume``), failed ones and runs made with other settings (study.json keeps the
-arguments of each run) start again; ``--force`` re-runs everything.
+(``scaling.run --resume``), failed ones and runs made with other settings or other code
+(study.json keeps the arguments and the source hash of each run) start again; ``--force`` re-runs
+everything, ``--reuse-stale`` keeps completed runs made by other code (said on their line).
 A failed run is reported with the tail of its log and the study goes on; the exit status is
 1 when any step failed, 3 when the study itself was interrupted.
 """
@@ -32,9 +37,13 @@ from pathlib import Path
 from typing import Any
 
 from common.atomic import atomic_write_json, atomic_write_text
+from common.codeversion import code_version
+from common.cli import Parser, positive_int
 from common.errors import EXIT_FAILURE, EXIT_INTERRUPTED, Interrupted, UserError, main_guard
 from common.settings import add_section_arguments, resolve_sections, sections_to_dict
-from launch.common import (ENGINES, MODES, NAME_PATTERN, check_choices, check_name, find_executable,
+from common.vocab import (ENGINES, MODES, PLACEMENT_ENV, RUN_MODES, RUN_JSON, STATUS_COMPLETED, STATUS_INTERRUPTED, STATUS_RUNNING, STUDY_JSON,
+                          allreduce_bench_file)
+from launch.common import (NAME_PATTERN, check_choices, check_name, find_executable,
                            fmt_duration, indent, is_root, python_executable, tail, usable_cores)
 from launch.runargs import RunSettings, scaling_run_args
 
@@ -49,7 +58,8 @@ class StudySettings:
     name: str = field(default="local", metadata={"help": f"study name ({NAME_PATTERN}); results go to <out_dir>/<name>/"})
     out_dir: str = field(default="results", metadata={"help": "folder holding the studies"})
     world_sizes: list[int] = field(default_factory=lambda: [1, 2], metadata={"help": "ranks per run"})
-    modes: list[str] = field(default_factory=lambda: list(MODES), metadata={"help": "strong and/or weak"})
+    modes: list[str] = field(default_factory=lambda: list(MODES), metadata={
+        "help": "strong, weak and/or ensemble (every rank trains its own GAN: scaling.run --mode ensemble)"})
     engines: list[str] = field(default_factory=lambda: list(ENGINES), metadata={"help": "horovod and/or mirrored"})
     timeout_s: float = field(default=600.0, metadata={"help": "seconds one run may take before it is stopped"})
     allreduce_bench: bool = field(default=True, metadata={"help": "run the all-reduce benchmark for each world size > 1"})
@@ -69,7 +79,7 @@ class StudySettings:
             raise ValueError("world_sizes must list positive integers")
         if len(set(self.world_sizes)) != len(self.world_sizes):
             raise ValueError(f"world_sizes lists a value twice: {self.world_sizes}")
-        check_choices(self.modes, MODES, "modes")
+        check_choices(self.modes, RUN_MODES, "modes")
         check_choices(self.engines, ENGINES, "engines")
         if self.timeout_s <= 0:
             raise ValueError("timeout_s must be > 0")
@@ -77,7 +87,7 @@ class StudySettings:
 
 SECTIONS = {"study": StudySettings, "run": RunSettings}
 # Variables every rank needs; mpirun passes them on with -x (needed once ranks span hosts).
-FORWARD_ENV = ("OMP_NUM_THREADS", "PYTHONUNBUFFERED", "TF_CPP_MIN_LOG_LEVEL")
+FORWARD_ENV = ("OMP_NUM_THREADS", "PYTHONUNBUFFERED", "TF_CPP_MIN_LOG_LEVEL", PLACEMENT_ENV)
 
 
 @dataclass
@@ -90,28 +100,51 @@ class Step:
     out: Path                     # run directory, benchmark file or report folder
     run_id: str = ""
     world: int = 1
+    repeat: int = 1               # which measurement of its (engine, mode, N) point this run is
     resume: bool = False
     skip_reason: str = ""
     note: str = ""                # said on the progress line (e.g. why a run starts again)
     made_with: list[str] | None = None   # scaling.run arguments that produced the run directory
+    made_by: dict[str, Any] | None = None    # code version (common.codeversion) that produced it
+    code_now: dict[str, Any] | None = None   # code version this study would run it with
+    placed_as: str | None = None  # placement (see ``placement``) of the ranks that produced it
+    place_now: str | None = None  # placement this study starts it with
+    stale: str = ""               # why the code that made the run directory is not today's
     status: str = "pending"       # pending | skipped | completed | failed | timeout | interrupted
     exit_code: int | None = None
     duration_s: float | None = None
 
 
-def run_id(engine: str, mode: str, world: int) -> str:
-    return f"{engine}-{mode}-n{world}"
+def run_id(engine: str, mode: str, world: int, repeat: int = 1) -> str:
+    """'horovod-weak-n2' for the first run of a point, 'horovod-weak-n2-r3' for its third repeat
+    (the first keeps the plain name, so raising --repeats keeps the runs made already)."""
+    return f"{engine}-{mode}-n{world}" + (f"-r{repeat}" if repeat > 1 else "")
 
 
 def study_dir(study: StudySettings) -> Path:
     return Path(study.out_dir).expanduser().absolute() / study.name
 
 
+def binding(study: StudySettings, run: RunSettings, cores: int | None = None) -> str:
+    """mpirun's ``--bind-to`` for every run of the study: "core" or "none".
+
+    One policy for all N, decided by the largest N: a rank pinned to one core keeps its helper
+    threads (input pipeline, energy sampler, TensorFlow's inter-op pool) on that core, so the
+    single-rank baseline cannot borrow idle cores that the ranks of a larger run do not have.
+    Pinning needs single-threaded ranks that all fit on the cores; otherwise no run is pinned.
+    """
+    cores = usable_cores() if cores is None else cores
+    return "core" if run.threads == 1 and max(study.world_sizes) <= cores else "none"
+
+
+def placement(study: StudySettings, run: RunSettings, cores: int | None = None) -> str:
+    """How every rank of the study is placed, as recorded in PLACEMENT_ENV and study.json."""
+    return f"mpirun --bind-to {binding(study, run, cores)}"
+
+
 def launcher_prefix(study: StudySettings, run: RunSettings, world: int,
                     cores: int | None = None, root: bool | None = None) -> list[str]:
-    """The mpirun part of a command ([] for one rank: plain python, no MPI launcher)."""
-    if world == 1:
-        return []
+    """The mpirun part of a command: every N, one rank included, starts the same way."""
     cores = usable_cores() if cores is None else cores
     root = is_root() if root is None else root
     argv = [study.mpirun]
@@ -120,16 +153,18 @@ def launcher_prefix(study: StudySettings, run: RunSettings, world: int,
     argv += ["-np", str(world)]
     if world > cores:
         argv.append("--oversubscribe")
-    # One pinned core per single-threaded rank when they fit; otherwise let the OS place threads.
-    fits = run.threads == 1 and world <= cores
-    argv += ["--bind-to", "core" if fits else "none"]
+    # Always explicit: Open MPI's own default binds small jobs to cores and larger ones to sockets.
+    argv += ["--bind-to", binding(study, run, cores)]
     for var in FORWARD_ENV:
         argv += ["-x", var]
     return argv + list(study.mpirun_args)
 
 
-def child_env(run: RunSettings, base: dict[str, str] | None = None) -> dict[str, str]:
+def child_env(run: RunSettings, base: dict[str, str] | None = None, where: str = "") -> dict[str, str]:
+    """The environment of every step; ``where`` is the study's placement (PLACEMENT_ENV)."""
     env = dict(os.environ if base is None else base)
+    if where:
+        env[PLACEMENT_ENV] = where
     if run.threads > 0:
         env["OMP_NUM_THREADS"] = str(run.threads)
     else:
@@ -142,7 +177,7 @@ def child_env(run: RunSettings, base: dict[str, str] | None = None) -> dict[str,
 def read_status(run_dir: Path) -> str | None:
     """The "status" in ``run_dir/run.json``; None when there is no readable run.json."""
     try:
-        meta = json.loads((run_dir / "run.json").read_text())
+        meta = json.loads((run_dir / RUN_JSON).read_text())
     except (OSError, ValueError):
         return None
     status = meta.get("status") if isinstance(meta, dict) else None
@@ -156,31 +191,61 @@ def _trainer_args(argv: list[str]) -> list[str]:
     return [a for a in argv[argv.index("scaling.run") + 1:] if a != "--resume"]
 
 
-def earlier_run_args(root: Path) -> dict[str, list[str]]:
-    """scaling.run arguments of each run as the last study.json in ``root`` recorded them."""
+@dataclass
+class EarlierRun:
+    """What the last study.json in the study folder says made a run directory."""
+    run_args: list[str]
+    code_version: dict[str, Any] | None     # None: written before code versions were recorded
+    placement: str | None
+
+
+def earlier_runs(root: Path) -> dict[str, EarlierRun]:
+    """The record of each run in ``root``'s study.json (empty when there is none readable)."""
     try:
-        summary = json.loads((root / "study.json").read_text())
-        return {s["run_id"]: list(s["run_args"]) for s in summary["steps"]
-                if s.get("kind") == "run" and s.get("run_args") is not None}
+        summary = json.loads((root / STUDY_JSON).read_text())
+        return {s["run_id"]: EarlierRun(list(s["run_args"]), s.get("code_version") if isinstance(
+                    s.get("code_version"), dict) else None, s.get("placement"))
+                for s in summary["steps"] if s.get("kind") == "run" and s.get("run_args") is not None}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
 
 
+def code_change(before: dict[str, Any] | None, now: dict[str, Any]) -> str:
+    """Why the code that made a run is not the code of now ('' when it is the same)."""
+    if before is None or not before.get("source_hash"):
+        return "made by code of unknown version"
+    if before["source_hash"] != now["source_hash"]:
+        return f"made by other code (sources {str(before['source_hash'])[:12]}, now {now['source_hash'][:12]})"
+    return ""
+
+
 def plan(study: StudySettings, run: RunSettings, force: bool = False,
-         python: str | None = None) -> list[Step]:
-    """Every step of the study in order: benchmarks, training runs, analysis."""
+         python: str | None = None, reuse_stale: bool = False,
+         code: dict[str, Any] | None = None, repeats: int = 1) -> list[Step]:
+    """Every step of the study in order: benchmarks, training runs, analysis.
+
+    ``code``: the code version the runs will be made with (default: the sources beside this
+    package); a completed run made by other code runs again unless ``reuse_stale``.
+    ``repeats``: runs of every (engine, mode, N) point, interleaved (all points once, then all
+    again, ...) so that the machine drifting during the study spreads over every point instead
+    of looking like scaling. Each repeat is its own run directory, skipped or resumed on its own.
+    """
+    if repeats < 1:
+        raise UserError(f"--repeats must be >= 1, got {repeats}")
     python = python or study.python or python_executable()
     root = study_dir(study)
     logs = root / "logs"
-    earlier = earlier_run_args(root)
+    earlier = earlier_runs(root)
+    code = code or code_version().to_dict()
+    where = placement(study, run)
     steps: list[Step] = []
     if study.allreduce_bench:
         for world in sorted(w for w in study.world_sizes if w > 1):
-            out = root / f"allreduce-n{world}.json"
+            out = root / allreduce_bench_file(world)
             argv = launcher_prefix(study, run, world) + [python, "-m", "scaling.allreduce_bench",
                                                          *study.allreduce_args, "--out", str(out)]
             step = Step("bench", f"all-reduce benchmark n={world}", argv, logs / f"allreduce-n{world}.log",
-                        out, world=world)
+                        out, world=world, place_now=where)
             if out.exists() and not force:
                 step.skip_reason = "measured earlier"
             steps.append(step)
@@ -190,26 +255,42 @@ def plan(study: StudySettings, run: RunSettings, force: bool = False,
                 run.check_world(world, mode)
             except ValueError as exc:
                 raise UserError(str(exc)) from None
-            for engine in study.engines:
-                rid = run_id(engine, mode, world)
-                out = root / rid
-                status = read_status(out)
-                args = scaling_run_args(run, engine=engine, mode=mode, out=str(out), study=study.name)
-                before = earlier.get(rid)
-                # A run made with other settings is not reused: it would not measure these ones.
-                changed = before is not None and before != args
-                keep = not force and not changed
-                resume = keep and status in ("interrupted", "running")
-                argv = launcher_prefix(study, run, world) + [python, "-m", "scaling.run", *args]
-                if resume:
-                    argv.append("--resume")
-                step = Step("run", f"{engine} {mode} n={world}", argv, logs / f"{rid}.log", out,
-                            run_id=rid, world=world, resume=resume, made_with=before if status else None)
-                if status == "completed" and keep:
-                    step.skip_reason = "completed earlier"
-                elif changed and status is not None:
-                    step.note = "settings changed: starting again"
-                steps.append(step)
+    points = [(world, mode, engine) for world in sorted(study.world_sizes) for mode in study.modes
+              for engine in study.engines]
+    # The repeat is the outer loop: 1, 2, 1, 2, ... never 1, 1, 2, 2.
+    for repeat in range(1, repeats + 1):
+        for world, mode, engine in points:
+            rid = run_id(engine, mode, world, repeat)
+            out = root / rid
+            status = read_status(out)
+            args = scaling_run_args(run, engine=engine, mode=mode, out=str(out), study=study.name)
+            before = earlier.get(rid)
+            # A run made with other settings is not reused: it would not measure these ones.
+            changed = before is not None and (before.run_args != args or
+                                              before.placement not in (None, where))
+            reusable = status in (STATUS_COMPLETED, STATUS_INTERRUPTED, STATUS_RUNNING)
+            stale = code_change(before.code_version if before else None, code) if reusable else ""
+            # Other code may measure differently: never resume it, reuse it only when asked.
+            keep = not force and not changed and (not stale or (reuse_stale and status == STATUS_COMPLETED))
+            resume = keep and status in (STATUS_INTERRUPTED, STATUS_RUNNING)
+            argv = launcher_prefix(study, run, world) + [python, "-m", "scaling.run", *args]
+            if resume:
+                argv.append("--resume")
+            label = f"{engine} {mode} n={world}" + (f" repeat {repeat}/{repeats}" if repeats > 1 else "")
+            step = Step("run", label, argv, logs / f"{rid}.log", out,
+                        run_id=rid, world=world, repeat=repeat, resume=resume,
+                        made_with=before.run_args if status and before else None,
+                        made_by=before.code_version if status and before else None, code_now=code,
+                        placed_as=before.placement if status and before else None, place_now=where,
+                        stale=stale if not force else "")
+            if status == STATUS_COMPLETED and keep:
+                step.skip_reason = (f"completed earlier; STALE, {stale}: reused (--reuse-stale)" if stale
+                                    else "completed earlier")
+            elif changed and status is not None:
+                step.note = "settings changed: starting again"
+            elif stale and not force:
+                step.note = f"{stale}: starting again"
+            steps.append(step)
     if study.analyse:
         report = root / "report"
         steps.append(Step("analysis", "analysis", [python, "-m", "analysis", str(root), "--out", str(report)],
@@ -327,6 +408,8 @@ def run_step(step: Step, env: dict[str, str], timeout_s: float, progress: Progre
         step.out.unlink()
     if step.kind == "run":
         step.made_with = _trainer_args(step.argv)
+        step.made_by = step.code_now
+    step.placed_as = step.place_now
     t0 = time.monotonic()
     with open(step.log, "ab") as log:
         log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(step.argv)}\n".encode())
@@ -373,22 +456,26 @@ def _describe(step: Step, timeout_s: float) -> str:
 
 
 def write_summary(root: Path, steps: list[Step], resolved: dict[str, Any]) -> None:
-    """study.json: the resolved configuration and what happened to every step; ``run_args`` are
-    the scaling.run arguments that made each run directory (compared on the next invocation)."""
-    atomic_write_json(root / "study.json", {
+    """study.json: the resolved configuration and what happened to every step; ``run_args``,
+    ``code_version`` and ``placement`` say what made each run directory (compared on the next
+    invocation)."""
+    atomic_write_json(root / STUDY_JSON, {
         "config": sections_to_dict(resolved),
+        "repeats": max((s.repeat for s in steps if s.kind == "run"), default=1),
         "steps": [{"kind": s.kind, "label": s.label, "run_id": s.run_id, "world_size": s.world,
-                   "out": str(s.out), "log": str(s.log), "argv": s.argv, "status": s.status,
+                   "repeat": s.repeat, "out": str(s.out), "log": str(s.log), "argv": s.argv, "status": s.status,
                    "exit_code": s.exit_code, "duration_s": s.duration_s, "resumed": s.resume,
-                   "run_args": s.made_with}
+                   "run_args": s.made_with, "code_version": s.made_by,
+                   "placement": s.placed_as}
                   for s in steps],
     })
 
 
 def _check_environment(study: StudySettings, steps: list[Step]) -> None:
-    if any(s.world > 1 for s in steps) and find_executable(study.mpirun) is None:
+    # Every run and benchmark starts under mpirun, one rank included (see ``binding``).
+    if any(s.kind in ("run", "bench") and not s.skip_reason for s in steps) and find_executable(study.mpirun) is None:
         raise UserError(f"'{study.mpirun}' not found: install Open MPI (Debian: apt-get install openmpi-bin "
-                        "libopenmpi-dev) or load an MPI module, or use --world-sizes 1")
+                        "libopenmpi-dev) or load an MPI module")
     # The benchmark only feeds projections: without it the study still makes sense.
     if importlib.util.find_spec("scaling.allreduce_bench") is None:
         for s in steps:
@@ -405,13 +492,19 @@ def execute(steps: list[Step], study: StudySettings, run: RunSettings,
     """Run every step; report failures and continue; analysis runs on whatever completed."""
     root = study_dir(study)
     root.mkdir(parents=True, exist_ok=True)
-    env = child_env(run)
+    env = child_env(run, where=placement(study, run))
     progress = Progress(steps, stream)
     out = progress.stream
     runs = [s for s in steps if s.kind == "run"]
-    out.write(f"study '{study.name}': {len(runs)} runs (world sizes {', '.join(map(str, study.world_sizes))}; "
+    repeats = max((s.repeat for s in runs), default=1)
+    each = f"{repeats} repeats, interleaved; " if repeats > 1 else ""
+    out.write(f"study '{study.name}': {len(runs)} runs ({each}world sizes {', '.join(map(str, study.world_sizes))}; "
               f"{', '.join(study.modes)}; {', '.join(study.engines)}; {run.epochs} epochs x "
               f"{run.iterations_per_epoch} iterations) -> {root}\n")
+    for s in runs:
+        if s.stale:
+            what = "REUSED as it is (--reuse-stale)" if s.skip_reason else "starting again"
+            out.write(f"  {s.label}: {s.stale}: {what}\n")
     out.flush()
     atomic_write_text(root / "study.toml", _to_toml(sections_to_dict(resolved)))
     old = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -476,18 +569,20 @@ def _to_toml(tables: dict[str, dict[str, Any]]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m launch.study",
+    p = Parser(
+        "python -m launch.study",
         description="Run a local scaling study with mpirun (world sizes x strong/weak x engines), then "
-                    "the analysis. Settings: the defaults (listed in launch/study_default.toml), then "
-                    "--config, then flags.",
+                    "the analysis. Settings: the study profile launch/study_default.toml, then the keys "
+                    "a --config file names, then flags.",
         epilog="examples:\n  python -m launch.study --name local\n"
                "  python -m launch.study --name quick --world-sizes 1,2 --engines horovod --epochs 3 "
-               "--iterations-per-epoch 5\n  python -m launch.study --config my_study.toml --dry-run",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+               "--iterations-per-epoch 5\n  python -m launch.study --config my_study.toml --dry-run")
     p.add_argument("--config", type=Path, help="study TOML with [study] and [run] tables")
     p.add_argument("--force", action="store_true", help="re-run completed runs (their directories are replaced)")
+    p.add_argument("--reuse-stale", action="store_true", help="keep completed runs made by other code (said on their line)")
     p.add_argument("--dry-run", action="store_true", help="print the commands without running them")
+    p.add_argument("--repeats", type=positive_int, default=1, help="runs of every (engine, mode, N) point, interleaved: "
+                   "1, 2, 1, 2, ...; repeats 2.. go to <run-id>-r<k>/ (default: 1)")
     add_section_arguments(p, SECTIONS)
     return p
 
@@ -495,10 +590,10 @@ def build_parser() -> argparse.ArgumentParser:
 @main_guard
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    resolved = resolve_sections(SECTIONS, args.config, args)
+    resolved = resolve_sections(SECTIONS, args.config, args, profile=DEFAULT_CONFIG)
     study: StudySettings = resolved["study"]
     run: RunSettings = resolved["run"]
-    steps = plan(study, run, force=args.force)
+    steps = plan(study, run, force=args.force, reuse_stale=args.reuse_stale, repeats=args.repeats)
     if args.dry_run:
         import shlex
 

@@ -7,13 +7,10 @@ import numpy as np
 import pytest
 
 from analysis import energy_metrics as em
-from analysis.comm_model import (ComputeModel, Network, fit_ring_model, fit_strong_compute, load_network,
-                                 project, ring_allreduce_s, shipped_networks)
 from analysis.model_size import model_size
 from analysis.pareto import ParetoPoint, pareto_front, recommend
 from analysis.scaling_metrics import (amdahl_fit, amdahl_speedup, gustafson_fit, karp_flatt, speedup,
                                       strong_efficiency, weak_efficiency)
-from common.errors import UserError
 
 
 def test_textbook_strong_scaling_numbers():
@@ -92,50 +89,6 @@ def test_parameter_counts_by_hand():
     assert pions.n_voxels == 533
     assert pions.generator_params == (51 * 50 + 50) + (50 * 100 + 100) + (100 * 200 + 200) + (200 * 533 + 533)
     assert pions.critic_params == (534 * 100 + 100) + (100 + 1)
-
-
-def test_ring_model_fit_recovers_latency_and_bandwidth():
-    lat, bw = 7e-6, 12.5e9
-    ns, bs, ts = [], [], []
-    for n in (2, 4, 8, 16):
-        for k in range(2, 28):
-            ns.append(n)
-            bs.append(2**k)
-            ts.append(ring_allreduce_s(2**k, n, bw, lat))
-    fit = fit_ring_model(ns, bs, ts)
-    assert fit is not None
-    assert fit.latency_s == pytest.approx(lat, rel=1e-3)
-    assert fit.bandwidth_bytes_per_s == pytest.approx(bw, rel=1e-3)
-    assert fit_ring_model([1, 1], [8, 16], [1e-6, 2e-6]) is None      # one rank: nothing to fit
-
-
-def test_ring_model_zero_for_one_rank_and_projection_shape():
-    assert ring_allreduce_s(1e6, 1, 1e9, 1e-6) == 0.0
-    a, b = fit_strong_compute([1, 2, 4], [1.0 + 0.1, 0.5 + 0.1, 0.25 + 0.1])
-    assert (a, b) == (pytest.approx(1.0, abs=1e-9), pytest.approx(0.1, abs=1e-9))
-    assert fit_strong_compute([2], [0.5]) == (pytest.approx(1.0), 0.0)
-    net = Network("test", 1e9, 1e-6, "test")
-    pts = project(ComputeModel("photons", 1.0, 0.0, 1.0, "test"), 4_000_000, 1_000_000, 5, net, [1, 8, 64])
-    strong = {p.world_size_ranks: p.efficiency_ratio for p in pts if p.mode == "strong"}
-    weak = {p.world_size_ranks: p.efficiency_ratio for p in pts if p.mode == "weak"}
-    assert strong[1] == pytest.approx(1.0) and weak[1] == pytest.approx(1.0)
-    assert strong[64] < strong[8] < 1.0 and weak[64] < weak[8] < 1.0
-    # By hand at N = 8: comm = 5 t(4 MB) + t(1 MB); strong t_it = 1/8 + comm.
-    comm = 5 * (2 * 7 / 8 * 4e6 / 1e9 + 14e-6) + (2 * 7 / 8 * 1e6 / 1e9 + 14e-6)
-    assert strong[8] == pytest.approx(1.0 / (8 * (1 / 8 + comm)), rel=1e-9)
-
-
-def test_network_files(tmp_path):
-    shipped = {p.stem: load_network(p) for p in shipped_networks()}
-    assert shipped["infiniband_100g"].bandwidth_bytes_per_s == pytest.approx(100e9 / 8)
-    assert shipped["ethernet_25g"].latency_s > shipped["infiniband_100g"].latency_s
-    bad = tmp_path / "bad.toml"
-    bad.write_text('[network]\nname = "x"\nbandwidth_gbit_s = 10\nlatency_us = 1\nspeed = 3\n')
-    with pytest.raises(UserError, match="unknown key 'speed'"):
-        load_network(bad)
-    bad.write_text('[network]\nname = "x"\nbandwidth_gbit_s = 0\nlatency_us = 1\n')
-    with pytest.raises(UserError, match="bandwidth_gbit_s"):
-        load_network(bad)
 
 
 def test_pareto_front_and_recommendation():

@@ -18,7 +18,7 @@ from analysis.summary import COLUMNS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PLOTS = ("speedup", "efficiency", "time_breakdown", "energy_breakdown", "energy_efficiency", "power_timeline",
-         "pareto", "chi2", "allreduce_fit", "projection")
+         "pareto", "chi2", "allreduce_fit", "projection", "projection_breakdown")
 UNIT_SUFFIXES = ("_s", "_j", "_w", "_j_s", "_j_s2", "_per_s", "_per_j", "_count", "_ratio", "_fraction",
                  "_ranks", "_showers")
 
@@ -68,7 +68,9 @@ def test_report_mentions_every_plot_and_how_it_was_measured(report):
         assert f"plots/{name}.png" in md, name
     assert html.count("data:image/png;base64,") == len(PLOTS)
     for phrase in ("slowest rank", "warm-up", "NVML", "RAPL", "counted once", "includes estimates",
-                   "2(N-1)/N * b / B + 2(N-1) * L", "Recommended configuration", "projection",
+                   "t(b, N) = c + a(N) + 2(N-1)/N * b / B", "Out-of-sample validation", "intra-node",
+                   "straggler", "Recommended strong photons configuration",
+                   "Recommended weak photons configuration", "projection",
                    "Karp-Flatt", "Amdahl", "Gustafson"):
         assert phrase in md, phrase
     assert "Columns of summary.csv" in md and "Columns of summary.csv" in html
@@ -87,6 +89,48 @@ def test_summary_tables_carry_units(report):
     assert (report / "pareto.csv").exists() and (report / "projection.csv").exists()
     proj = pd.read_csv(report / "projection.csv")
     assert {"measured (horovod all-reduce)", "Ethernet 25 Gb/s"} == set(proj["network"])
+
+
+def key_results(md: str) -> list[str]:
+    section = md.split("## Key results", 1)[1].split("\n## ", 1)[0]
+    return [line for line in section.splitlines() if line.startswith("- ")]
+
+
+def test_key_results_quote_projections_with_network_assumptions_and_validation(report):
+    md = (report / "report.md").read_text()
+    quoted = [line for line in key_results(md) if "Projection" in line]
+    assert len(quoted) == 4                                 # photons and pions, strong and weak
+    for line in quoted:
+        assert "Ethernet 25 Gb/s" in line and "Assumes" in line
+        assert "validation error" in line or "not validated" in line
+        assert "measured (horovod all-reduce)" not in line  # network files given: the local link is not quoted
+    photons = [line for line in quoted if "of photons" in line]
+    assert all("validation error" in line and "held-out N = 2, 4" in line for line in photons)
+    assert all("not validated (pions not measured)" in line for line in quoted if "of pions" in line)
+    # Global batch 256: the strong projection is quoted at N = 256, the last point with one shower per rank.
+    assert any("strong efficiency at N = 256 (the largest N before" in line for line in photons)
+    assert any("weak efficiency at N = 1024" in line for line in photons)
+
+
+def test_strong_rows_of_the_projection_stop_at_the_batch_cutoff(report):
+    proj = pd.read_csv(report / "projection.csv")
+    strong = proj[proj["mode"] == "strong"]
+    assert strong["world_size_ranks"].max() == 256 and (strong["per_rank_batch_showers"] >= 1).all()
+    md = (report / "report.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| network | particle | mode | N=8"))
+    cells = [c.strip() for c in header.strip("|").split("|")]
+    row = next(line for line in md.splitlines() if line.startswith("| Ethernet 25 Gb/s | photons | strong | "))
+    values = dict(zip(cells, [c.strip() for c in row.strip("|").split("|")]))
+    assert values["N=512"] == values["N=1024"] == "-" and values["N=256"] not in ("-", "n/a")
+
+
+def test_only_n1_measured_is_shown_as_not_validated(tmp_path):
+    make_run(tmp_path / "s", "only", n=1)
+    assert main([str(tmp_path / "s"), "--out", str(tmp_path / "rep"), "--quiet", "--network", "infiniband_hdr"]) == 0
+    quoted = [line for line in key_results((tmp_path / "rep" / "report.md").read_text()) if "Projection" in line]
+    assert quoted and all("InfiniBand HDR 200 Gb/s" in line for line in quoted)
+    assert any("not validated (only N = 1 measured)" in line for line in quoted)
+    assert not any("validation error" in line for line in quoted)
 
 
 def test_report_dir_is_replaced_whole_and_foreign_dirs_are_refused(report, tmp_path, capsys):

@@ -34,17 +34,22 @@ def make_run(root: Path, run_id: str, *, n: int = 1, mode: str = "strong", engin
              gpu_source: str = "measured", cpu_source: str = "measured", dram_source: str = "measured",
              per_rank_batch: int | None = None, global_batch: int = 256, config: dict | None = None,
              config_hash: str = "abc123def456", interrupted: tuple[int, ...] = (), power: bool = False,
-             evals: bool = False, comm_fraction: float | None = None) -> Path:
+             evals: bool = False, comm_fraction: float | None = None, group_size: int = 1,
+             start_time: str = "2026-01-01T00:00:00", end_time: str | None = None) -> Path:
     """A complete run directory; ``time_fn(epoch, rank)`` gives each rank's epoch time (s).
 
     Ranks are spread evenly over ``nodes``; the first rank of each node reads the node's RAPL
     counters (cpu/dram filled), the others carry NaN with source ``not_reader``.
+    ``mode="ensemble"``: rank r trains member r // ``group_size`` (run.json group_size, members,
+    member_names; epochs.parquet member), with the per-rank batch of weak scaling.
     """
+    ensemble = mode == "ensemble"
     if comm_fraction is None:
-        comm_fraction = 0.0 if n == 1 else 0.2     # a single rank has nothing to all-reduce
+        # a single rank, or an ensemble of single ranks, has nothing to all-reduce
+        comm_fraction = 0.0 if n == 1 or (ensemble and group_size == 1) else 0.2
     if per_rank_batch is None:
         per_rank_batch = global_batch // n if mode == "strong" else 128
-    if mode == "weak":
+    if mode in ("weak", "ensemble"):
         global_batch = per_rank_batch * n
     cfg = config or base_config()
     cfg = json.loads(json.dumps(cfg))
@@ -55,8 +60,11 @@ def make_run(root: Path, run_id: str, *, n: int = 1, mode: str = "strong", engin
             "engine": engine, "mode": mode, "particle": particle, "world_size": n, "nodes": nodes,
             "ranks_per_node": rpn, "per_rank_batch": per_rank_batch, "global_batch": global_batch,
             "launcher": "mpirun" if n > 1 else "python", "versions": {"python": "3.11"},
-            "hardware": {"cpu_model": "test cpu"}, "start_time": "2026-01-01T00:00:00", "restarts": [],
+            "hardware": {"cpu_model": "test cpu"}, "start_time": start_time, "end_time": end_time, "restarts": [],
             "energy": [{"gpu": "nvml-energy", "rank": r} for r in range(n)]}
+    if ensemble:
+        meta.update({"group_size": group_size, "members": n // group_size,
+                     "member_names": [f"m{k}" for k in range(n // group_size)]})
     w = RunWriter(root / run_id, meta)
     w.write_meta()
     records = []
@@ -74,7 +82,8 @@ def make_run(root: Path, run_id: str, *, n: int = 1, mode: str = "strong", engin
                 cpu_energy_j=cpu_w * t if (reader and cpu_w is not None) else math.nan,
                 cpu_energy_source=cpu_source if reader else "not_reader",
                 dram_energy_j=dram_w * t if (reader and dram_w is not None) else math.nan,
-                dram_energy_source=dram_source if reader else "not_reader")
+                dram_energy_source=dram_source if reader else "not_reader",
+                member=rank // group_size if ensemble else 0)
             records.append(rec)
     w.add_epochs(records)
     if power:
@@ -86,7 +95,7 @@ def make_run(root: Path, run_id: str, *, n: int = 1, mode: str = "strong", engin
                 if rank % rpn == 0:
                     samples.append(PowerSample(rank, f"node{rank // rpn}", i * 0.5, "package", "package-0",
                                                45.0 + 3 * math.cos(i / 4), "measured"))
-        w.add_power(samples)
+        w.add_power(samples, attempt=0, label="000000")
     if evals:
         w.write_eval([EvalRecord(iteration=10 * (i + 1), chi2=50.0 / (i + 1) + 5, ndf=10,
                                  chi2_ndf=(50.0 / (i + 1) + 5) / 10, w1=0.1, ks=0.2) for i in range(6)])
@@ -94,12 +103,13 @@ def make_run(root: Path, run_id: str, *, n: int = 1, mode: str = "strong", engin
 
 
 def write_bench(root: Path, n: int, latency_s: float, bandwidth_bytes_per_s: float, engine: str = "horovod",
-                nodes: int = 1) -> Path:
-    """A synthetic all-reduce benchmark following the ring model exactly (p10/p90 at +-5 %)."""
+                nodes: int = 1, fixed_cost_s: float = 0.0) -> Path:
+    """A synthetic all-reduce benchmark following analysis.comm_model's default (tree) model
+    exactly: c + 2 ceil(log2 N) alpha + 2(N-1)/N b/B (p10/p90 at +-5 %)."""
     results = []
     for k in range(2, 28, 2):
         b = 2**k
-        t = 2 * (n - 1) / n * b / bandwidth_bytes_per_s + 2 * (n - 1) * latency_s
+        t = fixed_cost_s + 2 * math.ceil(math.log2(n)) * latency_s + 2 * (n - 1) / n * b / bandwidth_bytes_per_s
         results.append({"bytes": b, "repeats": 20, "time_s_median": t, "time_s_p10": 0.95 * t,
                         "time_s_p90": 1.05 * t})
     path = root / f"allreduce-n{n}.json"

@@ -59,7 +59,7 @@ def violations(root: Path = ROOT) -> list[str]:
                     found.append(f"{rel}: {package} -> {module}")
                 if module in FORBIDDEN_THIRD_PARTY.get(package, ()):
                     found.append(f"{rel}: {package} -> {module}")
-    return found
+    return sorted(found)
 
 
 def test_every_package_is_in_the_graph():

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from common.codeversion import CodeVersion
 from common.settings import load_toml, resolve_sections
+from common.vocab import PLACEMENT_ENV
 from launch import study as st
 from launch.runargs import RunSettings
 
@@ -21,25 +23,82 @@ HELPERS = Path(__file__).parent / "helpers"
 FAKE_PY = str(HELPERS / "launch_fake_python.sh")
 
 
+@pytest.fixture(autouse=True)
+def _fixed_code_version(monkeypatch):
+    """Today's code, frozen: the sources of this tree may change while the tests run."""
+    today = CodeVersion("0123456789abcdef" * 4, None, None)
+    monkeypatch.setattr(st, "code_version", lambda: today)
+
+
 def _settings(tmp_path: Path, **study_kw) -> tuple[st.StudySettings, RunSettings]:
-    study = st.StudySettings(out_dir=str(tmp_path), **study_kw)
+    """The shipped study profile (what `make study` runs), writing below ``tmp_path``."""
+    resolved = resolve_sections(st.SECTIONS, None, profile=st.DEFAULT_CONFIG)
+    study = dataclasses.replace(resolved["study"], out_dir=str(tmp_path), **study_kw)
     study.check()
-    run = RunSettings()
-    return study, run
+    return study, resolved["run"]
 
 
-def test_shipped_toml_equals_code_defaults():
+def test_shipped_profile_lists_every_key():
     data = load_toml(st.DEFAULT_CONFIG)
     assert set(data) == set(st.SECTIONS)
-    resolved = resolve_sections(st.SECTIONS, st.DEFAULT_CONFIG)
     for name, cls in st.SECTIONS.items():
-        assert dataclasses.asdict(resolved[name]) == dataclasses.asdict(cls()), name
         assert set(data[name]) == {f.name for f in dataclasses.fields(cls)}, f"[{name}] lists every key"
 
 
-def test_single_rank_is_plain_python():
+def _dry_run_trainer_args(capsys, *argv: str) -> list[str]:
+    assert st.main([*argv, "--dry-run", "--world-sizes", "1", "--modes", "weak", "--engines", "horovod"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "scaling.run" in x)
+    return line.split("scaling.run", 1)[1].split(">", 1)[0].split()
+
+
+def test_study_runs_take_the_profile_not_the_code_defaults(tmp_path, capsys):
+    # The local study's short runs are the profile's choice (study_default.toml), not a second
+    # default in code: RunSettings() carries scaling.run's own defaults.
+    args = _dry_run_trainer_args(capsys, "--out-dir", str(tmp_path))
+    assert args[args.index("--iterations-per-epoch") + 1] == "12"
+    assert args[args.index("--synthetic-events") + 1] == "4096"
+    assert args[args.index("--threads") + 1] == "1"
+    assert RunSettings().iterations_per_epoch != 12 and RunSettings().threads == 0
+
+
+def test_a_config_file_overrides_only_what_it_names(tmp_path, capsys):
+    cfg = tmp_path / "mine.toml"
+    cfg.write_text("[run]\nepochs = 3\n")
+    args = _dry_run_trainer_args(capsys, "--config", str(cfg), "--out-dir", str(tmp_path))
+    assert args[args.index("--epochs") + 1] == "3"
+    assert args[args.index("--iterations-per-epoch") + 1] == "12"      # still the profile's
+
+
+def test_every_world_size_is_placed_alike_the_baseline_included():
+    # N = 1 starts under mpirun with the binding of the larger runs: pinned there, its helper
+    # threads share its one core like every rank's do at N > 1.
     study, run = _settings(Path("/x"))
-    assert st.launcher_prefix(study, run, 1, cores=2, root=True) == []
+    one, two = (st.launcher_prefix(study, run, n, cores=2, root=False) for n in (1, 2))
+    assert one[0] == "mpirun" and one[one.index("-np") + 1] == "1"
+    assert one[one.index("--bind-to") + 1] == two[two.index("--bind-to") + 1] == "core"
+    assert [a for a in one if a != "1"] == [a for a in two if a != "2"]
+    assert st.placement(study, run, cores=2) == "mpirun --bind-to core"
+    # One world size that does not fit on the cores unpins every run of the study, not just it.
+    wide, _ = _settings(Path("/x"), world_sizes=[1, 2, 4])
+    for n in (1, 2, 4):
+        argv = st.launcher_prefix(wide, run, n, cores=2, root=False)
+        assert argv[argv.index("--bind-to") + 1] == "none"
+    threaded = dataclasses.replace(run, threads=2)
+    assert st.binding(study, threaded, cores=8) == "none"
+
+
+def test_placement_reaches_every_rank_and_study_json(tmp_path):
+    study, run = _settings(tmp_path, name="p", world_sizes=[1], engines=["horovod"], modes=["weak"],
+                           allreduce_bench=False, analyse=False)
+    env = st.child_env(run, base={}, where=st.placement(study, run))
+    assert env[PLACEMENT_ENV] == st.placement(study, run)
+    steps = st.plan(study, run, python=FAKE_PY)
+    argv = steps[0].argv
+    assert argv[argv.index(PLACEMENT_ENV) - 1] == "-x"
+    assert st.execute(steps, study, run, {"study": study, "run": run}, stream=io.StringIO()) == 0
+    record = json.loads((tmp_path / "p" / "study.json").read_text())["steps"][0]
+    assert record["placement"] == st.placement(study, run)
+    assert record["argv"][:1] == ["mpirun"]
 
 
 def test_mpirun_flags_as_root_within_cores():
@@ -53,7 +112,7 @@ def test_mpirun_flags_as_root_within_cores():
 
 
 def test_mpirun_flags_oversubscribed_user():
-    study, run = _settings(Path("/x"), mpirun_args=["--mca", "btl", "tcp,self"])
+    study, run = _settings(Path("/x"), world_sizes=[1, 2, 4], mpirun_args=["--mca", "btl", "tcp,self"])
     argv = st.launcher_prefix(study, run, 4, cores=2, root=False)
     assert "--allow-run-as-root" not in argv
     assert "--oversubscribe" in argv
@@ -71,7 +130,8 @@ def test_plan_order_ids_and_flags(tmp_path):
         "horovod-strong-n1", "mirrored-strong-n1", "horovod-weak-n1", "mirrored-weak-n1",
         "horovod-strong-n2", "mirrored-strong-n2", "horovod-weak-n2", "mirrored-weak-n2"]
     one, two = runs[0].argv, runs[4].argv
-    assert one[:3] == ["PY", "-m", "scaling.run"]
+    assert one[0] == "mpirun" and one[one.index("-np") + 1] == "1"
+    assert one[one.index("PY"):one.index("PY") + 3] == ["PY", "-m", "scaling.run"]
     assert two[0] == "mpirun" and two[two.index("-np") + 1] == "2"
     assert one[one.index("--global-batch") + 1] == "256" and "--batch-per-rank" not in one
     weak = runs[2].argv
@@ -93,11 +153,20 @@ def _write_status(run_dir: Path, status: str) -> None:
     (run_dir / "run.json").write_text(json.dumps({"status": status}))
 
 
+def _record_as_made_by_today(study: st.StudySettings, run: RunSettings) -> None:
+    """A study.json saying today's settings, code and placement made every run directory."""
+    steps = st.plan(study, run, python="PY")
+    for s in steps:
+        s.made_with, s.made_by, s.placed_as = st._trainer_args(s.argv), s.code_now, s.place_now
+    st.write_summary(st.study_dir(study), steps, {"study": study, "run": run})
+
+
 def test_completed_runs_are_skipped_and_interrupted_ones_resume(tmp_path):
     study, run = _settings(tmp_path, world_sizes=[1], engines=["horovod"], allreduce_bench=False)
     root = tmp_path / "local"
     _write_status(root / "horovod-strong-n1", "completed")
     _write_status(root / "horovod-weak-n1", "interrupted")
+    _record_as_made_by_today(study, run)
     steps = {s.run_id: s for s in st.plan(study, run, python="PY") if s.kind == "run"}
     assert steps["horovod-strong-n1"].skip_reason
     assert steps["horovod-weak-n1"].resume and steps["horovod-weak-n1"].argv[-1] == "--resume"
@@ -250,3 +319,53 @@ def test_runs_made_with_other_settings_start_again(tmp_path):
     (tmp_path / "c" / "horovod-weak-n1" / "run.json").write_text('{"status": "interrupted"}')
     assert not st.plan(study, run, python=FAKE_PY)[0].resume
     assert st.plan(study, more, python=FAKE_PY)[0].resume
+
+
+def test_runs_made_by_other_code_start_again_or_are_reused_loudly(tmp_path, capsys):
+    study, run = _settings(tmp_path, name="v", world_sizes=[1], engines=["horovod"], modes=["weak", "strong"],
+                           allreduce_bench=False, analyse=False)
+    old, new = {"source_hash": "a" * 64, "git_commit": None, "git_dirty": None}, {**st.code_version().to_dict()}
+    assert new["source_hash"] != old["source_hash"]
+    resolved = {"study": study, "run": run}
+    assert st.execute(st.plan(study, run, python=FAKE_PY, code=old), study, run, resolved,
+                      stream=io.StringIO()) == 0
+    made = json.loads((tmp_path / "v" / "study.json").read_text())["steps"]
+    assert [s["code_version"] for s in made] == [old, old]
+    assert all(s.skip_reason == "completed earlier" for s in st.plan(study, run, python=FAKE_PY, code=old))
+
+    # Default: both completed runs were made by other code, so both run again, one line each.
+    again = st.plan(study, run, python=FAKE_PY, code=new)
+    assert not any(s.skip_reason or s.resume for s in again)
+    out = io.StringIO()
+    assert st.execute(again, study, run, resolved, stream=out) == 0
+    lines = [x for x in out.getvalue().splitlines() if "made by other code" in x and x.endswith("starting again")]
+    assert len(lines) == 2 and "sources aaaaaaaaaaaa, now " + new["source_hash"][:12] in lines[0]
+    made = json.loads((tmp_path / "v" / "study.json").read_text())["steps"]
+    assert [s["code_version"] for s in made] == [new, new]
+
+    # --reuse-stale keeps them and says so on every affected run's line.
+    reused = st.plan(study, run, python=FAKE_PY, code=old, reuse_stale=True)
+    assert all("STALE" in s.skip_reason and "reuse-stale" in s.skip_reason for s in reused)
+    out = io.StringIO()
+    assert st.execute(reused, study, run, resolved, stream=out) == 0
+    assert out.getvalue().count("REUSED as it is (--reuse-stale)") == 2
+    # ...and the record still names the code that made them, so the next run sees them as stale too.
+    made = json.loads((tmp_path / "v" / "study.json").read_text())["steps"]
+    assert [s["code_version"] for s in made] == [new, new]
+
+    # An interrupted run of other code is never resumed, not even with --reuse-stale.
+    (tmp_path / "v" / "horovod-weak-n1" / "run.json").write_text('{"status": "interrupted"}')
+    step = st.plan(study, run, python=FAKE_PY, code=old, reuse_stale=True)[0]
+    assert not step.resume and "starting again" in step.note
+
+    # A study.json without code versions (older launcher): the version is unknown, so it runs again.
+    assert st.main(["--dry-run", "--out-dir", str(tmp_path), "--name", "v", "--world-sizes", "1",
+                    "--engines", "horovod", "--modes", "strong", "--no-analyse", "--no-allreduce-bench"]) == 0
+    assert "# skipped: completed earlier" in capsys.readouterr().out
+    legacy = json.loads((tmp_path / "v" / "study.json").read_text())
+    for s in legacy["steps"]:
+        del s["code_version"]
+    (tmp_path / "v" / "study.json").write_text(json.dumps(legacy))
+    assert st.main(["--dry-run", "--out-dir", str(tmp_path), "--name", "v", "--world-sizes", "1",
+                    "--engines", "horovod", "--modes", "strong", "--no-analyse", "--no-allreduce-bench"]) == 0
+    assert "# made by code of unknown version: starting again" in capsys.readouterr().out
