@@ -61,14 +61,6 @@ def is_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
-def usable_cores() -> int:
-    """Cores this process may run on (the affinity mask, not the machine's total)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
 def fmt_duration(seconds: float) -> str:
     """Seconds as ``M:SS`` or ``H:MM:SS``; negative or NaN values print as ``?``."""
     if seconds != seconds or seconds < 0:

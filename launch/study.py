@@ -39,12 +39,13 @@ from typing import Any
 from common.atomic import atomic_write_json, atomic_write_text
 from common.codeversion import code_version
 from common.cli import Parser, positive_int
+from common.runinfo import usable_cpus
 from common.errors import EXIT_FAILURE, EXIT_INTERRUPTED, Interrupted, UserError, main_guard
 from common.settings import add_section_arguments, resolve_sections, sections_to_dict
 from common.vocab import (ENGINES, MODES, PLACEMENT_ENV, RUN_MODES, RUN_JSON, STATUS_COMPLETED, STATUS_INTERRUPTED, STATUS_RUNNING, STUDY_JSON,
                           allreduce_bench_file)
 from launch.common import (NAME_PATTERN, check_choices, check_name, find_executable,
-                           fmt_duration, indent, is_root, python_executable, tail, usable_cores)
+                           fmt_duration, indent, is_root, python_executable, tail)
 from launch.runargs import RunSettings, scaling_run_args
 
 DEFAULT_CONFIG = Path(__file__).with_name("study_default.toml")
@@ -133,7 +134,7 @@ def binding(study: StudySettings, run: RunSettings, cores: int | None = None) ->
     single-rank baseline cannot borrow idle cores that the ranks of a larger run do not have.
     Pinning needs single-threaded ranks that all fit on the cores; otherwise no run is pinned.
     """
-    cores = usable_cores() if cores is None else cores
+    cores = usable_cpus() if cores is None else cores
     return "core" if run.threads == 1 and max(study.world_sizes) <= cores else "none"
 
 
@@ -145,7 +146,7 @@ def placement(study: StudySettings, run: RunSettings, cores: int | None = None) 
 def launcher_prefix(study: StudySettings, run: RunSettings, world: int,
                     cores: int | None = None, root: bool | None = None) -> list[str]:
     """The mpirun part of a command: every N, one rank included, starts the same way."""
-    cores = usable_cores() if cores is None else cores
+    cores = usable_cpus() if cores is None else cores
     root = is_root() if root is None else root
     argv = [study.mpirun]
     if root:

@@ -19,6 +19,9 @@ import socket
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
+from common.runinfo import usable_cpus
+from energy.meter import NODE_READER_LOCAL_RANK
+
 # (rank, size) -> (local rank, local size), or None when it cannot tell.
 NodeLocal = Callable[[int, int], "tuple[int, int] | None"]
 
@@ -40,8 +43,9 @@ class World:
 
     @property
     def reads_node_counters(self) -> bool:
-        """One rank per node reads node-wide counters (RAPL), so nothing is counted twice."""
-        return self.local_rank == 0
+        """One rank per node reads node-wide counters (RAPL), so nothing is counted twice; the
+        rule is energy's (``EnergyMeter.for_rank``), asked here so tests and probes agree with it."""
+        return self.local_rank == NODE_READER_LOCAL_RANK
 
 
 def _int(env: Mapping[str, str], key: str) -> int | None:
@@ -102,11 +106,7 @@ def _cores(env: Mapping[str, str], local_size: int) -> int:
     per_task = _int(env, "SLURM_CPUS_PER_TASK")
     if per_task:
         return per_task
-    try:
-        available = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        available = os.cpu_count() or 1
-    return max(1, available // max(1, local_size))
+    return max(1, usable_cpus() // max(1, local_size))
 
 
 def discover(env: Mapping[str, str] | None = None, node_local: NodeLocal | None = None) -> World:

@@ -30,6 +30,21 @@ def run_module(module: str, args: list[str], ranks: int = 1, timeout: float = 60
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=full_env)
 
 
+@pytest.fixture
+def fake_slurm(tmp_path, monkeypatch):
+    """PATH with fake srun, sbatch and scontrol (tests/helpers/launch_fake_*.sh); returns the
+    file their calls are logged to."""
+    helpers = Path(__file__).parent / "helpers"
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for name in ("srun", "sbatch", "scontrol"):
+        (bindir / name).symlink_to(helpers / f"launch_fake_{name}.sh")
+    log = tmp_path / "slurm-calls.log"
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SLURM_LOG", str(log))
+    return log
+
+
 def pytest_collection_modifyitems(config, items):
     skip_mpi = None if shutil.which("mpirun") else pytest.mark.skip(
         reason="mpirun not found (install openmpi-bin: make test does this as root)")

@@ -19,17 +19,6 @@ HELPERS = Path(__file__).parent / "helpers"
 FAKE_PY = str(HELPERS / "launch_fake_python.sh")
 
 
-@pytest.fixture
-def fake_slurm(tmp_path, monkeypatch):
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    for name in ("srun", "sbatch", "scontrol"):
-        (bindir / name).symlink_to(HELPERS / f"launch_fake_{name}.sh")
-    log = tmp_path / "slurm-calls.log"
-    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("FAKE_SLURM_LOG", str(log))
-    return log
-
 
 def _config(tmp_path: Path, campaign: str, members: list[dict] | None = None, sweep: str = "") -> Path:
     members = [{"name": n} for n in ("a", "b", "c")] if members is None else members

@@ -41,18 +41,6 @@ def _directives(text: str) -> dict[str, str]:
     return found
 
 
-@pytest.fixture
-def fake_slurm(tmp_path, monkeypatch):
-    """PATH with fake srun, sbatch and scontrol; returns the file their calls are logged to."""
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    for name in ("srun", "sbatch", "scontrol"):
-        (bindir / name).symlink_to(HELPERS / f"launch_fake_{name}.sh")
-    log = tmp_path / "slurm-calls.log"
-    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("FAKE_SLURM_LOG", str(log))
-    return log
-
 
 def test_directives_of_a_gpu_point(tmp_path):
     sweep, run = _resolve(tmp_path, name="a100", nodes=[2], tasks_per_node=4, gpus_per_node=4, cpus_per_task=8,

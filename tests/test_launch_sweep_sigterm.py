@@ -16,13 +16,11 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-import test_launch_sweep  # noqa: E402
 from test_launch_sweep import FAKE_PY, _resolve  # noqa: E402
 
 from launch import sweep as sw  # noqa: E402
 
 # PATH with fake srun/scontrol/sbatch; the file their calls are logged to.
-fake_slurm = test_launch_sweep.fake_slurm
 
 
 def _wait_for(pred, what: str, timeout_s: float = 20.0) -> None:

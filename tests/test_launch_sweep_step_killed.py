@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-import test_launch_sweep  # noqa: E402
 from test_launch_sweep import FAKE_PY, _resolve  # noqa: E402
 
 from common.rundir import RunWriter  # noqa: E402
@@ -24,7 +23,6 @@ from common.vocab import RUN_JSON, STATUS_FAILED, STATUS_INTERRUPTED  # noqa: E4
 from launch import sweep as sw  # noqa: E402
 
 # PATH with fake srun/scontrol/sbatch; the file their calls are logged to.
-fake_slurm = test_launch_sweep.fake_slurm
 
 # srun whose step leaves FAKE_RUN_JSON (if set) as the run's run.json, then reports a killed rank.
 _KILLED_SRUN = """#!/bin/bash
