@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 
 from common.errors import UserError
 from common.rundir import EPOCHS_FILE, RUN_JSON, Run, is_run_dir, load_run
-from common.vocab import (ALLREDUCE_BENCH_GLOB, MODE_STRONG, NOT_WORKLOAD_KEYS, RUN_LAYOUT_KEY_NAMES, RUN_MODES,
+from common.vocab import (ALLREDUCE_BENCH_GLOB, MEASUREMENT_KEYS, MODE_STRONG, NOT_WORKLOAD_KEYS, RUN_LAYOUT_KEY_NAMES, RUN_MODES,
                           STATUS_COMPLETED, STATUS_FAILED, STATUS_INTERRUPTED, STATUS_RUNNING)
 
 BENCH_SCHEMA = "allreduce-bench/1"
@@ -30,6 +30,8 @@ def may_vary_in_series(key: str) -> bool:
     names, paths and times (``RUN_LAYOUT_KEY_NAMES``, by last dotted component). A different
     data file is a different workload, so ``data.data`` is compared.
     """
+    if key in MEASUREMENT_KEYS:
+        return False
     return key in NOT_WORKLOAD_KEYS or key.rsplit(".", 1)[-1] in RUN_LAYOUT_KEY_NAMES
 
 

@@ -10,11 +10,16 @@ ENGINE_HOROVOD = "horovod"
 ENGINE_MIRRORED = "mirrored"
 ENGINES = (ENGINE_HOROVOD, ENGINE_MIRRORED)
 
+# How the gradient all-reduce is timed (``scaling.run --comm-timing``).
+COMM_TIMING_GRAPH = "graph"   # between in-graph timestamps: comm_s measured, no overlap with backprop
+COMM_TIMING_OFF = "off"       # untimed: Horovod may overlap; comm_s is NaN
+COMM_TIMING_MODES = (COMM_TIMING_GRAPH, COMM_TIMING_OFF)
+
 MODE_STRONG = "strong"
 MODE_WEAK = "weak"
 MODES = (MODE_STRONG, MODE_WEAK)            # data parallel: one GAN over all ranks
 # Ensemble: every rank (or group of ranks) trains its own GAN, no reduction between groups.
-# Kept out of MODES until scaling.run trains it; analysis and the launchers accept RUN_MODES.
+# Kept out of MODES, which are the data-parallel modes; scaling.run, analysis and the launchers accept RUN_MODES.
 MODE_ENSEMBLE = "ensemble"
 RUN_MODES = MODES + (MODE_ENSEMBLE,)
 
@@ -93,6 +98,14 @@ def allreduce_bench_file(world_size: int) -> str:
 # derives threads from the cores a rank owns. Runs of one series may differ in them.
 NOT_WORKLOAD_KEYS = ("train.batch_size", "train.iterations", "train.checkpoint_every", "train.keep_checkpoints",
                      "train.log_every", "train.threads")
+
+# Settings outside the workload hash that still change what an epoch measures (threads and
+# thread pools, Horovod's fusion and cycle, how noise is drawn, whether the all-reduce is timed
+# in the graph): a resumed run must keep them (scaling.outdir), and the runs of one series must
+# agree on them (analysis.load), or one median would mix epochs of two configurations. They
+# stay out of config_hash, whose values the analysis groups by and which must not change.
+MEASUREMENT_KEYS = ("train.threads", "scaling.inter_op_threads", "scaling.fusion_threshold_bytes",
+                    "scaling.cycle_time_ms", "scaling.global_noise", "scaling.comm_timing")
 
 # Config key names (the last dotted component, in any section) that differ between the runs of
 # one series by design: world size and placement (``cpu_replicas`` sets N for the

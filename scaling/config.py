@@ -4,15 +4,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from common.settings import Range
-from common.vocab import (DEFAULT_BATCH_PER_RANK, DEFAULT_EPOCHS, DEFAULT_GLOBAL_BATCH, DEFAULT_ITERATIONS_PER_EPOCH,
-                          DEFAULT_WARMUP_EPOCHS, ENGINE_HOROVOD, ENGINES, MODE_WEAK, MODES)
+from common.vocab import (COMM_TIMING_GRAPH, COMM_TIMING_MODES, DEFAULT_BATCH_PER_RANK, DEFAULT_EPOCHS, DEFAULT_GLOBAL_BATCH, DEFAULT_ITERATIONS_PER_EPOCH,
+                          DEFAULT_WARMUP_EPOCHS, ENGINE_HOROVOD, ENGINES, MODE_ENSEMBLE, MODE_WEAK, RUN_MODES)
 
 
 @dataclass
 class ScalingConfig:
     engine: str = field(default=ENGINE_HOROVOD, metadata={"choices": ENGINES, "help": "data-parallel engine"})
     mode: str = field(default=MODE_WEAK, metadata={
-        "choices": MODES, "help": "strong: fixed --global-batch split over ranks; weak: fixed --batch-per-rank"})
+        "choices": RUN_MODES, "help": "strong: fixed --global-batch split over ranks; weak: fixed --batch-per-rank; "
+                                      "ensemble: every group of --group-size ranks trains its own GAN (seed + member)"})
     global_batch: int = field(default=DEFAULT_GLOBAL_BATCH, metadata={"help": "showers per critic step over all replicas (strong mode)"})
     batch_per_rank: int = field(default=DEFAULT_BATCH_PER_RANK, metadata={"help": "showers per critic step per replica (weak mode)"})
     epochs: int = field(default=DEFAULT_EPOCHS, metadata={"help": "epochs to run (an epoch is a fixed number of iterations)"})
@@ -28,12 +29,22 @@ class ScalingConfig:
     global_noise: bool = field(default=False, metadata={
         "help": "draw the whole global batch's noise on every replica (bit-comparable to 1 replica; slower)"})
     inter_op_threads: int = field(default=1, metadata={"help": "TensorFlow inter-op threads per rank"})
+    comm_timing: str = field(default=COMM_TIMING_GRAPH, metadata={
+        "choices": COMM_TIMING_MODES,
+        "help": "graph: time Horovod's all-reduce between in-graph timestamps (comm_s per epoch; the "
+                "reduction starts once every gradient exists); off: Horovod's own overlap of the "
+                "all-reduce with back-propagation, comm_s NaN (use --timeline for where time goes)"})
+    group_size: int = field(default=1, metadata={
+        "help": "ensemble mode: ranks per member (each member trains its own GAN; --batch-per-rank per rank)"})
+    member_names: list[str] = field(default_factory=list, metadata={
+        "help": "ensemble mode: member names in member order (default m0,m1,...); --data may then be a "
+                "pattern with {member}, or list one file per member"})
     worker_base_port: int = field(default=0, metadata={
         "help": "mirrored engine across processes: first worker port (0 = pick free ports)"})
 
     def check(self) -> None:
         for name in ("global_batch", "batch_per_rank", "epochs", "iterations_per_epoch", "cpu_replicas",
-                     "inter_op_threads"):
+                     "inter_op_threads", "group_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if not 0 <= self.warmup_epochs < self.epochs:
@@ -44,6 +55,9 @@ class ScalingConfig:
             raise ValueError("fusion_threshold_bytes must be -1 (default), 0 (off) or a byte count")
         if not 0 <= self.worker_base_port <= 65000:
             raise ValueError("worker_base_port must be 0..65000")
+        if self.comm_timing != COMM_TIMING_GRAPH and self.engine != ENGINE_HOROVOD:
+            raise ValueError(f"comm_timing {self.comm_timing!r} is for the horovod engine only "
+                             "(tf.distribute's reduction is always timed in the graph)")
 
     def set_horovod_environment(self) -> None:
         """Put the Horovod settings where ``hvd.init()`` reads them (the environment). Done
@@ -64,7 +78,7 @@ class ScalingConfig:
 
     def per_replica_batch(self, replicas: int) -> int:
         """Showers per critic step on each replica; a strong-mode batch must split evenly."""
-        if self.mode == MODE_WEAK:
+        if self.mode in (MODE_WEAK, MODE_ENSEMBLE):   # an ensemble member keeps the per-rank batch
             return self.batch_per_rank
         if self.global_batch % replicas:
             raise ValueError(f"global_batch {self.global_batch} is not divisible by {replicas} replicas")

@@ -13,23 +13,15 @@ from typing import Any
 
 from common.errors import UserError
 from common.rundir import RUN_JSON, read_run_meta
-from common.vocab import CHECKPOINT_SUBDIR
+from common.vocab import CHECKPOINT_SUBDIR, MEASUREMENT_KEYS, MEMBERS_SUBDIR, MODE_ENSEMBLE
 from scaling.config import ScalingConfig
 
 
 def run_shape(sc: ScalingConfig, replicas: int | None, batch: int | None) -> dict[str, Any]:
     """The run.json keys a resumed run must keep; None is not known yet and not compared."""
     return {"engine": sc.engine, "mode": sc.mode, "world_size": replicas, "per_rank_batch": batch,
-            "iterations_per_epoch": sc.iterations_per_epoch}
-
-
-# Settings outside the workload hash that still change what an epoch measures (threads and
-# thread pools, Horovod's fusion and cycle, how noise is drawn): a resumed run must keep them,
-# or one run's median would mix epochs of two configurations. They stay out of config_hash,
-# whose values the analysis groups by and which must not change. (The learning-rate scaling is
-# a [train] setting, so it is in the hash.)
-MEASUREMENT_KEYS = ("train.threads", "scaling.inter_op_threads", "scaling.fusion_threshold_bytes",
-                    "scaling.cycle_time_ms", "scaling.global_noise")
+            "iterations_per_epoch": sc.iterations_per_epoch,
+            "group_size": sc.group_size if sc.mode == MODE_ENSEMBLE else None}
 
 
 def measurement_settings(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -89,7 +81,7 @@ def check_out(out: Path, resume: bool, workload_hash: str, shape: dict[str, Any]
         if mismatch:
             return f"{out}: {mismatch}; use a new --out"
         return not_writable(out)
-    if meta_path.exists() or (out / CHECKPOINT_SUBDIR).exists():
+    if meta_path.exists() or (out / CHECKPOINT_SUBDIR).exists() or (out / MEMBERS_SUBDIR).exists():
         return f"{out}: already holds a run (use --resume to continue it, or choose another --out)"
     return not_writable(out)
 

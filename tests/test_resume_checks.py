@@ -17,7 +17,7 @@ from test_reliability_inputs import refused, saved_run  # noqa: E402
 
 from analysis.__main__ import main as analysis_main  # noqa: E402
 from scaling import run as scaling_run  # noqa: E402
-from scaling.outdir import MEASUREMENT_KEYS  # noqa: E402
+from common.vocab import MEASUREMENT_KEYS  # noqa: E402
 
 # One changed value per measurement setting: (flag, value given now, value the run started with).
 CHANGES = {
@@ -26,6 +26,7 @@ CHANGES = {
     "scaling.fusion_threshold_bytes": (["--fusion-threshold-bytes", "0"], "0", "-1"),
     "scaling.cycle_time_ms": (["--cycle-time-ms", "5"], "5.0", "-1.0"),
     "scaling.global_noise": (["--global-noise"], "True", "False"),
+    "scaling.comm_timing": (["--comm-timing", "off"], "off", "graph"),
 }
 
 

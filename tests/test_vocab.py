@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from common.errors import UserError
+
 sys.path.insert(0, str(Path(__file__).parent))
 from test_analysis_support import make_run  # noqa: E402
 
@@ -37,9 +39,13 @@ def test_not_workload_keys_name_real_settings():
 
 def test_run_hash_exclusion_and_series_tolerance_agree():
     # A key left out of config_hash puts runs that differ in it into one series, so the analysis
-    # must accept that difference; a key inside the hash must never be waved through.
-    disagree = [k for k in _workload_keys() if may_vary_in_series(k) != (k in vocab.NOT_WORKLOAD_KEYS)]
+    # must accept that difference, unless it changes what an epoch measures (MEASUREMENT_KEYS:
+    # then the series is refused, as --resume refuses it); a key inside the hash must never be
+    # waved through.
+    expected = {k: k in vocab.NOT_WORKLOAD_KEYS and k not in vocab.MEASUREMENT_KEYS for k in _workload_keys()}
+    disagree = [k for k, ok in expected.items() if may_vary_in_series(k) != ok]
     assert disagree == []
+    assert not any(may_vary_in_series(k) for k in vocab.MEASUREMENT_KEYS)
 
 
 def _changed(value):
@@ -73,13 +79,25 @@ def test_runs_differing_in_excluded_keys_form_one_series(tmp_path):
     cfg = resolve_sections(scaling_run.SECTIONS, None)
     written = scaling_run.workload_hash(cfg)
     other = json.loads(json.dumps(sections_to_dict(cfg)))
-    other["train"].update(threads=2, iterations=7, log_every=3, checkpoint_every=9, keep_checkpoints=1)
+    other["train"].update(iterations=7, log_every=3, checkpoint_every=9, keep_checkpoints=1)
     make_run(tmp_path, "a", n=1, config=sections_to_dict(cfg), config_hash=written)
     # No config_hash written (an older writer): the analysis hashes it the way scaling.run does.
     make_run(tmp_path, "b", n=2, config=other, config_hash="")
     series = group_series(load_runs([tmp_path / "a", tmp_path / "b"]))
     assert len(series) == 1 and series[0].world_sizes == [1, 2]
     assert series[0].key.config_hash == written
+
+
+def test_runs_differing_in_a_measurement_setting_are_refused_as_one_series(tmp_path):
+    """Same workload hash, but 2 threads per rank at N=2 against 1 at N=1: not one series."""
+    cfg = resolve_sections(scaling_run.SECTIONS, None)
+    written = scaling_run.workload_hash(cfg)
+    other = json.loads(json.dumps(sections_to_dict(cfg)))
+    other["train"]["threads"] = 2
+    make_run(tmp_path, "a", n=1, config=sections_to_dict(cfg), config_hash=written)
+    make_run(tmp_path, "b", n=2, config=other, config_hash=written)
+    with pytest.raises(UserError, match="train.threads"):
+        group_series(load_runs([tmp_path / "a", tmp_path / "b"]))
 
 
 def test_launch_run_defaults_are_the_trainers_defaults():
