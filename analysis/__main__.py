@@ -6,6 +6,7 @@ import sys
 
 from common.cli import Parser, positive_int
 from common.errors import UserError, main_guard
+from common.target import target_argument
 
 EXAMPLE = """\
 example:
@@ -39,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--power-run", metavar="RUN_ID", default=None,
                         help="run whose per-rank power timeline is drawn (default: the largest-N run with power)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument("--target", type=target_argument(), metavar="METRIC<=VALUE", default=None,
+                        help="quality target for time and energy to target (e.g. chi2_ndf_overflow<=5); default: "
+                             "the target the runs were trained with (run.json), if any")
     camp = parser.add_argument_group("campaigns (many GANs: ensembles, job arrays, a plan for M GANs on P ranks)")
     camp.add_argument("--campaign-gans", type=positive_int, metavar="M", default=None,
                       help="plan a campaign of M GANs: makespan and energy of every way to split the ranks")
@@ -67,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.campaign_ranks is not None and args.campaign_gans is None:
         raise UserError("--campaign-ranks needs --campaign-gans (the number of GANs to plan for)")
     campaign = CampaignRequest(gans=args.campaign_gans, ranks=args.campaign_ranks,
-                               gan_iterations=args.gan_iterations or BOLOGAN_ITERATIONS)
-    result = analyse(args.paths, networks, progress, campaign=campaign)
+                               gan_iterations=args.gan_iterations or BOLOGAN_ITERATIONS, target=args.target)
+    result = analyse(args.paths, networks, progress, campaign=campaign, target=args.target)
     write_report(result, args.out, args.power_run, progress)
     return 0
 

@@ -51,7 +51,7 @@ from analysis.load import series_key
 from analysis.summary import Column
 from common.rundir import Run
 from common.target import Target
-from common.vocab import MEMBERS_SUBDIR, MODE_ENSEMBLE, MODE_STRONG, MODE_WEAK, MODES, STATUS_COMPLETED
+from common.vocab import FINISHED_STATUSES, MEMBERS_SUBDIR, MODE_ENSEMBLE, MODE_STRONG, MODE_WEAK, MODES
 
 BOLOGAN_ITERATIONS = 1_000_000
 """Iterations per GAN in BoloGAN's production training: the default budget per trained GAN."""
@@ -303,7 +303,7 @@ def _makespan_row(name: str, layout: str, runs: Sequence[Run], gans: int) -> dic
         last = None
     # An ensemble run completes all its members at once.
     per_run = gans if layout == MODE_ENSEMBLE else 1
-    completed = per_run * sum(int(r.meta.get("status") == STATUS_COMPLETED) for r in runs)
+    completed = per_run * sum(int(r.meta.get("status") in FINISHED_STATUSES) for r in runs)
     return {"campaign": name, "layout": layout, "gans_count": gans, "completed_count": completed,
             "restarts_count": sum(len(r.meta.get("restarts") or []) for r in runs),
             "first_start": first.isoformat() if first else "", "last_stop": last.isoformat() if last else "",

@@ -15,8 +15,8 @@ from typing import Any, Callable, Iterable
 
 from common.errors import UserError
 from common.rundir import EPOCHS_FILE, RUN_JSON, Run, is_run_dir, load_run
-from common.vocab import (ALLREDUCE_BENCH_GLOB, MEASUREMENT_KEYS, MODE_STRONG, NOT_WORKLOAD_KEYS, RUN_LAYOUT_KEY_NAMES, RUN_MODES,
-                          STATUS_COMPLETED, STATUS_FAILED, STATUS_INTERRUPTED, STATUS_RUNNING)
+from common.vocab import (ALLREDUCE_BENCH_GLOB, FINISHED_STATUSES, MEASUREMENT_KEYS, MODE_STRONG, NOT_WORKLOAD_KEYS, RUN_LAYOUT_KEY_NAMES, RUN_MODES,
+                          STATUS_FAILED, STATUS_INTERRUPTED, STATUS_RUNNING)
 
 BENCH_SCHEMA = "allreduce-bench/1"
 WORKLOAD_SECTIONS = ("model", "train", "data")   # the tables scaling.run hashes into config_hash
@@ -159,7 +159,7 @@ def load_runs(run_dirs: Iterable[Path], progress: Callable[[str], None] | None =
                 progress(f"skipped {why}")
             continue
         run = load_run(d)
-        if len(run.epochs) == 0 and run.meta.get("status") != STATUS_COMPLETED:
+        if len(run.epochs) == 0 and run.meta.get("status") not in FINISHED_STATUSES:
             why = f"{d}: no epoch recorded (status {run.meta.get('status')})"
             if skipped is not None:
                 skipped.append(why)

@@ -30,11 +30,16 @@ from analysis.pareto import REFERENCE_SHOWERS, ParetoPoint, pareto_table
 from analysis.plots import Plotter, PlotFile
 from analysis.projection import ProjectionResult, build_projection
 from analysis.projection_report import file_networks, key_result_items, projection_plot_note, projection_section
+from analysis.quality_plots import plot_quality_curves, plot_to_target
+from analysis.quality_report import QualityResult, analyse_quality, time_to_target_section
+from analysis.quality_report import key_result_items as quality_key_items
+from analysis.quality_report import write_tables as write_quality_tables
 from analysis.numbers import count, duration, energy, interval, percent, power, rate, ratio, significant
 from analysis.report import Document
 from analysis.summary import COLUMNS, SeriesResult, summarise_series, summary_table
 from common.errors import UserError
 from common.rundir import Run
+from common.target import Target
 from common.vocab import MODE_STRONG
 
 MARKER = ".bologan-analysis-report"
@@ -57,11 +62,12 @@ class Analysis:
     power_run: Run | None = None
     skipped_runs: list[str] = field(default_factory=list)
     campaign: CampaignResult | None = None   # ensembles, campaign makespans and plan (analysis.campaign)
+    quality: QualityResult | None = None     # time to a quality target (analysis.quality_report)
 
 
 def analyse(paths: Sequence[str | Path], network_files: Sequence[Path] = (),
             progress: Callable[[str], None] = lambda s: None,
-            campaign: CampaignRequest = CampaignRequest()) -> Analysis:
+            campaign: CampaignRequest = CampaignRequest(), target: Target | None = None) -> Analysis:
     """Everything except writing: raises ``UserError`` for unusable inputs."""
     run_dirs, bench_paths = find_inputs(paths)
     progress(f"found {len(run_dirs)} run director{'y' if len(run_dirs) == 1 else 'ies'} and "
@@ -79,8 +85,11 @@ def analyse(paths: Sequence[str | Path], network_files: Sequence[Path] = (),
     benches = [load_bench(p) for p in bench_paths]
     projection = build_projection(results, benches, network_files)
     pareto, best = pareto_table(summary)
+    # Time to a quality target: data-parallel runs that evaluated while training (ensembles'
+    # members get theirs in the campaign section).
+    quality = analyse_quality([r for r in runs if not is_ensemble(r)], summary, target)
     return Analysis([str(p) for p in paths], runs, series, results, summary, benches, projection, pareto, best,
-                    skipped_runs=skipped, campaign=analyse_campaigns(runs, summary, campaign))
+                    skipped_runs=skipped, campaign=analyse_campaigns(runs, summary, campaign), quality=quality)
 
 
 def choose_power_run(analysis: Analysis, run_id: str | None) -> Run | None:
@@ -121,6 +130,11 @@ def draw_plots(analysis: Analysis, plot_dir: Path, power_run_id: str | None,
         lambda: plotter.plot_projection_breakdown(proj.points, plotted, note=note),
         lambda: plot_campaign(plotter, analysis.campaign) if analysis.campaign else None,
     ]
+    quality = analysis.quality
+    if quality is not None:
+        curves = [r for r in analysis.runs if not is_ensemble(r)]
+        jobs += [lambda: plot_quality_curves(curves, quality.target, plot_dir, plotter.skipped),
+                 lambda: plot_to_target(quality.summary, plot_dir, plotter.skipped)]
     for job in jobs:
         pf = job()
         if pf is not None:
@@ -199,6 +213,8 @@ def _key_results(doc: Document, a: Analysis) -> None:
     items += key_result_items(a.projection)
     if a.campaign is not None:
         items += campaign_key_items(a.campaign, a.summary)
+    if a.quality is not None:
+        items += quality_key_items(a.quality)
     doc.ul(items)
 
 
@@ -362,6 +378,8 @@ def build_document(a: Analysis) -> Document:
     _pareto_section(doc, a)
     if a.campaign is not None and a.campaign.available:
         campaign_section(doc, a.campaign)
+    if a.quality is not None:
+        time_to_target_section(doc, a.quality)
     _projection_section(doc, a)
     doc.h(1, "Plots")
     doc.p("Each figure is also saved as PDF (vector, TrueType fonts) beside its PNG.")
@@ -444,6 +462,8 @@ def write_report(a: Analysis, out: str | Path, power_run_id: str | None = None,
         fits_table(a.results).to_csv(tmp / "fits.csv", index=False)
         if a.campaign is not None:
             write_campaign_tables(a.campaign, tmp)
+        if a.quality is not None:
+            write_quality_tables(a.quality, tmp)
         if a.projection.available:
             a.projection.points.to_csv(tmp / "projection.csv", index=False)
         doc = build_document(a)

@@ -34,7 +34,7 @@ def _curves(runs: Iterable[Run], metric: str) -> list[tuple[str, int, pd.DataFra
     for run in runs:
         if run.eval is None or not len(run.eval):
             continue
-        for member, e in run.eval.groupby("member"):
+        for _member, e in run.eval.groupby("member"):
             e = e.drop_duplicates("iteration", keep="last").sort_values("iteration")
             if np.isfinite(e[metric].astype(float)).any():
                 out.append((series_key(run).label, int(run.meta["world_size"]), e))

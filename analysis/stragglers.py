@@ -31,11 +31,11 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-STEP_TIME_QUANTILE_COLUMNS: tuple[tuple[float, str], ...] = (
-    (0.10, "step_time_p10_s"), (0.50, "step_time_p50_s"), (0.90, "step_time_p90_s"),
-    (0.99, "step_time_p99_s"), (1.00, "step_time_max_s"),
-)
-"""(CDF level, column) of the per-(rank, epoch) step-time quantiles; the maximum is level 1."""
+from common.rundir import STEP_TIME_QUANTILES
+
+STEP_TIME_QUANTILE_COLUMNS: tuple[tuple[float, str], ...] = STEP_TIME_QUANTILES
+"""(CDF level, column) of the per-(rank, epoch) step-time quantiles (epochs.parquet, written by
+scaling.trainer); the maximum is level 1."""
 ITERATIONS_COLUMN = "iterations"
 
 

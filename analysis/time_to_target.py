@@ -342,6 +342,7 @@ def interpretation(row: pd.Series | dict[str, Any]) -> str:
     if not (_finite(n0) and n != n0 and math.isfinite(tp) and math.isfinite(tts)):
         return ""
     more = float(row["showers_to_target_ratio"])
+    n, n0 = int(n), int(n0)   # a summary frame may hold them as floats (NaN elsewhere in the column)
     line = (f"N={n}: throughput efficiency {tp:.2f}, time-to-solution efficiency {tts:.2f}")
     if math.isfinite(more):
         if more > 1.0:

@@ -327,10 +327,30 @@ def score_features(reference: Reference, generated: hlf.Features) -> FeatureScor
 def score_showers(reference: Reference, momentum_mev: np.ndarray, voxels_mev: np.ndarray,
                   bins: int = DEFAULT_BINS) -> tuple[list[EnergyScore], CheckpointScore]:
     """Every metric of one checkpoint's generated showers (momentum MeV (N,), voxels MeV (N, n_voxels))."""
-    gen_etot = etot_by_momentum(momentum_mev, voxels_mev)
-    per_energy, total = score_checkpoint(reference.etot_by_momentum, gen_etot, reference.particle, bins)
-    total.features = score_features(reference, shower_features(reference.particle, momentum_mev, voxels_mev))
+    return score_summaries(reference, etot_by_momentum(momentum_mev, voxels_mev),
+                           shower_features(reference.particle, momentum_mev, voxels_mev), bins)
+
+
+def score_summaries(reference: Reference, gen_etot_by_momentum: Mapping[float, np.ndarray],
+                    generated: hlf.Features, bins: int = DEFAULT_BINS) -> tuple[list[EnergyScore], CheckpointScore]:
+    """``score_showers`` from what it reduces the voxels to: the total energy per shower by
+    momentum (MeV) and the high-level features. Every score depends on the showers only through
+    these, so showers generated in parts (e.g. by many ranks, each some momenta) are scored by
+    pooling the parts' summaries (``pool_features``) instead of their voxels."""
+    per_energy, total = score_checkpoint(reference.etot_by_momentum, gen_etot_by_momentum, reference.particle, bins)
+    total.features = score_features(reference, generated)
     return per_energy, total
+
+
+def pool_features(parts: Iterable[hlf.Features]) -> hlf.Features:
+    """The features of several sets of showers as one set (row order does not enter any score)."""
+    parts = list(parts)
+    if not parts:
+        raise ValueError("no features to pool")
+    names, groups = parts[0].names, parts[0].groups
+    if any(p.names != names for p in parts):
+        raise ValueError("feature sets of different particles cannot be pooled")
+    return hlf.Features(names=names, groups=groups, values=np.concatenate([p.values for p in parts], axis=0))
 
 
 def best_iteration(records: Iterable[Any], metric: str = SELECTION_METRIC) -> int:

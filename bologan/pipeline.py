@@ -81,6 +81,37 @@ class IterationBatches:
         return ds.prefetch(self.prefetch) if self.prefetch else ds
 
 
+# The held-out split draws from its own stream of (seed, HOLDOUT_STREAM), apart from the
+# per-pass training permutations (seed, pass), so holding out never reorders training passes
+# by accident of sharing a draw.
+HOLDOUT_STREAM = 0x4E1D
+
+
+def split_holdout(showers, fraction: float, seed: int):
+    """(training showers, held-out showers): ``fraction`` of the showers of every momentum,
+    chosen from ``seed`` alone, so every rank makes the same split and no held-out shower is
+    ever trained on. Each momentum with at least two showers keeps one or more on each side."""
+    from bologan.dataio import Showers
+
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"holdout fraction must be in (0, 1), got {fraction!r}")
+    rng = np.random.default_rng([seed, HOLDOUT_STREAM])
+    held = np.zeros(len(showers), dtype=bool)
+    momenta = np.asarray(showers.momentum_mev)
+    for p in np.unique(momenta):
+        rows = np.flatnonzero(momenta == p)
+        if rows.size < 2:
+            continue
+        k = min(rows.size - 1, max(1, int(round(fraction * rows.size))))
+        held[rng.permutation(rows)[:k]] = True
+
+    def part(mask: np.ndarray, what: str) -> Showers:
+        return Showers(particle=showers.particle, momentum_mev=showers.momentum_mev[mask],
+                       voxels_mev=showers.voxels_mev[mask], source=f"{showers.source} ({what})")
+
+    return part(~held, "training part"), part(held, f"held-out {fraction:g} per momentum")
+
+
 def load_showers(data: DataConfig, particle: str, seed: int):
     """The training showers: the Parquet file in ``data.data``, else synthetic ones."""
     if data.data:

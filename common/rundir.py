@@ -75,6 +75,19 @@ class EpochRecord:
     d_loss: float = math.nan
     g_loss: float = math.nan
     member: int = 0               # which GAN of an ensemble this rank trains (0 when one GAN is trained)
+    # Quantiles of this rank's per-iteration step time outside the all-reduce (its compute and
+    # input wait), s: what a straggler projection draws the slowest of N ranks from.
+    step_time_p10_s: float = math.nan
+    step_time_p50_s: float = math.nan
+    step_time_p90_s: float = math.nan
+    step_time_p99_s: float = math.nan
+    step_time_max_s: float = math.nan
+
+
+STEP_TIME_QUANTILES: tuple[tuple[float, str], ...] = (
+    (0.10, "step_time_p10_s"), (0.50, "step_time_p50_s"), (0.90, "step_time_p90_s"),
+    (0.99, "step_time_p99_s"), (1.00, "step_time_max_s"))
+"""(quantile, EpochRecord field) of the per-iteration step times; 1.00 is the maximum."""
 
 
 @dataclass
@@ -359,8 +372,10 @@ def load_run(path: str | Path, require_epochs: bool = True, read_power: bool = T
     if not (p / RUN_JSON).is_file():
         raise UserError(f"{p}: not a run directory (no {RUN_JSON})")
     meta = read_run_meta(p)
-    # ``member`` came with ensembles; older epochs files are one GAN: member 0.
-    epochs = _read_parquet(p / EPOCHS_FILE, EPOCH_SCHEMA, required=require_epochs, defaults={"member": 0})
+    # ``member`` came with ensembles (older epochs files are one GAN: member 0), the step-time
+    # quantiles later still (older files: NaN, not recorded).
+    epochs = _read_parquet(p / EPOCHS_FILE, EPOCH_SCHEMA, required=require_epochs,
+                           defaults={"member": 0, **{name: math.nan for _, name in STEP_TIME_QUANTILES}})
     power = _read_power(p) if read_power else None
     # Evaluation columns were added over time; older eval.parquet files get the defaults.
     evals = _read_parquet(p / EVAL_FILE, EVAL_SCHEMA, required=False, defaults=_field_defaults(EvalRecord))

@@ -48,7 +48,10 @@ STATUS_RUNNING = "running"
 STATUS_COMPLETED = "completed"
 STATUS_INTERRUPTED = "interrupted"    # stopped by a signal; resumable
 STATUS_FAILED = "failed"
-RUN_STATUSES = (STATUS_RUNNING, STATUS_COMPLETED, STATUS_INTERRUPTED, STATUS_FAILED)
+STATUS_TARGET_REACHED = "target_reached"   # ended early: an evaluation met --target (--stop-at-target)
+RUN_STATUSES = (STATUS_RUNNING, STATUS_COMPLETED, STATUS_INTERRUPTED, STATUS_FAILED, STATUS_TARGET_REACHED)
+# A run with one of these statuses is done: nothing to resume or run again.
+FINISHED_STATUSES = (STATUS_COMPLETED, STATUS_TARGET_REACHED)
 
 # File names of a run directory (see common.rundir for their schemas).
 RUN_JSON = "run.json"

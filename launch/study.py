@@ -42,7 +42,7 @@ from common.cli import Parser, positive_int
 from common.runinfo import usable_cpus
 from common.errors import EXIT_FAILURE, EXIT_INTERRUPTED, Interrupted, UserError, main_guard
 from common.settings import add_section_arguments, resolve_sections, sections_to_dict
-from common.vocab import (ENGINES, MODES, PLACEMENT_ENV, RUN_MODES, RUN_JSON, STATUS_COMPLETED, STATUS_INTERRUPTED, STATUS_RUNNING, STUDY_JSON,
+from common.vocab import (ENGINES, FINISHED_STATUSES, MODE_ENSEMBLE, MODES, PLACEMENT_ENV, RUN_MODES, RUN_JSON, STATUS_INTERRUPTED, STATUS_RUNNING, STUDY_JSON,
                           allreduce_bench_file)
 from launch.common import (NAME_PATTERN, check_choices, check_name, find_executable,
                            fmt_duration, indent, is_root, python_executable, tail)
@@ -120,6 +120,12 @@ def run_id(engine: str, mode: str, world: int, repeat: int = 1) -> str:
     """'horovod-weak-n2' for the first run of a point, 'horovod-weak-n2-r3' for its third repeat
     (the first keeps the plain name, so raising --repeats keeps the runs made already)."""
     return f"{engine}-{mode}-n{world}" + (f"-r{repeat}" if repeat > 1 else "")
+
+
+def study_engines(study: StudySettings, mode: str) -> list[str]:
+    """The engines a mode runs with: all, except for an ensemble. Its one-rank members reduce
+    nothing, so every engine would train and time it the same way: it runs with the first only."""
+    return study.engines[:1] if mode == MODE_ENSEMBLE else list(study.engines)
 
 
 def study_dir(study: StudySettings) -> Path:
@@ -257,7 +263,7 @@ def plan(study: StudySettings, run: RunSettings, force: bool = False,
             except ValueError as exc:
                 raise UserError(str(exc)) from None
     points = [(world, mode, engine) for world in sorted(study.world_sizes) for mode in study.modes
-              for engine in study.engines]
+              for engine in study_engines(study, mode)]
     # The repeat is the outer loop: 1, 2, 1, 2, ... never 1, 1, 2, 2.
     for repeat in range(1, repeats + 1):
         for world, mode, engine in points:
@@ -269,10 +275,10 @@ def plan(study: StudySettings, run: RunSettings, force: bool = False,
             # A run made with other settings is not reused: it would not measure these ones.
             changed = before is not None and (before.run_args != args or
                                               before.placement not in (None, where))
-            reusable = status in (STATUS_COMPLETED, STATUS_INTERRUPTED, STATUS_RUNNING)
+            reusable = status in (*FINISHED_STATUSES, STATUS_INTERRUPTED, STATUS_RUNNING)
             stale = code_change(before.code_version if before else None, code) if reusable else ""
             # Other code may measure differently: never resume it, reuse it only when asked.
-            keep = not force and not changed and (not stale or (reuse_stale and status == STATUS_COMPLETED))
+            keep = not force and not changed and (not stale or (reuse_stale and status in FINISHED_STATUSES))
             resume = keep and status in (STATUS_INTERRUPTED, STATUS_RUNNING)
             argv = launcher_prefix(study, run, world) + [python, "-m", "scaling.run", *args]
             if resume:
@@ -284,7 +290,7 @@ def plan(study: StudySettings, run: RunSettings, force: bool = False,
                         made_by=before.code_version if status and before else None, code_now=code,
                         placed_as=before.placement if status and before else None, place_now=where,
                         stale=stale if not force else "")
-            if status == STATUS_COMPLETED and keep:
+            if status in FINISHED_STATUSES and keep:
                 step.skip_reason = (f"completed earlier; STALE, {stale}: reused (--reuse-stale)" if stale
                                     else "completed earlier")
             elif changed and status is not None:

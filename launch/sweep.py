@@ -35,7 +35,7 @@ from common.atomic import atomic_write_text
 from common.cli import Parser
 from common.errors import EXIT_FAILURE, UserError, main_guard
 from common.settings import add_section_arguments, resolve_sections
-from common.vocab import ENGINES, MODES, RUN_JSON, STATUS_COMPLETED, allreduce_bench_file
+from common.vocab import ENGINES, FINISHED_STATUSES, MODES, RUN_JSON, allreduce_bench_file
 from launch.common import (NAME_PATTERN, check_choices, check_name, find_executable,
                            python_executable)
 from launch import campaign as cmp
@@ -354,7 +354,7 @@ def build_jobs(sweep: SweepSettings, run: RunSettings, force: bool = False) -> l
         with_bench = sweep.allreduce_bench and p.world > 1 and p.world not in benched
         benched.add(p.world)
         job = Job(p.run_id, sdir / f"{p.run_id}.sbatch", render_point_script(sweep, run, p, with_bench))
-        if read_status(root / p.run_id) == STATUS_COMPLETED and not force:
+        if read_status(root / p.run_id) in FINISHED_STATUSES and not force:
             job.skip_reason = "completed earlier"
         jobs.append(job)
     jobs.append(Job("analysis", sdir / "analysis.sbatch", render_analysis_script(sweep)))
@@ -414,7 +414,7 @@ def build_campaign_jobs(sweep: SweepSettings, run: RunSettings, c: cmp.Campaign,
     extra = cmp.analysis_args(c)
     if c.settings.layout == cmp.LAYOUT_ARRAY:
         done = [k for k, m in enumerate(c.members)
-                if not force and read_status(cmp.members_dir(root) / m.name) == STATUS_COMPLETED]
+                if not force and read_status(cmp.members_dir(root) / m.name) in FINISHED_STATUSES]
         pending = [k for k in range(len(c.members)) if k not in done]
         # The job is named after the folder it fills, so that --force --submit clears it first.
         job = Job(cmp.MEMBERS_SUBDIR, sdir / "members.sbatch",
@@ -425,7 +425,7 @@ def build_campaign_jobs(sweep: SweepSettings, run: RunSettings, c: cmp.Campaign,
     else:
         run_id = cmp.packed_run_id(c)
         job = Job(run_id, sdir / f"{run_id}.sbatch", render_packed_script(sweep, run, c))
-        if read_status(root / run_id) == STATUS_COMPLETED and not force:
+        if read_status(root / run_id) in FINISHED_STATUSES and not force:
             job.skip_reason = "completed earlier"
     return [job, Job("analysis", sdir / "analysis.sbatch", render_analysis_script(sweep, extra))]
 

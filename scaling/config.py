@@ -69,13 +69,6 @@ class ScalingConfig:
         if self.cycle_time_ms >= 0:
             os.environ["HOROVOD_CYCLE_TIME"] = str(self.cycle_time_ms)
 
-    @property
-    def lr_scaling(self) -> str:
-        """Transitional, until scaling.run applies ``[train] lr_scaling`` (bologan.lr_schedule):
-        the setting moved to [train] so that it enters the workload hash; this section no
-        longer scales the learning rate."""
-        return "none"
-
     def per_replica_batch(self, replicas: int) -> int:
         """Showers per critic step on each replica; a strong-mode batch must split evenly."""
         if self.mode in (MODE_WEAK, MODE_ENSEMBLE):   # an ensemble member keeps the per-rank batch

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 
 from bologan.step import Replicas, timed
-from common.vocab import ENGINE_HOROVOD, ENGINE_MIRRORED
+from common.vocab import COMM_TIMING_GRAPH, ENGINE_HOROVOD, ENGINE_MIRRORED, MODE_ENSEMBLE
 from scaling.collectives import LocalCollectives
 from scaling.config import ScalingConfig
 from scaling.world import World
@@ -86,8 +86,9 @@ class SingleEngine:
 
 
 class _HorovodReplicas(Replicas):
-    def __init__(self, hvd):
+    def __init__(self, hvd, timed_comm: bool = True):
         self.hvd = hvd
+        self.timed_comm = timed_comm
 
     def index(self):
         return self.hvd.rank()
@@ -97,6 +98,12 @@ class _HorovodReplicas(Replicas):
 
     def gradients(self, tape, loss, variables, group):
         dtape = self.hvd.DistributedGradientTape(tape, op=self.hvd.Average)
+        if not self.timed_comm:
+            # No timestamps, so no control dependency on every gradient: Horovod may start
+            # reducing the first gradients while back-propagation still computes the others.
+            import tensorflow as tf
+
+            return dtape.gradient(loss, variables), tf.constant(float("nan"), tf.float64)
         reduce_inner = dtape._allreduce_grads  # Horovod's own reduction, wrapped to time it
         spent = []
 
@@ -132,7 +139,7 @@ class HorovodEngine(SingleEngine):
         return [self.world.rank]
 
     def replicas_object(self) -> Replicas:
-        return _HorovodReplicas(self.hvd)
+        return _HorovodReplicas(self.hvd, timed_comm=self.cfg.comm_timing == COMM_TIMING_GRAPH)
 
     def after_build(self, gan) -> None:
         # Identical start on every rank: weights, optimiser slots, the iteration counter and the
@@ -257,6 +264,10 @@ class MirroredEngine(SingleEngine):
 
 
 def make_engine(cfg: ScalingConfig, world: World, coll: LocalCollectives) -> SingleEngine:
+    if cfg.mode == MODE_ENSEMBLE:
+        from scaling.ensemble_engine import MemberEngine   # here: that module imports this one
+
+        return MemberEngine(world, cfg, coll)
     # Horovod on one process still initialises, so the one-rank baseline pays its costs too.
     return MirroredEngine(world, cfg, coll) if cfg.engine == ENGINE_MIRRORED else HorovodEngine(world, cfg, coll)
 

@@ -8,6 +8,7 @@ Examples::
     python -m scaling.run                                        # 1 rank, defaults
     mpirun -np 4 python -m scaling.run --engine horovod --mode strong --global-batch 512
     srun -N4 --mpi=pmix python -m scaling.run --engine mirrored --mode weak --out results/s/m-w-n4
+    mpirun -np 4 python -m scaling.run --mode ensemble --seed 10 --data 'eta_{member}.parquet'  # 4 GANs
     python -m scaling.run --out results/s/m-w-n4 --resume        # after preemption (exit code 3)
 
 Exit codes: 0 done, 2 bad input, 3 interrupted by SIGTERM/SIGUSR1 and resumable with --resume,
@@ -35,16 +36,19 @@ from common.codeversion import code_version
 from common.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR, UserError
 from common.rundir import RUN_JSON, RunWriter, power_table, read_run_meta
 from common.settings import add_section_arguments, resolve_sections, sections_to_dict
-from common.vocab import (ENGINE_HOROVOD, ENGINE_MIRRORED, NOT_WORKLOAD_KEYS, PLACEMENT_ENV, STATUS_COMPLETED, STATUS_FAILED,
-                          STATUS_INTERRUPTED, STATUS_RUNNING)
+from common.vocab import (ENGINE_HOROVOD, ENGINE_MIRRORED, MODE_ENSEMBLE, NOT_WORKLOAD_KEYS, PLACEMENT_ENV, STATUS_COMPLETED, STATUS_FAILED,
+                          STATUS_INTERRUPTED, STATUS_RUNNING, STATUS_TARGET_REACHED)
 from energy.config import EnergyConfig
 from scaling.collectives import HorovodCollectives, for_world
 from scaling.config import ScalingConfig
+from scaling.eval_config import EvalConfig
+from scaling.ensemble import EnsembleLayout, common_checkpoint, ensemble_layout
 from scaling.outdir import check_out, create_out, measurement_settings, run_shape
 from scaling.trainer import StopFlag
 from scaling.world import World, discover
 
-SECTIONS: dict[str, type] = {**BOLOGAN_SECTIONS, "scaling": ScalingConfig, "energy": EnergyConfig}
+SECTIONS: dict[str, type] = {**BOLOGAN_SECTIONS, "scaling": ScalingConfig, "energy": EnergyConfig,
+                             "eval": EvalConfig}
 KEEP_CHECKPOINTS = 3
 # --timeline: Horovod's timeline (Chrome trace format) of one start of the run, in its directory.
 TIMELINE_FILE = "horovod_timeline-{attempt}.json"
@@ -194,10 +198,22 @@ class RunContext:
     out: Path                     # the run directory
     writer: RunWriter | None      # rank 0 only: the run directory's records
     log: Callable[[str], None]    # progress lines: rank 0 prints them, the others stay quiet
+    ensemble: EnsembleLayout | None = None   # --mode ensemble: the members; cfg is then this rank's member's
+    reference: Any = None         # [eval]: reference showers (bologan.dataio.Showers), None without evaluation
 
     @property
     def sc(self) -> ScalingConfig:
         return self.cfg["scaling"]
+
+    @property
+    def checkpoint_root(self) -> Path:
+        """The folder whose checkpoints/ this rank's GAN uses: the run's, or its member's own."""
+        return self.ensemble.member_dir(self.out) if self.ensemble else self.out
+
+    @property
+    def run_config(self) -> dict[str, Any]:
+        """run.json's config: the run's settings (an ensemble's, not one member's)."""
+        return self.ensemble.config if self.ensemble else sections_to_dict(self.cfg)
 
     @property
     def resume(self) -> bool:
@@ -233,6 +249,8 @@ class _Checked:
     batch: int | None
     out: Path | None
     writer: RunWriter | None      # rank 0 of a resumed run: the records read back
+    ensemble: EnsembleLayout | None = None
+    reference: Any = None         # [eval]: the reference showers (None: no evaluation)
 
 
 # -- step 1: checks before TensorFlow -----------------------------------------------------------
@@ -261,20 +279,27 @@ def _preflight(argv: list[str] | None, world: World) -> _Checked:
     sc.set_horovod_environment()
     _enable_timeline(args, sc)
     workload = workload_hash(cfg)
+    ensemble = ensemble_layout(cfg, world, args.timeline)
+    if ensemble is not None:
+        cfg = ensemble.member_config(cfg)     # from here on: this rank's GAN, its seed and data
     replicas = _replicas_before_engine(sc, world)
     batch = out = writer = None
     if replicas is not None:
+        ranks = ensemble.world_size if ensemble else replicas   # run.json world_size
         batch = _per_replica_batch(sc, replicas)
-        out = _out_path(sc, replicas)
-        writer = _check_out_on_rank0(world, out, args.resume, workload, run_shape(sc, replicas, batch),
+        out = _out_path(sc, ranks)
+        writer = _check_out_on_rank0(world, out, args.resume, workload, run_shape(sc, ranks, batch),
                                      measurement_settings(cfg))
     from bologan.pipeline import load_showers
+    from scaling.evaluation import training_and_reference
 
     showers = load_showers(cfg["data"], cfg["model"].particle, cfg["train"].seed)
+    showers, reference = training_and_reference(cfg["eval"], showers, cfg["model"].particle, cfg["train"].seed,
+                                                sc.mode)
     if batch is not None:
         _check_enough_showers(len(showers), cfg["train"].n_disc, batch, replicas,
                               cfg["data"].data or "synthetic showers")
-    return _Checked(args, cfg, workload, showers, replicas, batch, out, writer)
+    return _Checked(args, cfg, workload, showers, replicas, batch, out, writer, ensemble, reference)
 
 
 def _enable_timeline(args: argparse.Namespace, sc: ScalingConfig) -> None:
@@ -289,7 +314,9 @@ def _enable_timeline(args: argparse.Namespace, sc: ScalingConfig) -> None:
 
 def _replicas_before_engine(sc: ScalingConfig, world: World) -> int | None:
     """Replicas known without TensorFlow: one per process, except tf.distribute in one process
-    (its devices are known only once TensorFlow runs)."""
+    (its devices are known only once TensorFlow runs). An ensemble member has its group's."""
+    if sc.mode == MODE_ENSEMBLE:
+        return sc.group_size
     return world.size if sc.engine == ENGINE_HOROVOD or world.size > 1 else None
 
 
@@ -368,7 +395,8 @@ def _context(checked: _Checked, engine, world: World, coll, stop: StopFlag) -> R
     log = (lambda msg: print(msg, flush=True)) if world.rank == 0 else (lambda msg: None)
     return RunContext(world=world, coll=coll, stop=stop, args=checked.args, cfg=checked.cfg,
                       workload=checked.workload, showers=checked.showers, engine=engine, replicas=replicas,
-                      batch=batch, out=out, writer=writer, log=log)
+                      batch=batch, out=out, writer=writer, log=log, ensemble=checked.ensemble,
+                      reference=checked.reference)
 
 
 def _recheck_for_replicas(checked: _Checked, world: World, replicas: int) -> tuple[int, Path, RunWriter | None]:
@@ -392,7 +420,7 @@ def _build_model(ctx: RunContext) -> _Model:
 
     sc, model_cfg, train_cfg, engine = ctx.sc, ctx.cfg["model"], ctx.cfg["train"], ctx.engine
     policy = set_precision(train_cfg, engine.on_gpu)
-    lr_scale = float(ctx.replicas) if sc.lr_scaling == "linear" else 1.0
+    lr_scale = _lr_scale_factor(ctx)
     with engine.scope():
         gan = Gan(model_cfg, train_cfg, lr_scale=lr_scale, loss_scale=policy == "mixed_float16")
         # Every replica's noise stream has the same checkpointed state; replicas differ by the
@@ -405,12 +433,14 @@ def _build_model(ctx: RunContext) -> _Model:
     # so the non-chief workers save into a scratch folder, removed after each save.
     scratch = manager = None
     if engine.is_chief():
-        manager = checkpoint_manager(gan, ctx.out, KEEP_CHECKPOINTS)
+        manager = checkpoint_manager(gan, ctx.checkpoint_root, KEEP_CHECKPOINTS)
     elif sc.engine == ENGINE_MIRRORED:
         scratch = _scratch_dir(ctx)
         manager = checkpoint_manager(gan, scratch, KEEP_CHECKPOINTS)
     if ctx.resume:
-        latest = checkpoint_manager(gan, ctx.out, KEEP_CHECKPOINTS).latest_checkpoint
+        saved = checkpoint_manager(gan, ctx.checkpoint_root, KEEP_CHECKPOINTS)
+        # Every member resumes, each from its own checkpoints, all at the same iteration.
+        latest = common_checkpoint(saved, ctx.coll) if ctx.ensemble else saved.latest_checkpoint
         if latest:
             try:
                 gan.checkpoint().restore(latest).assert_existing_objects_matched()
@@ -427,6 +457,13 @@ def _build_model(ctx: RunContext) -> _Model:
         raise _AgreedError(f"{ctx.out}: ranks resumed from different iterations {starts} (is --out on a "
                            f"filesystem that every node sees?)")
     return _Model(gan, step, manager, scratch, policy, start)
+
+
+def _lr_scale_factor(ctx: RunContext) -> float:
+    """[train] lr_scaling's factor for this run's global batch against a 1-rank run's batch."""
+    from bologan.lr_schedule import lr_scale_factor
+
+    return lr_scale_factor(ctx.cfg["train"].lr_scaling, ctx.batch * ctx.replicas, ctx.sc.per_replica_batch(1))
 
 
 def _scratch_dir(ctx: RunContext) -> Path:
@@ -448,7 +485,7 @@ def run_metadata(ctx: RunContext, *, precision: str, nodes: list[str]) -> dict[s
     sc, world, engine, train_cfg = ctx.sc, ctx.world, ctx.engine, ctx.cfg["train"]
     names = set(nodes)
     return {
-        "run_id": ctx.out.name, "study": sc.study, "status": STATUS_RUNNING, "config": sections_to_dict(ctx.cfg),
+        "run_id": ctx.out.name, "study": sc.study, "status": STATUS_RUNNING, "config": ctx.run_config,
         "config_hash": ctx.workload, "engine": sc.engine, "mode": sc.mode, "particle": ctx.cfg["model"].particle,
         "world_size": ctx.replicas, "processes": world.size, "nodes": len(names), "node_names": sorted(names),
         "ranks_per_node": max(nodes.count(n) for n in names),
@@ -461,6 +498,9 @@ def run_metadata(ctx: RunContext, *, precision: str, nodes: list[str]) -> dict[s
         "engine_details": engine.describe(), "git_commit": git_commit(),
         "start_time": _now(), "end_time": None, "exit_status": None, "restarts": [],
         "timing": TIMING_NOTE,
+        "learning_rate": {"base": train_cfg.learning_rate, "scaling": train_cfg.lr_scaling,
+                          "scale_factor": _lr_scale_factor(ctx), "warmup_iterations": train_cfg.lr_warmup_iterations},
+        **(ctx.ensemble.run_json_fields() if ctx.ensemble else {}),
     }
 
 
@@ -485,7 +525,7 @@ def _open_run_directory(ctx: RunContext, model: _Model, nodes: list[str], start_
             rec.interrupted = True
     writer.add_epochs([])
     writer.meta.setdefault("restarts", []).append({"attempt": attempt, "time": _now(), "from_epoch": start_epoch})
-    writer.write_meta(status=STATUS_RUNNING, end_time=None, exit_status=None, config=sections_to_dict(ctx.cfg))
+    writer.write_meta(status=STATUS_RUNNING, end_time=None, exit_status=None, config=ctx.run_config)
     return attempt
 
 
@@ -504,6 +544,7 @@ def _record_failure(writer: RunWriter | None) -> None:
 def _train(ctx: RunContext, model: _Model, attempt: int, start_epoch: int, nodes: list[str], t0: float) -> int:
     """The epochs of this attempt, then run.json's final status; returns the exit code."""
     from energy.meter import EnergyMeter, tf_sync_devices
+    from scaling.evaluation import training_monitor
     from scaling.trainer import EpochPlan, run_epochs
 
     sc, train_cfg, engine, coll = ctx.sc, ctx.cfg["train"], ctx.engine, ctx.coll
@@ -515,7 +556,8 @@ def _train(ctx: RunContext, model: _Model, attempt: int, start_epoch: int, nodes
     iterators = _input_iterators(ctx, model.start_iteration)
     plan = EpochPlan(epochs=sc.epochs, iterations_per_epoch=sc.iterations_per_epoch,
                      warmup_epochs=sc.warmup_epochs, attempt=attempt,
-                     showers_per_iteration=train_cfg.n_disc * ctx.batch * len(iterators))
+                     showers_per_iteration=train_cfg.n_disc * ctx.batch * len(iterators),
+                     member=ctx.ensemble.member if ctx.ensemble else 0)
 
     def save_checkpoint(epoch: int) -> None:
         if model.checkpoints is not None:
@@ -524,20 +566,26 @@ def _train(ctx: RunContext, model: _Model, attempt: int, start_epoch: int, nodes
     ctx.log(f"{sc.engine} {sc.mode}: {ctx.replicas} replicas on {len(set(nodes))} node(s), batch {ctx.batch} per "
             f"replica, {ctx.cfg['model'].particle}, epochs {start_epoch + 1}..{sc.epochs} x "
             f"{sc.iterations_per_epoch} iterations -> {ctx.out}")
+    if ctx.ensemble:
+        ctx.log(ctx.ensemble.describe(ctx.out))
     timeline = ctx.out / TIMELINE_FILE.format(attempt=attempt) if ctx.args.timeline else None
+    # Evaluation and TensorBoard at epoch ends (scaling.evaluation), outside the epoch clocks.
+    monitor = training_monitor(ctx, meter, lambda: model.gan.generator)
     meter.start()
     if timeline is not None:
         engine.start_timeline(timeline)
     try:
-        completed = run_epochs(world=ctx.world, plan=plan, start_epoch=start_epoch, step=model.step, engine=engine,
-                               iterators=iterators, meter=meter, coll=coll, writer=ctx.writer,
-                               save_checkpoint=save_checkpoint, stop=ctx.stop, log=ctx.log)
+        completed = monitor.before_first_epoch(start_epoch) or run_epochs(
+            world=ctx.world, plan=plan, start_epoch=start_epoch, step=model.step, engine=engine,
+            iterators=iterators, meter=meter, coll=coll, writer=ctx.writer, save_checkpoint=save_checkpoint,
+            stop=ctx.stop, log=ctx.log, after_epoch=monitor.after_epoch)
     finally:
         if timeline is not None:
             engine.stop_timeline()
             _complete_timeline(ctx, timeline)
+        monitor.close()
         meter.stop()
-    return _finish(ctx, meter, completed, attempt)
+    return _finish(ctx, meter, completed, attempt, monitor.stopped_at_target)
 
 
 def _complete_timeline(ctx: RunContext, path: Path) -> None:
@@ -559,16 +607,21 @@ def _input_iterators(ctx: RunContext, start_iteration: int) -> list:
     return iterators
 
 
-def _finish(ctx: RunContext, meter, completed: bool, attempt: int) -> int:
-    """Gather the last power samples and the meters' final descriptions; run.json's status."""
+def _finish(ctx: RunContext, meter, completed: bool, attempt: int, at_target: bool = False) -> int:
+    """Gather the last power samples and the meters' final descriptions; run.json's status
+    (``at_target``: the run ended early because an evaluation met --target)."""
     coll, writer, out = ctx.coll, ctx.writer, ctx.out
     leftover = coll.gather(power_table(meter.drain_samples(), attempt))
     # Described again after the run: now with the sampler's cost, wraps seen and read errors.
     descriptions = coll.gather(meter.describe())
     status, code = (STATUS_COMPLETED, EXIT_OK) if completed else (STATUS_INTERRUPTED, EXIT_INTERRUPTED)
+    if completed and at_target:
+        status = STATUS_TARGET_REACHED
     if writer is not None:
         writer.add_power(leftover, attempt=attempt, label="end")
         writer.write_meta(status=status, end_time=_now(), exit_status=code, energy=descriptions)
+        if at_target:
+            ctx.log(f"target reached: {writer.meta.get('target_reached')}")
         if completed:
             ctx.log(f"done: results in {out} (analyse with: python -m analysis {out.parent} --out "
                     f"{out.parent / 'report'})")

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from energy.records import EnergyWindow
-from common.rundir import EpochRecord, RunWriter, power_table
+from common.rundir import STEP_TIME_QUANTILES, EpochRecord, RunWriter, power_table
 from common.vocab import ENERGY_DOMAINS, SOURCE_ESTIMATED, SOURCES_WITH_VALUE
 from scaling.world import World
 
@@ -69,6 +69,7 @@ class EpochPlan:
     warmup_epochs: int
     attempt: int
     showers_per_iteration: int   # this rank's showers per iteration (all its local replicas)
+    member: int = 0              # the ensemble member this rank trains (0: one GAN)
 
 
 def _fmt_eta(seconds: float) -> str:
@@ -78,8 +79,14 @@ def _fmt_eta(seconds: float) -> str:
 
 def run_epochs(*, world: World, plan: EpochPlan, start_epoch: int, step: Callable, engine, iterators: list,
                meter, coll, writer: RunWriter | None, save_checkpoint: Callable[[int], None],
-               stop: StopFlag, log: Callable[[str], None]) -> bool:
+               stop: StopFlag, log: Callable[[str], None],
+               after_epoch: Callable[[int, list[EpochRecord] | None], bool] | None = None) -> bool:
     """Run epochs ``start_epoch .. plan.epochs-1``. Returns False if a stop signal cut it short.
+
+    ``after_epoch(epoch, records)`` runs on every rank after each complete, checkpointed epoch
+    (``records``: the epoch's rows of every rank on rank 0, else None), outside every epoch clock
+    (evaluation, TensorBoard), but not when a stop signal ends the run before its last epoch;
+    when it returns True (the same on every rank) the run ends there, as completed.
 
     A stop agreed by all ranks ends the epoch in flight after the current iteration. If that
     leaves the epoch short, its row is kept with ``interrupted=True`` (its time and energy stay
@@ -103,6 +110,7 @@ def run_epochs(*, world: World, plan: EpochPlan, start_epoch: int, step: Callabl
         t0 = time.perf_counter()
         wait = comm = busy = 0.0
         d_losses, g_losses = [], []
+        steps: list[float] = []       # per iteration, outside the all-reduce: stragglers
         iterations = 0
         stopping = False
         for _ in range(plan.iterations_per_epoch):
@@ -118,6 +126,7 @@ def run_epochs(*, world: World, plan: EpochPlan, start_epoch: int, step: Callabl
             wait += tb - ta
             comm += comm_s
             busy += tc - tb
+            steps.append(tc - ta - (comm_s if math.isfinite(comm_s) else 0.0))
             iterations += 1
             if coll.any(stop.raised):
                 stopping = True
@@ -130,14 +139,15 @@ def run_epochs(*, world: World, plan: EpochPlan, start_epoch: int, step: Callabl
             raise RuntimeError(f"rank {world.rank}: non-finite loss in epoch {epoch}")
         record = EpochRecord(
             rank=world.rank, local_rank=world.local_rank, node=world.node, epoch=epoch, attempt=plan.attempt,
-            time_s=time_s, compute_s=max(0.0, busy - comm), comm_s=comm, data_wait_s=wait,
+            time_s=time_s, compute_s=max(0.0, busy - comm) if math.isfinite(comm) else busy, comm_s=comm, data_wait_s=wait,
             iterations=iterations, showers=iterations * plan.showers_per_iteration,
             warmup=epoch < plan.warmup_epochs or (plan.attempt > 0 and epoch == first_of_attempt),
             interrupted=interrupted,
             gpu_energy_j=window.gpu_energy_j, cpu_energy_j=window.cpu_energy_j, dram_energy_j=window.dram_energy_j,
             gpu_energy_source=window.gpu_energy_source, cpu_energy_source=window.cpu_energy_source,
             dram_energy_source=window.dram_energy_source,
-            d_loss=float(np.mean(d_losses)), g_loss=float(np.mean(g_losses)))
+            d_loss=float(np.mean(d_losses)), g_loss=float(np.mean(g_losses)), member=plan.member,
+            **step_time_quantiles(steps))
         records = coll.gather(record)
         # Each rank sends its samples as a table (columns, not one object per sample), and
         # rank 0 writes them as this epoch's power part and keeps none of them.
@@ -152,9 +162,21 @@ def run_epochs(*, world: World, plan: EpochPlan, start_epoch: int, step: Callabl
             log(_progress(records, epoch, plan, done, time.perf_counter() - run_t0))
         if not interrupted:
             save_checkpoint(epoch)
-        if stopping:
-            return not interrupted and epoch == plan.epochs - 1
+        last = epoch == plan.epochs - 1
+        if stopping and not (last and not interrupted):
+            return False
+        # A stop after the last iteration of the run still gets the run's final evaluation.
+        if (after_epoch is not None and after_epoch(epoch, records)) or stopping:
+            return True
     return True
+
+
+def step_time_quantiles(step_times_s: list[float]) -> dict[str, float]:
+    """EpochRecord's ``step_time_*`` fields from one epoch's per-iteration step times (s)."""
+    if not step_times_s:
+        return {}
+    values = np.quantile(np.asarray(step_times_s, dtype=np.float64), [q for q, _ in STEP_TIME_QUANTILES])
+    return {name: float(v) for (_, name), v in zip(STEP_TIME_QUANTILES, values)}
 
 
 def _progress(records: list[EpochRecord], epoch: int, plan: EpochPlan, done: int, elapsed: float) -> str:
@@ -165,10 +187,11 @@ def _progress(records: list[EpochRecord], epoch: int, plan: EpochPlan, done: int
     left = plan.epochs - epoch - 1
     eta = elapsed / done * left if done else 0.0
     energy = _energy_text(records)
+    comm_text = f"comm {100 * comm:.1f}%" if math.isfinite(comm) else "comm untimed"
     tag = " [warm-up]" if records[0].warmup else ""
     cut = " [interrupted]" if records[0].interrupted else ""
     return (f"epoch {epoch + 1}/{plan.epochs}{tag}{cut}  {t:.2f} s  {showers / t:,.0f} showers/s  "
-            f"comm {100 * comm:.1f}%  data {100 * wait:.1f}%  {energy}  ETA {_fmt_eta(eta)}")
+            f"{comm_text}  data {100 * wait:.1f}%  {energy}  ETA {_fmt_eta(eta)}")
 
 
 def _energy_text(records: list[EpochRecord]) -> str:

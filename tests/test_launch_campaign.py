@@ -182,6 +182,6 @@ def test_study_accepts_the_ensemble_mode_and_passes_it_to_scaling_run(tmp_path):
         st.StudySettings(modes=["sideways"]).check()
 
 
-def test_default_study_profile_is_unchanged():
+def test_default_study_profile_includes_the_ensemble():
     resolved = st.resolve_sections(st.SECTIONS, None, profile=st.DEFAULT_CONFIG)
-    assert resolved["study"].modes == ["strong", "weak"]
+    assert resolved["study"].modes == ["strong", "weak", "ensemble"]

@@ -237,3 +237,48 @@ def test_full_flow_srun_four_nodes_then_sweep_and_report(cluster, tmp_path):
 
     # 4. stopping leaves nothing behind (the fixture checks again).
     _stop_and_check(cluster.scratch)
+
+
+def test_srun_four_nodes_ensemble_one_run_directory_node_energy_once(cluster, tmp_path):
+    """`srun -N4 scaling.run --mode ensemble`: 4 members (one per node), one run directory, and each
+    node's RAPL counters read by exactly one rank per epoch (a fake powercap tree that grows)."""
+    import threading
+
+    sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+    from energy_fakes import FakePowercap
+    from common.rundir import load_run
+
+    tree = FakePowercap(tmp_path / "powercap")
+    tree.zone("intel-rapl:0", "package-0", 1_000_000)
+    tree.zone("intel-rapl:0:0", "dram", 1_000_000)
+    done = threading.Event()
+
+    def tick() -> None:   # 1 W on the package and 0.5 W on DRAM, in 10 ms steps
+        while not done.wait(0.01):
+            tree.add("intel-rapl:0", 10_000)
+            tree.add("intel-rapl:0:0", 5_000)
+
+    ticker = threading.Thread(target=tick, daemon=True)
+    ticker.start()
+    out = tmp_path / "ens"
+    run = RunSettings(epochs=2, iterations_per_epoch=2, warmup_epochs=1, batch_per_rank=16,
+                      synthetic_events=1024, threads=1)
+    args = scaling_run_args(run, engine="horovod", mode="ensemble", out=str(out), study="slurm-ens")
+    try:
+        res = cluster.run(["srun", "-N4", "-n4", sys.executable, "-m", "scaling.run", *args,
+                           "--powercap-root", str(tree.root)], 300)
+    finally:
+        done.set()
+        ticker.join()
+    assert res.returncode == 0, f"srun -N4 ensemble failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    loaded = load_run(out)
+    meta, e = loaded.meta, loaded.epochs
+    assert meta["mode"] == "ensemble" and meta["members"] == 4 and meta["world_size"] == 4 and meta["nodes"] == 4
+    assert meta["member_seeds"] == [meta["config"]["train"]["seed"] + k for k in range(4)]
+    assert sorted(set(e["member"])) == [0, 1, 2, 3] and sorted(set(e["node"])) == ["n1", "n2", "n3", "n4"]
+    assert [p.name for p in sorted((out / "members").iterdir())] == ["0", "1", "2", "3"]
+    assert not (out / "checkpoints").exists()
+    for epoch, rows in e.groupby("epoch"):
+        readers = rows[rows["cpu_energy_source"] == "measured"]
+        assert sorted(readers["node"]) == ["n1", "n2", "n3", "n4"], f"epoch {epoch}: one reader per node"
+        assert (readers["cpu_energy_j"] > 0).all()

@@ -124,12 +124,12 @@ def test_plan_order_ids_and_flags(tmp_path):
     study, run = _settings(tmp_path)
     steps = st.plan(study, run, python="PY")
     kinds = [s.kind for s in steps]
-    assert kinds == ["bench"] + ["run"] * 8 + ["analysis"]
+    assert kinds == ["bench"] + ["run"] * 10 + ["analysis"]
     runs = [s for s in steps if s.kind == "run"]
     assert [s.run_id for s in runs] == [
-        "horovod-strong-n1", "mirrored-strong-n1", "horovod-weak-n1", "mirrored-weak-n1",
-        "horovod-strong-n2", "mirrored-strong-n2", "horovod-weak-n2", "mirrored-weak-n2"]
-    one, two = runs[0].argv, runs[4].argv
+        "horovod-strong-n1", "mirrored-strong-n1", "horovod-weak-n1", "mirrored-weak-n1", "horovod-ensemble-n1",
+        "horovod-strong-n2", "mirrored-strong-n2", "horovod-weak-n2", "mirrored-weak-n2", "horovod-ensemble-n2"]
+    one, two = runs[0].argv, runs[5].argv
     assert one[0] == "mpirun" and one[one.index("-np") + 1] == "1"
     assert one[one.index("PY"):one.index("PY") + 3] == ["PY", "-m", "scaling.run"]
     assert two[0] == "mpirun" and two[two.index("-np") + 1] == "2"
@@ -369,3 +369,16 @@ def test_runs_made_by_other_code_start_again_or_are_reused_loudly(tmp_path, caps
     assert st.main(["--dry-run", "--out-dir", str(tmp_path), "--name", "v", "--world-sizes", "1",
                     "--engines", "horovod", "--modes", "strong", "--no-analyse", "--no-allreduce-bench"]) == 0
     assert "# made by code of unknown version: starting again" in capsys.readouterr().out
+
+
+def test_make_study_runs_the_ensemble_at_one_and_two_ranks_with_one_engine(tmp_path):
+    # One-rank members reduce nothing: a second engine would train and time them the same way.
+    study, run = _settings(tmp_path)
+    runs = [s for s in st.plan(study, run, python=FAKE_PY) if s.kind == "run"]
+    ensembles = [s for s in runs if "-ensemble-" in s.run_id]
+    assert [s.run_id for s in ensembles] == ["horovod-ensemble-n1", "horovod-ensemble-n2"]
+    for s in ensembles:
+        args = s.argv[s.argv.index("scaling.run") + 1:]
+        assert args[args.index("--mode") + 1] == "ensemble"
+        assert args[args.index("--batch-per-rank") + 1] == str(run.batch_per_rank)
+    assert {s.run_id for s in runs} >= {"mirrored-weak-n2", "horovod-strong-n1"}
