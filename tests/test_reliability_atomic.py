@@ -28,8 +28,9 @@ def _record(epoch: int) -> EpochRecord:
 
 
 def _run_dir(path: Path) -> RunWriter:
-    meta = {key: 1 for key in RUN_REQUIRED_KEYS} | {"schema_version": SCHEMA_VERSION, "status": "running",
-                                                    "restarts": [], "config": {}}
+    meta = {key: 1 for key in RUN_REQUIRED_KEYS} | {
+        "schema_version": SCHEMA_VERSION, "run_id": "run", "status": "running", "engine": "horovod",
+        "mode": "weak", "particle": "photons", "restarts": [], "config": {}}
     writer = RunWriter(path, meta)
     writer.write_meta()
     writer.add_epochs([_record(0)])

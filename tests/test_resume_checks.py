@@ -26,7 +26,7 @@ CHANGES = {
     "scaling.fusion_threshold_bytes": (["--fusion-threshold-bytes", "0"], "0", "-1"),
     "scaling.cycle_time_ms": (["--cycle-time-ms", "5"], "5.0", "-1.0"),
     "scaling.global_noise": (["--global-noise"], "True", "False"),
-    "scaling.comm_timing": (["--comm-timing", "off"], "off", "graph"),
+    "scaling.comm_timing": (["--comm-timing", "off"], "'off'", "'graph'"),
 }
 
 
