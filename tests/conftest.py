@@ -45,6 +45,32 @@ def fake_slurm(tmp_path, monkeypatch):
     return log
 
 
+
+class FakeEngine:
+    """The two engine calls the epoch loop makes, for tests that drive it with a fake step."""
+
+    def feed(self, batches):
+        return ()
+
+    def local_values(self, value):
+        return [value]
+
+
+class FakeMeter:
+    """An energy meter that measures nothing: every window is empty, no samples."""
+
+    def begin(self, name: str) -> None:
+        pass
+
+    def end(self, name: str):
+        from energy.records import EnergyWindow
+
+        return EnergyWindow(name=name, time_s=0.0)
+
+    def drain_samples(self) -> list:
+        return []
+
+
 def pytest_collection_modifyitems(config, items):
     skip_mpi = None if shutil.which("mpirun") else pytest.mark.skip(
         reason="mpirun not found (install openmpi-bin: make test does this as root)")

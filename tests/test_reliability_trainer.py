@@ -19,7 +19,6 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from energy.records import EnergyWindow
 from scaling.collectives import LocalCollectives
 from common.rundir import EPOCHS_FILE, RUN_REQUIRED_KEYS, SCHEMA_VERSION, RunWriter
 from scaling.trainer import EpochPlan, StopFlag, run_epochs
@@ -28,23 +27,8 @@ from scaling.world import World
 WORLD = World(rank=0, size=1, local_rank=0, local_size=1, node="n1", hostname="n1", launcher="python", cores=1)
 
 
-class _Engine:
-    def feed(self, batches):
-        return ()
-
-    def local_values(self, value):
-        return [value]
-
-
-class _Meter:
-    def begin(self, name: str) -> None:
-        pass
-
-    def end(self, name: str) -> EnergyWindow:
-        return EnergyWindow(name=name, time_s=0.0)
-
-    def drain_samples(self) -> list:
-        return []
+from conftest import FakeEngine as _Engine  # noqa: E402
+from conftest import FakeMeter as _Meter  # noqa: E402
 
 
 class _Harness:

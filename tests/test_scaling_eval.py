@@ -26,7 +26,6 @@ from common.rundir import EPOCHS_FILE, EVAL_FILE, EpochRecord, RunWriter, load_r
 from common.target import parse_target
 from common.vocab import STATUS_TARGET_REACHED
 from conftest import ROOT, mpirun_prefix, run_module
-from energy.records import EnergyWindow
 from scaling.collectives import LocalCollectives
 from scaling.eval_config import EvalConfig
 from scaling.evaluation import assign_momenta, training_so_far
@@ -43,23 +42,8 @@ EASY_TARGET = "chi2_ndf_overflow<=1e9"
 
 # -- the epoch loop and its hook (fake step) ----------------------------------------------------
 
-class _Engine:
-    def feed(self, batches):
-        return ()
-
-    def local_values(self, value):
-        return [value]
-
-
-class _Meter:
-    def begin(self, name: str) -> None:
-        pass
-
-    def end(self, name: str) -> EnergyWindow:
-        return EnergyWindow(name=name, time_s=0.0)
-
-    def drain_samples(self) -> list:
-        return []
+from conftest import FakeEngine as _Engine  # noqa: E402
+from conftest import FakeMeter as _Meter  # noqa: E402
 
 
 def _loop(tmp_path, after_epoch, epochs=3, ipe=4):
