@@ -11,15 +11,9 @@ from analysis.campaign import (BOLOGAN_ITERATIONS, ENSEMBLE_COLUMNS, MAKESPAN_CO
 from analysis.numbers import count, duration, energy, ratio, significant
 from analysis.plots import MARKERS, PALETTE, Plotter, PlotFile, unit_scale
 from analysis.report import Document
+from analysis.numbers import is_finite
 
 PLOT_NAME = "campaign_makespan"
-
-
-def _finite(v) -> bool:
-    try:
-        return math.isfinite(float(v))
-    except (TypeError, ValueError):
-        return False
 
 
 def key_result_items(c: CampaignResult, summary: pd.DataFrame) -> list[str]:
@@ -32,7 +26,7 @@ def key_result_items(c: CampaignResult, summary: pd.DataFrame) -> list[str]:
         items.append(f"{e.series}: ensemble efficiency {ratio(e.ensemble_efficiency_ratio)} at N = "
                      f"{e.world_size_ranks} ({e.members_count} GANs, slowest member counted; baseline "
                      f"{e.baseline}), data-parallel weak efficiency at the same N "
-                     f"{ratio(weak) if _finite(weak) else NOT_MEASURED}.")
+                     f"{ratio(weak) if is_finite(weak) else NOT_MEASURED}.")
     for r in c.plan[c.plan["recommended"].astype(bool)].itertuples():
         items.append(f"Campaign of {r.gans_count} {r.particle} GANs on {r.ranks_count} ranks: "
                      f"{r.groups_count} group(s) of {r.group_size_ranks} rank(s), makespan "
@@ -89,8 +83,8 @@ def campaign_section(doc: Document, c: CampaignResult) -> None:
                    "makespan", "energy (source)", "estimate: makespan", "estimate: energy", "estimate basis",
                    "recommended", "notes"],
                   [[r.particle, r.group_size_ranks, r.groups_count, r.gans_per_group_count, r.measured_by,
-                    duration(r.iteration_time_s), duration(r.makespan_s) if _finite(r.makespan_s) else NOT_MEASURED,
-                    f"{energy(r.energy_j)} ({r.energy_source})" if _finite(r.makespan_s) else NOT_MEASURED,
+                    duration(r.iteration_time_s), duration(r.makespan_s) if is_finite(r.makespan_s) else NOT_MEASURED,
+                    f"{energy(r.energy_j)} ({r.energy_source})" if is_finite(r.makespan_s) else NOT_MEASURED,
                     duration(r.estimate_makespan_s), energy(r.estimate_energy_j), r.estimate_basis or "-",
                     r.recommended, r.notes or "-"] for r in c.plan.itertuples()])
         for r in c.plan[c.plan["recommended"].astype(bool)].itertuples():
@@ -133,17 +127,17 @@ def plot_campaign(plotter: Plotter, c: CampaignResult) -> PlotFile | None:
     for i, (particle, g) in enumerate(plan.groupby("particle", sort=True)):
         colour, marker = PALETTE[i % len(PALETTE)], MARKERS[i % len(MARKERS)]
         g = g.sort_values("group_size_ranks")
-        m = g[g["makespan_s"].map(_finite)]
+        m = g[g["makespan_s"].map(is_finite)]
         ax.plot(m["group_size_ranks"], m["makespan_s"].astype(float) / div, color=colour, marker=marker,
                 label=f"{particle}: measured")
-        est = g[g["estimate_makespan_s"].map(_finite)]
+        est = g[g["estimate_makespan_s"].map(is_finite)]
         if len(est):
             ax.plot(est["group_size_ranks"], est["estimate_makespan_s"].astype(float) / div, color=colour,
                     marker=marker, linestyle="--", markerfacecolor="white", label=f"{particle}: estimate (groups independent)")
         for r in g[g["recommended"].astype(bool)].itertuples():
             ax.scatter([r.group_size_ranks], [float(r.makespan_s) / div], marker="*", s=180, color=colour,
                        edgecolors="black", zorder=4)
-        for r in g[~g["makespan_s"].map(_finite)].itertuples():
+        for r in g[~g["makespan_s"].map(is_finite)].itertuples():
             ax.annotate(NOT_MEASURED, (r.group_size_ranks, 0.02), xycoords=("data", "axes fraction"),
                         ha="center", fontsize=7.5, color=colour, rotation=90, va="bottom")
     plotter.log2_axis(ax, plan["group_size_ranks"].tolist(), "ranks per GAN g (log2 scale)")

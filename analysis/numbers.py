@@ -24,6 +24,11 @@ _ENERGY_UNITS = ((1e3, 1.0, "J"), (1e6, 1e3, "kJ"), (1e9, 1e6, "MJ"), (math.inf,
 _POWER_UNITS = ((1e3, 1.0, "W"), (1e6, 1e3, "kW"), (math.inf, 1e6, "MW"))
 
 
+def is_finite(value: Any) -> bool:
+    """Whether ``value`` is a finite number (NaN, None, text and infinities are not)."""
+    return _finite(value) is not None
+
+
 def _finite(value: Any) -> float | None:
     """``value`` as a float, None when it is missing or not a finite number."""
     if value is None or isinstance(value, bool):

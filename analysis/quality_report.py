@@ -7,7 +7,6 @@ its best value. The numbers come from ``analysis.time_to_target``; this module o
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -21,6 +20,7 @@ from analysis.time_to_target import (INTERPOLATION, RUN_COLUMNS, SUMMARY_COLUMNS
 from common.errors import UserError
 from common.rundir import RUN_JSON, Run
 from common.target import Target
+from analysis.numbers import is_finite
 
 RUNS_CSV = "time_to_target_runs.csv"
 SUMMARY_CSV = "time_to_target.csv"
@@ -74,13 +74,6 @@ def analyse_quality(runs: Sequence[Run], summary: pd.DataFrame, flag: Target | N
     return QualityResult(target, source, per_run, time_to_target_summary(per_run, summary), notes)
 
 
-def _finite(v) -> bool:
-    try:
-        return math.isfinite(float(v))
-    except (TypeError, ValueError):
-        return False
-
-
 def key_result_items(q: QualityResult) -> list[str]:
     """Per series and N: time and energy to the target beside both efficiencies, and what the
     difference means; a point that never met the target, with its best value."""
@@ -94,7 +87,7 @@ def key_result_items(q: QualityResult) -> list[str]:
         text = (f"{label}: {q.target.text} reached in {duration(r['time_to_target_median_s'])} of training "
                 f"({count(r['showers_to_target_median_count'])} showers, energy {energy(r['energy_to_target_median_j'])} "
                 f"({r['energy_source']}); {int(r['reached_count'])} of {int(r['runs_count'])} run(s))")
-        if _finite(r["tts_efficiency_ratio"]) and int(r["world_size_ranks"]) != int(r["baseline_world_size_ranks"]):
+        if is_finite(r["tts_efficiency_ratio"]) and int(r["world_size_ranks"]) != int(r["baseline_world_size_ranks"]):
             text += (f"; time-to-solution efficiency {ratio(r['tts_efficiency_ratio'])} against N0 = "
                      f"{int(r['baseline_world_size_ranks'])}, throughput efficiency {ratio(r['throughput_efficiency_ratio'])}")
         line = interpretation(r)

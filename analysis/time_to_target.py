@@ -44,6 +44,7 @@ from analysis.summary import Column
 from common.rundir import Run
 from common.target import Target, parse_target
 from common.vocab import MODE_STRONG
+from analysis.numbers import is_finite
 
 INTERPOLATION = "log"
 """How crossings are interpolated: in the log of the metric (see the module docstring)."""
@@ -109,13 +110,6 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
 SUMMARY_COLUMN_NAMES = tuple(c.name for c in SUMMARY_COLUMNS)
 
 
-def _finite(x: Any) -> bool:
-    try:
-        return math.isfinite(float(x))
-    except (TypeError, ValueError):
-        return False
-
-
 def _known(x: Any) -> float:
     """A count or measure as float; the 'unknown' markers of eval.parquet (-1, NaN) as NaN."""
     v = float(x)
@@ -128,7 +122,7 @@ def crossing_fraction(v_before: float, v_at: float, target: float) -> tuple[floa
     ``how`` is "log" or "linear" (a value is 0), or "none" with f = 1 when ``v_before`` is not
     finite (nothing to interpolate from). ``v_before`` missed the target and ``v_at`` met it.
     """
-    if not (_finite(v_before) and _finite(v_at)):
+    if not (is_finite(v_before) and is_finite(v_at)):
         return 1.0, "none"
     if v_before > 0 and v_at > 0 and target > 0:
         g0, g1, gt, how = math.log(v_before), math.log(v_at), math.log(target), "log"
@@ -183,7 +177,7 @@ def run_to_target(evals: pd.DataFrame, target: Target, row: dict[str, Any] | Non
     hits = [i for i, v in enumerate(values) if target.met(v)]
     if not hits:
         notes.append(f"not reached: best {target.metric} {best:.4g}"
-                     + (f" at iteration {row['best_iteration']}" if _finite(row["best_iteration"]) else ""))
+                     + (f" at iteration {row['best_iteration']}" if is_finite(row["best_iteration"]) else ""))
         row["notes"] = "; ".join(notes)
         return row
     k = hits[0]
@@ -210,7 +204,7 @@ def run_to_target(evals: pd.DataFrame, target: Target, row: dict[str, Any] | Non
     for out, col in (("iterations_to_target", "iteration"), ("showers_to_target_count", "showers"),
                      ("time_to_target_s", "train_time_s"), ("energy_to_target_j", "energy_j")):
         row[out] = _lerp(_known(before[col]), _known(at[col]), f) if how != "none" else _known(at[col])
-    if not _finite(row["time_to_target_s"]):
+    if not is_finite(row["time_to_target_s"]):
         notes.append("no training time in eval.parquet (an offline evaluation): time to target unknown")
     if str(at["energy_source"]) != str(before["energy_source"]):
         row["energy_source"] = em.combine_sources([str(at["energy_source"]), str(before["energy_source"])])
@@ -295,7 +289,7 @@ def time_to_target_summary(per_run: pd.DataFrame, summary: pd.DataFrame | None =
     out = []
     for series, g in frame.groupby("series", sort=True):
         g = g.sort_values(["world_size_ranks", "nodes_count"]).copy()
-        timed = g[g["time_to_target_median_s"].map(_finite)]
+        timed = g[g["time_to_target_median_s"].map(is_finite)]
         base = timed.iloc[0] if len(timed) else None
         n0 = int(base["world_size_ranks"]) if base is not None else math.nan
         if base is not None and n0 != 1:
@@ -313,7 +307,7 @@ def time_to_target_summary(per_run: pd.DataFrame, summary: pd.DataFrame | None =
                     g.at[i, col] = math.nan
                 continue
             t0, t = float(base["time_to_target_median_s"]), float(r["time_to_target_median_s"])
-            speedup = n0 * t0 / t if _finite(t) and t > 0 else math.nan
+            speedup = n0 * t0 / t if is_finite(t) and t > 0 else math.nan
             g.at[i, "baseline_world_size_ranks"] = n0
             g.at[i, "tts_speedup_ratio"] = speedup
             g.at[i, "tts_efficiency_ratio"] = speedup / n
@@ -339,7 +333,7 @@ def interpretation(row: pd.Series | dict[str, Any]) -> str:
     summary row (``time_to_target_summary``); empty at the baseline or without both numbers."""
     n, n0 = row["world_size_ranks"], row["baseline_world_size_ranks"]
     tp, tts = float(row["throughput_efficiency_ratio"]), float(row["tts_efficiency_ratio"])
-    if not (_finite(n0) and n != n0 and math.isfinite(tp) and math.isfinite(tts)):
+    if not (is_finite(n0) and n != n0 and math.isfinite(tp) and math.isfinite(tts)):
         return ""
     more = float(row["showers_to_target_ratio"])
     n, n0 = int(n), int(n0)   # a summary frame may hold them as floats (NaN elsewhere in the column)
