@@ -3,7 +3,8 @@
 The target is the ``--target`` of ``python -m analysis``, else the one the runs were trained
 with (run.json ``target``, written by ``scaling.run --target``). Only runs that evaluated
 while training (eval.parquet) take part; a run that never met the target keeps its row with
-its best value. The numbers come from ``analysis.time_to_target``; this module only words them.
+its best value. The numbers come from ``analysis.time_to_target``; this module only words them. An ensemble's
+members are GANs of their own: each has its own row, and a point pools them like repeats.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from analysis.time_to_target import (INTERPOLATION, RUN_COLUMNS, SUMMARY_COLUMNS
 from common.errors import UserError
 from common.rundir import RUN_JSON, Run
 from common.target import Target
+from common.vocab import MODE_ENSEMBLE
 from analysis.numbers import is_finite
 
 RUNS_CSV = "time_to_target_runs.csv"
@@ -80,13 +82,14 @@ def key_result_items(q: QualityResult) -> list[str]:
     items = []
     for _, r in q.summary.iterrows():
         label = f"{r['series']} N = {int(r['world_size_ranks'])}"
+        runs = "GAN(s), ensemble members" if r["mode"] == MODE_ENSEMBLE else "run(s)"
         if not int(r["reached_count"]):
-            items.append(f"{label}: never reached {q.target.text} ({int(r['runs_count'])} run(s); best "
+            items.append(f"{label}: never reached {q.target.text} ({int(r['runs_count'])} {runs}; best "
                          f"{q.target.metric} {significant(r['best_value'])}).")
             continue
         text = (f"{label}: {q.target.text} reached in {duration(r['time_to_target_median_s'])} of training "
                 f"({count(r['showers_to_target_median_count'])} showers, energy {energy(r['energy_to_target_median_j'])} "
-                f"({r['energy_source']}); {int(r['reached_count'])} of {int(r['runs_count'])} run(s))")
+                f"({r['energy_source']}); {int(r['reached_count'])} of {int(r['runs_count'])} {runs})")
         if is_finite(r["tts_efficiency_ratio"]) and int(r["world_size_ranks"]) != int(r["baseline_world_size_ranks"]):
             text += (f"; time-to-solution efficiency {ratio(r['tts_efficiency_ratio'])} against N0 = "
                      f"{int(r['baseline_world_size_ranks'])}, throughput efficiency {ratio(r['throughput_efficiency_ratio'])}")
@@ -100,8 +103,9 @@ def time_to_target_section(doc: Document, q: QualityResult) -> None:
     doc.p(f"Target {q.target.text} (from {q.source}). Per run: the first training-time evaluation that met it; "
           f"iterations, showers, training time (epoch clocks only, evaluations excluded) and energy at the crossing "
           f"are interpolated ({INTERPOLATION} of the metric) between the two evaluations that bracket it, and say so "
-          "in the notes; a run that never met it is listed with its best value. Per N: repeats pooled (median, "
-          "min..max), time-to-solution speedup N0 T(N0) / T(N) and efficiency speedup / N, next to the throughput "
+          "in the notes; a run that never met it is listed with its best value. Per N: repeats (and an ensemble's "
+          "members, one GAN each) pooled (median, min..max), time-to-solution speedup N0 T(N0) / T(N) (an "
+          "ensemble's counts GANs: N T(N0) / T(N)) and efficiency speedup / N, next to the throughput "
           "efficiency per epoch of the scaling table.")
     for note in q.notes:
         doc.p(f"Note: {note}.")

@@ -29,6 +29,15 @@ summary table, and the throughput-only expectation: the time and energy to targe
 needed the same number of showers as N0, i.e. T(N0) x (showers/s at N0) / (showers/s at N) and
 E(N0) x (J per shower at N) / (J per shower at N0). The ratio of the two is
 ``showers_to_target_ratio``: how many more showers a larger global batch needs.
+
+Ensembles (run.json mode "ensemble"): every member is one GAN with its own eval.parquet rows
+(``member``), so it gets its own row per run, and the members of a point are pooled like repeats
+(each member is one trained GAN; its time, showers and energy to target are its own, see
+``scaling.evaluation`` for how node energy is split between members). The job at N is then N / G
+GANs, not one, so the speedup counts GANs trained per unit time: S = N T(N0) / T(N) and the
+efficiency S / N = T(N0) / T(N) (1 = every member reaches the target as soon as a member at N0),
+and the throughput-only expectation uses the showers per second of one member (the run's over
+its members): T(N0) x (showers/s at N0 / N0) / (showers/s at N / N).
 """
 from __future__ import annotations
 
@@ -43,7 +52,7 @@ from analysis.load import series_key
 from analysis.summary import Column
 from common.rundir import Run
 from common.target import Target, parse_target
-from common.vocab import MODE_STRONG
+from common.vocab import MODE_ENSEMBLE, MODE_STRONG
 from analysis.numbers import is_finite
 
 INTERPOLATION = "log"
@@ -80,11 +89,11 @@ RUN_COLUMN_NAMES = tuple(c.name for c in RUN_COLUMNS)
 
 SUMMARY_COLUMNS: tuple[Column, ...] = (
     Column("series", "text", "as in the summary table"),
-    Column("mode", "text", "strong or weak"),
+    Column("mode", "text", "strong, weak or ensemble"),
     Column("world_size_ranks", "ranks", "N"),
     Column("nodes_count", "nodes", "run.json nodes"),
     Column("target", "text", "the quality target"),
-    Column("runs_count", "runs", "runs (repeats) pooled in this row"),
+    Column("runs_count", "runs", "runs (repeats) pooled in this row; for an ensemble: GANs (members of all repeats)"),
     Column("reached_count", "runs", "of those, the runs that met the target"),
     Column("interpolated_count", "runs", "of those, the runs whose crossing is interpolated"),
     Column("iterations_to_target_median", "iterations", "median over the runs that met the target"),
@@ -98,12 +107,12 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
     Column("energy_source", "text", "provenance of the pooled energies"),
     Column("best_value", "metric", "best metric value over all runs of the row (what a row that never met the target got to)"),
     Column("baseline_world_size_ranks", "ranks", "N0: smallest N of the series whose runs met the target"),
-    Column("tts_speedup_ratio", "1", "time-to-solution speedup N0 T(N0) / T(N)"),
+    Column("tts_speedup_ratio", "1", "time-to-solution speedup N0 T(N0) / T(N) (ensemble: GANs per unit time, N T(N0) / T(N))"),
     Column("tts_efficiency_ratio", "1", "time-to-solution efficiency: speedup / N"),
     Column("showers_to_target_ratio", "1", "showers to target at N / at N0 (1 = a larger batch needs no more showers)"),
     Column("energy_to_target_ratio", "1", "E(N) / E(N0)"),
     Column("throughput_efficiency_ratio", "1", "summary table: strong (S/N) or weak (T(N0)/T(N)) efficiency per epoch"),
-    Column("expected_time_to_target_s", "s", "throughput-only expectation: T(N0) x showers/s at N0 / showers/s at N"),
+    Column("expected_time_to_target_s", "s", "throughput-only expectation: T(N0) x showers/s at N0 / showers/s at N (ensemble: per member)"),
     Column("expected_energy_to_target_j", "J", "throughput-only expectation: E(N0) x J per shower at N / at N0"),
     Column("notes", "text", "caveats for this row"),
 )
@@ -307,14 +316,17 @@ def time_to_target_summary(per_run: pd.DataFrame, summary: pd.DataFrame | None =
                     g.at[i, col] = math.nan
                 continue
             t0, t = float(base["time_to_target_median_s"]), float(r["time_to_target_median_s"])
-            speedup = n0 * t0 / t if is_finite(t) and t > 0 else math.nan
+            # An ensemble at N trains N / G GANs at once: its speedup counts GANs (module docstring).
+            ensemble = str(r["mode"]) == MODE_ENSEMBLE
+            speedup = (n if ensemble else n0) * t0 / t if is_finite(t) and t > 0 else math.nan
             g.at[i, "baseline_world_size_ranks"] = n0
             g.at[i, "tts_speedup_ratio"] = speedup
             g.at[i, "tts_efficiency_ratio"] = speedup / n
             g.at[i, "showers_to_target_ratio"] = _ratio(r["showers_to_target_median_count"],
                                                        base["showers_to_target_median_count"])
             g.at[i, "energy_to_target_ratio"] = _ratio(r["energy_to_target_median_j"], base["energy_to_target_median_j"])
-            g.at[i, "expected_time_to_target_s"] = t0 * _ratio(tp0["showers_per_s"], tp["showers_per_s"])
+            per_member = n / n0 if ensemble else 1.0     # showers/s of one member: the run's over N / G
+            g.at[i, "expected_time_to_target_s"] = t0 * _ratio(tp0["showers_per_s"], tp["showers_per_s"]) * per_member
             g.at[i, "expected_energy_to_target_j"] = float(base["energy_to_target_median_j"]) * _ratio(
                 tp["energy_per_1000_showers_j"], tp0["energy_per_1000_showers_j"])
         out.append(g)

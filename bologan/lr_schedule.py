@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import math
 
-LR_NONE = "none"
-LR_LINEAR = "linear"
-LR_SQRT = "sqrt"
-LR_SCALINGS = (LR_NONE, LR_LINEAR, LR_SQRT)
+from common.vocab import LR_LINEAR, LR_NONE, LR_SCALINGS, LR_SQRT
+
+__all__ = ["LR_LINEAR", "LR_NONE", "LR_SCALINGS", "LR_SQRT", "lr_scale_factor", "learning_rate",
+           "warmup_learning_rate"]
 
 
 def lr_scale_factor(rule: str, global_batch: int, reference_batch: int) -> float:

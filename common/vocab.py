@@ -122,6 +122,12 @@ RUN_LAYOUT_KEY_NAMES = frozenset({
     "start_time", "end_time", "timestamp",
 })
 
+# Learning-rate scaling with the global batch (bologan.lr_schedule applies them).
+LR_NONE = "none"
+LR_LINEAR = "linear"
+LR_SQRT = "sqrt"
+LR_SCALINGS = (LR_NONE, LR_LINEAR, LR_SQRT)
+
 # The run plan's defaults, shared by scaling.run's [scaling]/[data] sections and the launchers'
 # [run] section (which cannot import those). A launcher profile that wants other values writes
 # them in its TOML file (launch/study_default.toml), not as a second default in code.

@@ -3,6 +3,7 @@
     python -m launch.study --name local                       # the default study (make study)
     python -m launch.study --name quick --world-sizes 1,2 --engines horovod --epochs 3
     python -m launch.study --config my_study.toml --dry-run   # print the commands only
+    python -m launch.study --profile quality --repeats 2      # time and energy to a quality target
 
 For every world size x mode x engine it starts ``python -m scaling.run`` (``mpirun -np N`` for
 every N, one rank included, with one binding for the whole study) into
@@ -23,6 +24,7 @@ A failed run is reported with the tail of its log and the study goes on; the exi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import os
@@ -48,7 +50,9 @@ from launch.common import (NAME_PATTERN, check_choices, check_name, find_executa
                            fmt_duration, indent, is_root, python_executable, tail)
 from launch.runargs import RunSettings, scaling_run_args
 
-DEFAULT_CONFIG = Path(__file__).with_name("study_default.toml")
+PROFILE_PATTERN = "study_{profile}.toml"
+DEFAULT_PROFILE = "default"
+DEFAULT_CONFIG = Path(__file__).with_name(PROFILE_PATTERN.format(profile=DEFAULT_PROFILE))
 # Seconds a run gets to checkpoint after SIGTERM (timeout, Ctrl-C) before it is killed.
 TERM_GRACE_S = 30.0
 
@@ -70,6 +74,12 @@ class StudySettings:
     mpirun_args: list[str] = field(default_factory=list, metadata={"help": "extra mpirun arguments, comma separated"})
     allreduce_args: list[str] = field(default_factory=lambda: ["--repeats", "10", "--budget-s", "2"], metadata={
         "help": "arguments of scaling.allreduce_bench (kept short: the study only needs a rough fit)"})
+    threads_per_rank: list[int] = field(default_factory=list, metadata={
+        "help": "layouts of the node: every (N, mode, engine) point runs once per value, replacing [run] "
+                "threads; run ids get -t<T> when more than one is listed (empty = [run] threads)"})
+    oversubscribe: bool = field(default=False, metadata={
+        "help": "with threads_per_rank: also run layouts needing more cores (N x threads) than this machine "
+                "has, unpinned, instead of skipping them"})
 
     def check(self) -> None:
         try:
@@ -84,6 +94,10 @@ class StudySettings:
         check_choices(self.engines, ENGINES, "engines")
         if self.timeout_s <= 0:
             raise ValueError("timeout_s must be > 0")
+        if any(t < 1 for t in self.threads_per_rank):
+            raise ValueError(f"threads_per_rank must list positive integers, got {self.threads_per_rank}")
+        if len(set(self.threads_per_rank)) != len(self.threads_per_rank):
+            raise ValueError(f"threads_per_rank lists a value twice: {self.threads_per_rank}")
 
 
 SECTIONS = {"study": StudySettings, "run": RunSettings}
@@ -102,6 +116,7 @@ class Step:
     run_id: str = ""
     world: int = 1
     repeat: int = 1               # which measurement of its (engine, mode, N) point this run is
+    threads: int | None = None    # threads per rank of its layout (None: [run] threads)
     resume: bool = False
     skip_reason: str = ""
     note: str = ""                # said on the progress line (e.g. why a run starts again)
@@ -116,10 +131,12 @@ class Step:
     duration_s: float | None = None
 
 
-def run_id(engine: str, mode: str, world: int, repeat: int = 1) -> str:
+def run_id(engine: str, mode: str, world: int, repeat: int = 1, threads: int | None = None) -> str:
     """'horovod-weak-n2' for the first run of a point, 'horovod-weak-n2-r3' for its third repeat
-    (the first keeps the plain name, so raising --repeats keeps the runs made already)."""
-    return f"{engine}-{mode}-n{world}" + (f"-r{repeat}" if repeat > 1 else "")
+    (the first keeps the plain name, so raising --repeats keeps the runs made already);
+    'horovod-weak-n2-t4-r3' with ``threads`` (a study of several threads per rank)."""
+    return (f"{engine}-{mode}-n{world}" + (f"-t{threads}" if threads is not None else "")
+            + (f"-r{repeat}" if repeat > 1 else ""))
 
 
 def study_engines(study: StudySettings, mode: str) -> list[str]:
@@ -132,25 +149,67 @@ def study_dir(study: StudySettings) -> Path:
     return Path(study.out_dir).expanduser().absolute() / study.name
 
 
+def study_threads(study: StudySettings, run: RunSettings) -> list[int]:
+    """Threads per rank of the study's layouts: ``threads_per_rank``, else [run] ``threads``."""
+    return list(study.threads_per_rank) or [run.threads]
+
+
+def layout_fits(world: int, threads: int, cores: int) -> bool:
+    """Whether N ranks of ``threads`` threads each get a core per thread (0 threads: unknown)."""
+    return threads >= 1 and world * threads <= cores
+
+
+def layouts(study: StudySettings, run: RunSettings, cores: int | None = None) -> list[tuple[int, int]]:
+    """(N, threads per rank) of every layout the study runs, in order. With ``threads_per_rank``
+    a layout needing more cores than there are is left out (it would not be that layout), unless
+    ``oversubscribe``; without it every N runs, oversubscribed above the core count, as always."""
+    cores = usable_cpus() if cores is None else cores
+    every = [(w, t) for w in sorted(study.world_sizes) for t in study_threads(study, run)]
+    if not study.threads_per_rank or study.oversubscribe:
+        return every
+    return [(w, t) for w, t in every if layout_fits(w, t, cores)]
+
+
+def skipped_layouts(study: StudySettings, run: RunSettings, cores: int | None = None) -> list[str]:
+    """One line per layout of ``threads_per_rank`` left out for want of cores."""
+    cores = usable_cpus() if cores is None else cores
+    run_now = set(layouts(study, run, cores))
+    return [f"layout {w} rank(s) x {t} thread(s) needs {w * t} cores, {cores} usable: not run "
+            "(--oversubscribe runs it unpinned)"
+            for w in sorted(study.world_sizes) for t in study_threads(study, run) if (w, t) not in run_now]
+
+
 def binding(study: StudySettings, run: RunSettings, cores: int | None = None) -> str:
     """mpirun's ``--bind-to`` for every run of the study: "core" or "none".
 
-    One policy for all N, decided by the largest N: a rank pinned to one core keeps its helper
-    threads (input pipeline, energy sampler, TensorFlow's inter-op pool) on that core, so the
-    single-rank baseline cannot borrow idle cores that the ranks of a larger run do not have.
-    Pinning needs single-threaded ranks that all fit on the cores; otherwise no run is pinned.
+    One policy for every layout the study runs, decided by all of them: a pinned rank keeps its
+    helper threads (input pipeline, energy sampler, TensorFlow's inter-op pool) on its own
+    cores, so the single-rank baseline cannot borrow idle cores that the ranks of a larger run do
+    not have. Pinning needs every layout to have a known thread count and a core per thread
+    (N x threads <= cores); otherwise no run is pinned.
     """
     cores = usable_cpus() if cores is None else cores
-    return "core" if run.threads == 1 and max(study.world_sizes) <= cores else "none"
+    return "core" if all(layout_fits(w, t, cores) for w, t in layouts(study, run, cores)) else "none"
 
 
-def placement(study: StudySettings, run: RunSettings, cores: int | None = None) -> str:
-    """How every rank of the study is placed, as recorded in PLACEMENT_ENV and study.json."""
-    return f"mpirun --bind-to {binding(study, run, cores)}"
+def _placement_args(study: StudySettings, run: RunSettings, cores: int, threads: int | None) -> list[str]:
+    """mpirun's placement flags of one layout: pinned ranks of T > 1 threads get T cores each."""
+    threads = run.threads if threads is None else threads
+    bind = binding(study, run, cores)
+    spread = ["--map-by", f"slot:PE={threads}"] if bind == "core" and threads > 1 else []
+    return [*spread, "--bind-to", bind]
+
+
+def placement(study: StudySettings, run: RunSettings, cores: int | None = None,
+              threads: int | None = None) -> str:
+    """How the ranks of a layout (``threads`` per rank; default [run] threads) are placed, as
+    recorded in PLACEMENT_ENV and study.json: e.g. 'mpirun --map-by slot:PE=2 --bind-to core'."""
+    cores = usable_cpus() if cores is None else cores
+    return " ".join(["mpirun", *_placement_args(study, run, cores, threads)])
 
 
 def launcher_prefix(study: StudySettings, run: RunSettings, world: int,
-                    cores: int | None = None, root: bool | None = None) -> list[str]:
+                    cores: int | None = None, root: bool | None = None, threads: int | None = None) -> list[str]:
     """The mpirun part of a command: every N, one rank included, starts the same way."""
     cores = usable_cpus() if cores is None else cores
     root = is_root() if root is None else root
@@ -161,10 +220,15 @@ def launcher_prefix(study: StudySettings, run: RunSettings, world: int,
     if world > cores:
         argv.append("--oversubscribe")
     # Always explicit: Open MPI's own default binds small jobs to cores and larger ones to sockets.
-    argv += ["--bind-to", binding(study, run, cores)]
+    argv += _placement_args(study, run, cores, threads)
     for var in FORWARD_ENV:
         argv += ["-x", var]
     return argv + list(study.mpirun_args)
+
+
+def with_threads(run: RunSettings, threads: int | None) -> RunSettings:
+    """``run`` with the threads per rank of a layout (None: unchanged)."""
+    return run if threads is None or threads == run.threads else dataclasses.replace(run, threads=threads)
 
 
 def child_env(run: RunSettings, base: dict[str, str] | None = None, where: str = "") -> dict[str, str]:
@@ -575,15 +639,33 @@ def _to_toml(tables: dict[str, dict[str, Any]]) -> str:
     return "\n".join(parts) + "\n"
 
 
+def profiles() -> dict[str, Path]:
+    """The study profiles shipped beside this module: ``launch/study_<name>.toml`` by name."""
+    prefix, suffix = PROFILE_PATTERN.split("{profile}")
+    return {p.name[len(prefix):-len(suffix)]: p for p in sorted(DEFAULT_CONFIG.parent.glob(PROFILE_PATTERN.format(profile="*")))}
+
+
+def profile_path(name: str) -> Path:
+    """The TOML file of profile ``name``; a name that is not shipped is a ``UserError``."""
+    known = profiles()
+    if name not in known:
+        raise UserError(f"--profile: unknown profile {name!r} (known: {', '.join(known)})")
+    return known[name]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(
         "python -m launch.study",
         description="Run a local scaling study with mpirun (world sizes x strong/weak x engines), then "
-                    "the analysis. Settings: the study profile launch/study_default.toml, then the keys "
+                    "the analysis. Settings: the study profile (--profile: launch/study_<profile>.toml), then the keys "
                     "a --config file names, then flags.",
         epilog="examples:\n  python -m launch.study --name local\n"
                "  python -m launch.study --name quick --world-sizes 1,2 --engines horovod --epochs 3 "
-               "--iterations-per-epoch 5\n  python -m launch.study --config my_study.toml --dry-run")
+               "--iterations-per-epoch 5\n  python -m launch.study --profile quality --repeats 2\n"
+               "  python -m launch.study --config my_study.toml --dry-run")
+    p.add_argument("--profile", default=DEFAULT_PROFILE, help="the shipped settings to start from: "
+                   "launch/study_<profile>.toml; 'default' is the quick throughput study (make study), "
+                   "'quality' the time-to-quality study (default: %(default)s)")
     p.add_argument("--config", type=Path, help="study TOML with [study] and [run] tables")
     p.add_argument("--force", action="store_true", help="re-run completed runs (their directories are replaced)")
     p.add_argument("--reuse-stale", action="store_true", help="keep completed runs made by other code (said on their line)")
@@ -597,7 +679,7 @@ def build_parser() -> argparse.ArgumentParser:
 @main_guard
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    resolved = resolve_sections(SECTIONS, args.config, args, profile=DEFAULT_CONFIG)
+    resolved = resolve_sections(SECTIONS, args.config, args, profile=profile_path(args.profile))
     study: StudySettings = resolved["study"]
     run: RunSettings = resolved["run"]
     steps = plan(study, run, force=args.force, reuse_stale=args.reuse_stale, repeats=args.repeats)

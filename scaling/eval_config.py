@@ -4,7 +4,8 @@ With ``eval_every`` > 0, scaling.run evaluates the model at the end of every epo
 iteration count crossed a multiple of ``eval_every`` (an epoch is never cut for it). The
 reference is ``reference`` (a Parquet or CaloChallenge HDF5 shower file), or else a held-out
 ``holdout_fraction`` of the training showers, split off per momentum before training and never
-trained on.
+trained on. In an ensemble every member evaluates its own GAN against its own reference (the
+held-out part of its own data, or the shared ``reference``) and ``target`` applies to every member.
 """
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ class EvalConfig:
     target: str = field(default="", metadata={
         "help": "quality target METRIC<=VALUE, e.g. chi2_ndf_overflow<=5 or fpd<=0.05 (empty = none)"})
     stop_at_target: bool = field(default=False, metadata={
-        "help": "end the run (exit 0, status target_reached) at the first evaluation that meets --target"})
+        "help": "end the run (exit 0, status target_reached) at the first evaluation that meets --target "
+                "(--mode ensemble: once every member has met it; until then all members train on)"})
     tensorboard: bool = field(default=True, metadata={
         "help": "write TensorBoard scalars (losses, showers/s, every metric) to <run>/tensorboard/ on rank 0"})
 

@@ -9,6 +9,7 @@ Examples::
     mpirun -np 4 python -m scaling.run --engine horovod --mode strong --global-batch 512
     srun -N4 --mpi=pmix python -m scaling.run --engine mirrored --mode weak --out results/s/m-w-n4
     mpirun -np 4 python -m scaling.run --mode ensemble --seed 10 --data 'eta_{member}.parquet'  # 4 GANs
+    mpirun -np 4 python -m scaling.run --mode ensemble --group-size 2    # 2 GANs, 2 ranks each
     python -m scaling.run --out results/s/m-w-n4 --resume        # after preemption (exit code 3)
 
 Exit codes: 0 done, 2 bad input, 3 interrupted by SIGTERM/SIGUSR1 and resumable with --resume,

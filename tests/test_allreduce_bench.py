@@ -16,7 +16,8 @@ import pytest
 
 from common.errors import UserError
 from conftest import ROOT, run_module
-from scaling.allreduce_bench import another_repeat, parse_sizes, timed_repeats
+from scaling.allreduce_bench import (SCHEMA, TRAINING_KEY, another_repeat, parse_sizes, per_iteration_summary,
+                                     read_per_iteration_s, timed_repeats, training_messages)
 
 
 # ------------------------------------------------------------------------------- --sizes
@@ -152,3 +153,74 @@ print("ok")
 """
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stderr[-2000:]
+
+
+# ------------------------------------------------------------------------ --training-sizes
+def test_training_messages_are_the_gradient_buffers_of_one_iteration():
+    # Closed form of the default photons model (368 voxels), independent of the counting code:
+    # critic 369 -> 368 x3 -> 1; generator 51 -> 50 -> 100 -> 200 -> 368 with gamma and beta
+    # on every normalised unit (output included).
+    critic = (368 + 2) * 368 + (368 + 1) * 368 * 2 + (368 + 1)
+    generator = sum((a + 1) * b for a, b in zip([51, 50, 100, 200], [50, 100, 200, 368])) + 2 * (50 + 100 + 200 + 368)
+    messages = training_messages("photons", n_disc=5)
+    assert [(m.name, m.bytes, m.per_iteration) for m in messages] == [
+        ("critic", 4 * critic, 5), ("generator", 4 * generator, 1)]
+    assert training_messages("pions", 3)[0].bytes > messages[0].bytes   # 533 voxels
+
+
+def test_per_iteration_time_is_n_disc_critic_reductions_plus_one_generator():
+    messages = training_messages("photons", n_disc=4)
+    rows = [{"time_s_median": 2e-3, "time_s_p10": 1e-3, "time_s_p90": 3e-3},
+            {"time_s_median": 5e-4, "time_s_p10": 4e-4, "time_s_p90": 9e-4}]
+    out = per_iteration_summary("photons", messages, rows)
+    assert out["per_iteration_s_median"] == pytest.approx(4 * 2e-3 + 5e-4)
+    assert out["per_iteration_s_p10"] == pytest.approx(4 * 1e-3 + 4e-4)
+    assert out["per_iteration_s_p90"] == pytest.approx(4 * 3e-3 + 9e-4)
+    assert out["per_iteration_bytes"] == 4 * messages[0].bytes + messages[1].bytes
+    assert out["n_disc"] == 4 and out["particle"] == "photons"
+
+
+def test_training_sizes_write_a_file_the_analysis_reads(tmp_path):
+    from analysis.load import load_bench
+
+    out = tmp_path / "allreduce-training.json"
+    proc = run_module("scaling.allreduce_bench", ["--engine", "mpi", "--training-sizes", "photons", "--n-disc", "3",
+                                                  "--repeats", "3", "--warmup", "0", "--out", str(out)], timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    messages = training_messages("photons", 3)
+    assert [(r["message"], r["bytes"]) for r in doc["results"]] == [(m.name, m.bytes) for m in messages]
+    assert doc[TRAINING_KEY]["n_disc"] == 3
+    assert read_per_iteration_s(out) == doc[TRAINING_KEY]["per_iteration_s_median"] > 0
+    bench = load_bench(out)
+    assert sorted(bench.bytes) == sorted(m.bytes for m in messages) and bench.world_size == 1
+
+
+def test_sizes_and_training_sizes_together_exit_2_with_one_line():
+    proc = run_module("scaling.allreduce_bench", ["--training-sizes", "photons", "--sizes", "4KiB"], timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["error: --sizes and --training-sizes: give one of them"]
+
+
+def test_a_file_without_training_sizes_has_no_per_iteration_time(tmp_path):
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps({"schema": SCHEMA, "results": []}))
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"schema": "something/9"}))
+    with pytest.raises(UserError, match="no per-iteration time"):
+        read_per_iteration_s(plain)
+    with pytest.raises(UserError, match="not an allreduce-bench/1 file"):
+        read_per_iteration_s(other)
+    with pytest.raises(UserError, match="unreadable"):
+        read_per_iteration_s(tmp_path / "missing.json")
+
+
+@pytest.mark.mpi
+def test_training_sizes_on_two_ranks(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = run_module("scaling.allreduce_bench", ["--engine", "mpi", "--training-sizes", "pions", "--repeats", "3",
+                                                  "--warmup", "1", "--out", str(out)], ranks=2, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert doc["world_size"] == 2 and [r["message"] for r in doc["results"]] == ["critic", "generator"]
+    assert doc[TRAINING_KEY]["per_iteration_s_median"] > 0

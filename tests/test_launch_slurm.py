@@ -3,7 +3,9 @@
 - the full flow: `srun -N4 python -m scaling.run` (4 ranks on 4 emulated nodes), then a 2-point
   sweep through `launch.sweep --submit --wait`, the run directories and the report;
 - preemption: SIGUSR1 delivered by Slurm to a run, the job requeues itself and resumes, once
-  with the fake interpreter (seconds) and once with the real scaling.run (about a minute).
+  with the fake interpreter (seconds) and once with the real scaling.run (about a minute);
+- a campaign of 4 GANs as a job array through `launch.sweep --submit --wait`, one member
+  preempted (SIGUSR1), requeued and resumed, all 4 completed, the report written (minutes).
 Every test starts its own cluster and stops it, checking that no daemon is left behind.
 """
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from common.vocab import MEMBERS_SUBDIR
 from launch import testcluster as tc
 from launch.common import find_executable, is_root
 from launch.runargs import RunSettings, scaling_run_args
@@ -282,3 +285,137 @@ def test_srun_four_nodes_ensemble_one_run_directory_node_energy_once(cluster, tm
         readers = rows[rows["cpu_energy_source"] == "measured"]
         assert sorted(readers["node"]) == ["n1", "n2", "n3", "n4"], f"epoch {epoch}: one reader per node"
         assert (readers["cpu_energy_j"] > 0).all()
+
+
+def _task_job_id(cluster: Cluster, array_job: str, index: int) -> str:
+    """An array task's own job id (squeue %A; %i shows <array job>_<index>): the one its log
+    file and its requeue message name."""
+    rows = [r.split() for r in cluster.run(["squeue", "-h", "-o", "%i %A"], 10).stdout.splitlines()]
+    (own,) = [r[1] for r in rows if r and r[0] == f"{array_job}_{index}"]
+    return own
+
+
+def _array_step(array_job: str, index: int) -> str:
+    """The training step of one array task: ``<array job>_<index>.0`` (the script's one srun).
+
+    Signalling the task as a job (``<array job>_<index>``) while two or more other tasks of the
+    array still wait makes Slurm 22.05 deliver the signal and then answer 'Job can not be altered
+    now'; scancel retries for about a minute and signals the task again once its requeued copy
+    runs. A step signal goes to the step's tasks only, like --signal=USR1@<s> near the time limit.
+    """
+    return f"{array_job}_{index}.0"
+
+
+@pytest.mark.timeout(900)
+def test_campaign_job_array_member_preempted_requeues_and_all_complete(cluster, tmp_path):
+    """A campaign of 4 GANs as a job array (at most 2 at once), through `launch.sweep --submit
+    --wait`: SIGUSR1 from Slurm to one member once its first epoch is recorded -> it checkpoints,
+    exits 3 and requeues only its own array task -> resumed, all 4 members complete, the analysis
+    job writes the report, --wait returns 0. 2 to 3.5 min on 2 cores."""
+    for module in ("scaling.run", "analysis"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not there yet")
+    study, name = tmp_path / "campaign results", "camp4"     # a space: quoting end to end
+    names = [f"slice-{k}" for k in range(4)]
+    # Epochs 1 and 2 (100 iterations, ~4 s each) leave room for the signal sent once epoch 0
+    # (start-up and tracing, ~30 s) is recorded; with 2 iterations the run would be done first.
+    epochs, iterations = 3, 100
+    config = tmp_path / "campaign.toml"
+    config.write_text("\n".join([
+        "[sweep]", f"name = {json.dumps(name)}", f"out_dir = {json.dumps(str(study))}",
+        'time_limit = "00:15:00"', "allreduce_bench = false",
+        "[run]", f"epochs = {epochs}", f"iterations_per_epoch = {iterations}", "warmup_epochs = 1",
+        "batch_per_rank = 16", "synthetic_events = 1024", "threads = 1", 'particle = "photons"',
+        # %2: at most two TensorFlow processes at once on the two cores.
+        "[campaign]", 'layout = "array"', "max_concurrent = 2",
+        *[f"[[campaign.members]]\nname = {json.dumps(n)}" for n in names]]) + "\n")
+    root = study / name
+    members = root / "members"
+    logs = root / "logs"
+    out_file, err_file = tmp_path / "sweep.out", tmp_path / "sweep.err"
+
+    def job_logs() -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-2500:]}" for p in sorted(logs.glob("*.out")))
+
+    def state() -> str:
+        return f"sweep stdout:\n{out_file.read_text()}\nstderr:\n{err_file.read_text()[-2000:]}\n{job_logs()}"
+
+    with out_file.open("w") as out, err_file.open("w") as err:
+        sweep = subprocess.Popen([sys.executable, "-m", "launch.sweep", "--config", str(config), "--submit", "--wait"],
+                                 cwd=ROOT, env=cluster.env, stdout=out, stderr=err, text=True)
+    try:
+        def array_job() -> str | None:
+            ids = [line.split(": job ")[1] for line in out_file.read_text().splitlines()
+                   if line.startswith(f"{MEMBERS_SUBDIR}: job ")]
+            return ids[0] if ids else None
+
+        found: list[int] = []
+
+        def member_past_first_epoch() -> bool:
+            """Notes in ``found`` a member whose run is running and has recorded its first epoch."""
+            assert sweep.poll() is None, f"the sweep ended before any epoch:\n{state()}"
+            for k, n in enumerate(names):
+                meta_path = members / n / "run.json"
+                if (meta_path.exists() and json.loads(meta_path.read_text())["status"] == "running"
+                        and any(r["epoch"] == 0 and not r["interrupted"] for r in _epoch_rows(members / n))):
+                    found.append(k)
+                    return True
+            return False
+
+        try:
+            _wait_until(member_past_first_epoch, 360, "a member's first epoch")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{state()}") from None
+        victim = found[0]
+        array = array_job()
+        assert array is not None, state()
+        own = _task_job_id(cluster, array, victim)
+        sig = cluster.run(["scancel", "--signal=USR1", _array_step(array, victim)], 10)
+        assert sig.returncode == 0, sig.stderr
+        try:
+            rc = sweep.wait(timeout=720)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the sweep's --wait did not return:\n{state()}") from None
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+            sweep.wait()
+    assert rc == 0, state()
+    assert "analysis job ended with exit code 0" in out_file.read_text(), state()
+    assert _squeue(cluster) == "", f"jobs left in the queue: {_squeue(cluster)}"
+
+    # Every member completed into its own run directory; only the signalled one restarted.
+    for k, n in enumerate(names):
+        meta = json.loads((members / n / "run.json").read_text())
+        assert meta["status"] == "completed" and meta["exit_status"] == 0, (n, state())
+        assert meta["config"]["train"]["seed"] == 10 + k, n
+        if k != victim:
+            assert meta["restarts"] == [], (n, meta["restarts"])
+            assert sorted(r["epoch"] for r in _epoch_rows(members / n)) == list(range(epochs)), n
+    victim_dir = members / names[victim]
+    meta = json.loads((victim_dir / "run.json").read_text())
+    (restart,) = meta["restarts"]
+    assert restart["attempt"] == 1 and 1 <= restart["from_epoch"] < epochs, restart
+    (log_path,) = logs.glob(f"{name}-members-{own}.out")
+    log = log_path.read_text()
+    assert f"campaign member {names[victim]} (array index {victim})" in log
+    assert log.count("campaign member ") == 2, log[-3000:]        # the first start and the requeued one
+    assert "interrupted by SIGUSR1" in log and f"requeueing job {own} (restart 0)" in log, log[-3000:]
+    assert "restart 1" not in log, log[-3000:]
+
+    # One clean row per epoch (the epoch cut by the signal is kept apart, flagged interrupted).
+    rows = _epoch_rows(victim_dir)
+    clean = [r for r in rows if not r["interrupted"]]
+    assert sorted(r["epoch"] for r in clean) == list(range(epochs)), rows
+    assert all(r["iterations"] == iterations for r in clean), clean
+    assert all(r["attempt"] == (0 if r["epoch"] < restart["from_epoch"] else 1) for r in clean), clean
+    cut = [r for r in rows if r["interrupted"]]
+    assert len(cut) <= 1 and all(r["attempt"] == 0 for r in cut), cut
+
+    # The report: the campaign's makespan row counts 4 GANs, 4 completed, 1 restart.
+    report = root / "report"
+    text = (report / "report.md").read_text()
+    assert "## Ensembles and campaigns" in text
+    assert "| array | 4 | 4 | 1 |" in text, text
+    assert "4 GANs on P = 2 ranks" in text
+    assert all(f"| {n} |" in text for n in names), "every member in the report's runs table"

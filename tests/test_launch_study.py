@@ -9,6 +9,7 @@ import dataclasses
 import io
 import json
 import os
+import shlex
 from pathlib import Path
 
 import pytest
@@ -48,7 +49,7 @@ def test_shipped_profile_lists_every_key():
 def _dry_run_trainer_args(capsys, *argv: str) -> list[str]:
     assert st.main([*argv, "--dry-run", "--world-sizes", "1", "--modes", "weak", "--engines", "horovod"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if "scaling.run" in x)
-    return line.split("scaling.run", 1)[1].split(">", 1)[0].split()
+    return shlex.split(line.split("scaling.run", 1)[1].split(" > ", 1)[0])
 
 
 def test_study_runs_take_the_profile_not_the_code_defaults(tmp_path, capsys):
@@ -382,3 +383,55 @@ def test_make_study_runs_the_ensemble_at_one_and_two_ranks_with_one_engine(tmp_p
         assert args[args.index("--mode") + 1] == "ensemble"
         assert args[args.index("--batch-per-rank") + 1] == str(run.batch_per_rank)
     assert {s.run_id for s in runs} >= {"mirrored-weak-n2", "horovod-strong-n1"}
+
+
+@pytest.mark.parametrize("name", sorted(st.profiles()))
+def test_every_shipped_profile_lists_every_key_and_is_valid(name):
+    data = load_toml(st.profile_path(name))
+    assert set(data) == set(st.SECTIONS)
+    for section, cls in st.SECTIONS.items():
+        assert set(data[section]) == {f.name for f in dataclasses.fields(cls)}, f"{name}: [{section}] lists every key"
+    resolved = resolve_sections(st.SECTIONS, None, profile=st.profile_path(name))
+    resolved["study"].check()
+    resolved["run"].check()
+
+
+def test_quality_profile_evaluates_and_stops_at_its_target(tmp_path, capsys):
+    assert {"default", "quality"} <= set(st.profiles())
+    target = load_toml(st.profile_path("quality"))["run"]["target"]
+    assert st.main(["--profile", "quality", "--dry-run", "--out-dir", str(tmp_path)]) == 0
+    lines = [x for x in capsys.readouterr().out.splitlines() if "scaling.run" in x]
+    # photons, Horovod, 1 and 2 ranks, strong and weak: four runs, each evaluating every epoch
+    assert len(lines) == 4
+    for line in lines:
+        args = shlex.split(line.split("scaling.run", 1)[1].split(" > ", 1)[0])
+        assert args[args.index("--engine") + 1] == "horovod" and args[args.index("--particle") + 1] == "photons"
+        assert args[args.index("--eval-every") + 1] == args[args.index("--iterations-per-epoch") + 1]
+        assert args[args.index("--target") + 1] == target and "--stop-at-target" in args
+
+
+def test_the_default_profile_passes_no_quality_flags(tmp_path, capsys):
+    args = _dry_run_trainer_args(capsys, "--out-dir", str(tmp_path))
+    for flag in ("--eval-every", "--target", "--stop-at-target", "--lr-scaling", "--showers-per-momentum"):
+        assert flag not in args
+
+
+def test_quality_settings_reach_scaling_run_as_given(tmp_path, capsys):
+    args = _dry_run_trainer_args(capsys, "--out-dir", str(tmp_path), "--eval-every", "6", "--target", "fpd<=5",
+                                 "--stop-at-target", "--lr-scaling", "sqrt", "--lr-warmup-iterations", "10",
+                                 "--showers-per-momentum", "50")
+    assert args[args.index("--eval-every") + 1] == "6" and args[args.index("--target") + 1] == "fpd<=5"
+    assert args[args.index("--lr-scaling") + 1] == "sqrt" and args[args.index("--lr-warmup-iterations") + 1] == "10"
+    assert args[args.index("--showers-per-momentum") + 1] == "50" and "--stop-at-target" in args
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--profile", "nope"], "--profile: unknown profile 'nope' (known: default, quality)"),
+    (["--stop-at-target"], "stop_at_target needs a target"),
+    (["--target", "fpd5", "--eval-every", "5"], "is not METRIC<=VALUE"),
+    (["--lr-scaling", "cubic"], "cubic"),
+])
+def test_bad_quality_settings_exit_2(argv, message, capsys):
+    assert st.main(argv + ["--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1

@@ -23,15 +23,21 @@ sys.path.insert(0, str(ROOT))
 
 from common.rundir import load_run  # noqa: E402
 
-RUN = ["--engine", "horovod", "--mode", "weak", "--threads", "1", "--epochs", "6",
-       "--iterations-per-epoch", "12", "--synthetic-events", "4096"]
+# The short 2-rank training these tools compare settings on (tools/horovod_knobs.py too).
+MPIRUN = ["mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to", "core"]
+RUN_SHAPE = ["--engine", "horovod", "--mode", "weak", "--threads", "1", "--synthetic-events", "4096"]
+RUN = [*RUN_SHAPE, "--epochs", "6", "--iterations-per-epoch", "12"]
+
+
+def mpirun_command(ranks: int, module: str, args: list[str], mpirun_args: list[str] = ()) -> list[str]:
+    """``mpirun [mpirun_args] -np ranks python -m module args``, bound to cores as the studies run."""
+    return [*MPIRUN, *mpirun_args, "-np", str(ranks), sys.executable, "-m", module, *args]
 
 
 def run_once(out: Path, mode: str, ranks: int) -> float:
     if out.exists():
         shutil.rmtree(out)
-    cmd = ["mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to", "core", "-np", str(ranks),
-           sys.executable, "-m", "scaling.run", *RUN, "--comm-timing", mode, "--out", str(out)]
+    cmd = mpirun_command(ranks, "scaling.run", [*RUN, "--comm-timing", mode, "--out", str(out)])
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     if res.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{res.stderr[-2000:]}")

@@ -48,10 +48,10 @@ def main() -> int:
     evaluator = Evaluator(cfg=cfg, rank=world.rank, size=world.size, coll=coll, meter=_Meter(), model_cfg=model_cfg,
                           label_kind=DataConfig().label, seed=10, reference=reference, iterations_per_epoch=1,
                           writer=writer, generator_fn=lambda: generator)
-    record = evaluator.evaluate(0)
+    records = evaluator.evaluate(0)          # rank 0: one row (one GAN); elsewhere none
     mine = coll.gather([p for _, p in evaluator.mine])
     if world.rank == 0:
-        fields = {k: v for k, v in dataclasses.asdict(record).items() if isinstance(v, (int, float))}
+        fields = {k: v for k, v in dataclasses.asdict(records[0]).items() if isinstance(v, (int, float))}
         (out / "record.json").write_text(json.dumps({"record": fields, "momenta_by_rank": mine}))
     coll.barrier()
     return 0
