@@ -4,6 +4,7 @@ Examples::
 
     python -m bologan.bench --particle photons --batch-size 128 --threads 1 --json
     python -m bologan.bench --particle photons --batch-size 128 --threads 1 --json --reference
+    python -m bologan.bench --batch-size 8 --steps-per-call 8 --json   # 8 iterations per call
     python -m bologan.bench --inference --particle pions --json     # generation benchmark instead
     python -m bologan.bench --inference --help                      # its options (bologan.inference)
 
@@ -13,6 +14,11 @@ critic loss with its gradient penalty although only D(fake) is needed. The defau
 the iteration is one compiled function and the generator step evaluates D(fake) only.
 FLOPs are counted from the compiled graph by TensorFlow's profiler (float operations of the
 matrix products and element-wise ops), per iteration.
+
+``--steps-per-call K`` runs K iterations inside each compiled call (scaling.run's
+``--steps-per-call``): the time per iteration is the time per call / K. The JSON line records
+what a run on other hardware needs to be compared with this one: K, batch, threads, XLA,
+precision, TensorFlow's version, the device and the CPU model.
 """
 from __future__ import annotations
 
@@ -49,6 +55,9 @@ def build_parser() -> Parser:
     p.add_argument("--compare", action="store_true",
                    help="time both variants in one process, alternating blocks; report the ratio")
     p.add_argument("--rounds", type=int, default=5, help="alternating blocks per variant with --compare")
+    p.add_argument("--steps-per-call", type=int, default=1,
+                   help="iterations per compiled call (an in-graph loop); must divide --iterations "
+                        "(per block with --compare); not with --reference")
     add_json_flag(p, "one JSON line instead of text")
     return p
 
@@ -60,6 +69,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"write {INFERENCE_FLAG} in full to run the inference benchmark")
     if args.batch_size < 1 or args.iterations < 1 or args.threads < 0 or args.warmup < 0:
         p.error("--batch-size and --iterations must be >= 1, --threads and --warmup >= 0")
+    k = args.steps_per_call
+    if k < 1:
+        p.error("--steps-per-call must be >= 1")
+    if k > 1 and args.reference:
+        p.error("--steps-per-call: the reference variant runs one iteration per call")
+    per_block = max(1, args.iterations // args.rounds)
+    if args.iterations % k or (args.compare and per_block % k):
+        p.error(f"--steps-per-call {k} must divide --iterations {args.iterations}"
+                + (f" per block ({per_block} with --rounds {args.rounds})" if args.compare else ""))
     return args
 
 
@@ -116,7 +134,7 @@ def _graph_flops(concrete_function) -> int:
 
 
 def _build(args, reference: bool):
-    """(iteration function, inputs, FLOPs per iteration, policy) for one variant."""
+    """(call running ``k`` iterations, FLOPs per iteration, policy, n_disc, k) for one variant."""
     import numpy as np
     import tensorflow as tf
 
@@ -132,19 +150,42 @@ def _build(args, reference: bool):
     rng = np.random.default_rng(0)
     real = tf.constant(rng.random((train.n_disc, args.batch_size, n_vox), dtype=np.float32) / n_vox)
     label = tf.constant(rng.random((train.n_disc, args.batch_size, 1), dtype=np.float32))
-    fn = _reference_iteration(step, train.n_disc) if reference else step.compile()
-    counted = _reference_iteration(step, train.n_disc, unrolled=True) if reference else fn
+    k = 1 if reference else args.steps_per_call
+    fn = _reference_iteration(step, train.n_disc) if reference else step.compile(steps_per_call=k)
+    # Counted on one iteration's graph: the profiler counts a loop's body once, whatever K is.
+    counted = _reference_iteration(step, train.n_disc, unrolled=True) if reference else \
+        (fn if k == 1 else step.compile())
     flops = _graph_flops(counted.get_concrete_function(real, label))
-    for _ in range(args.warmup):
-        float(fn(real, label)["d_loss"])
-    return (lambda: float(fn(real, label)["d_loss"])), flops, policy, train.n_disc
+    if k > 1:
+        real = tf.constant(rng.random((k, train.n_disc, args.batch_size, n_vox), dtype=np.float32) / n_vox)
+        label = tf.constant(rng.random((k, train.n_disc, args.batch_size, 1), dtype=np.float32))
+
+    def call() -> float:
+        # Reading the (last) loss waits for every iteration of the call to finish.
+        return float(tf.reshape(fn(real, label)["d_loss"], [-1])[-1])
+
+    for _ in range(-(-args.warmup // k)):
+        call()
+    return call, flops, policy, train.n_disc, k
 
 
-def _time(call, iterations: int) -> float:
+def _time(call, calls: int) -> float:
     t0 = time.perf_counter()
-    for _ in range(iterations):
-        call()  # reading the loss waits for the iteration to finish
+    for _ in range(calls):
+        call()  # reading the loss waits for the call's iterations to finish
     return time.perf_counter() - t0
+
+
+def _environment(tf) -> dict:
+    """What a result needs beside its settings to be compared with one from another machine."""
+    from common.runinfo import cpu_model
+
+    gpus = tf.config.list_physical_devices("GPU")
+    names = [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
+    return {"tensorflow": tf.__version__, "python": sys.version.split()[0],
+            "device": f"gpu: {', '.join(names)}" if names else "cpu", "cpu_model": cpu_model(),
+            "gpus": names, "tf_built_with_cuda": bool(tf.test.is_built_with_cuda()),
+            "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default")}
 
 
 @main_guard
@@ -170,20 +211,22 @@ def main(argv: list[str] | None = None) -> int:
     rates: dict[bool, list[float]] = {ref: [] for ref in variants}
     for _ in range(rounds):
         for ref in variants:  # alternate so both variants see the same machine load
-            rates[ref].append(per_block / _time(built[ref][0], per_block))
+            k = built[ref][4]
+            rates[ref].append(per_block / _time(built[ref][0], per_block // k))
     results = []
     for ref in variants:
-        _, flops, policy, n_disc = built[ref]
+        _, flops, policy, n_disc, k = built[ref]
         its = float(np.median(rates[ref]))
         results.append({
             "variant": "reference" if ref else "bologan-scaling",
             "particle": args.particle, "n_voxels": particle(args.particle).n_voxels, "batch": args.batch_size,
             "n_disc": n_disc, "threads": args.threads, "xla": args.xla, "precision": policy,
             "generator": args.generator, "iterations": per_block * rounds, "rounds": rounds,
-            "iterations_per_s": its, "iterations_per_s_blocks": rates[ref],
+            "steps_per_call": k, "iterations_per_s": its, "iterations_per_s_blocks": rates[ref],
+            "seconds_per_iteration": 1.0 / its,
             "showers_per_s": its * n_disc * args.batch_size,
             "flops_per_iteration": flops, "achieved_gflops": flops * its / 1e9,
-            "tensorflow": tf.__version__,
+            **_environment(tf),
         })
     if args.compare:
         ours, ref = results
@@ -205,9 +248,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _print_text(r: dict) -> None:
-    print(f"{r['variant']}: {r['iterations_per_s']:.1f} iterations/s, {r['showers_per_s']:,.0f} showers/s, "
+    print(f"{r['variant']}: {r['iterations_per_s']:.1f} iterations/s ({1e3 * r['seconds_per_iteration']:.2f} ms "
+          f"each), {r['showers_per_s']:,.0f} showers/s, "
           f"{r['flops_per_iteration'] / 1e6:.1f} MFLOP/iteration, {r['achieved_gflops']:.2f} GFLOP/s "
-          f"({r['particle']}, batch {r['batch']}, {r['threads']} thread(s), {r['precision']}, xla={r['xla']})")
+          f"({r['particle']}, batch {r['batch']}, {r['threads']} thread(s), {r['precision']}, xla={r['xla']}, "
+          f"{r['steps_per_call']} iteration(s) per call, {r['device']})")
 
 
 _WORKLOAD: dict = {}
@@ -223,7 +268,7 @@ def training_workload(iterations: int = 30) -> int:
 
         configure(1, 10)
         args = parse_args(["--warmup", "3"])
-        call, _, _, n_disc = _build(args, reference=False)
+        call, _, _, n_disc, _ = _build(args, reference=False)
         _WORKLOAD.update(call=call, showers=n_disc * args.batch_size)
     for _ in range(iterations):
         _WORKLOAD["call"]()

@@ -70,15 +70,20 @@ class IterationBatches:
             yield self.x[idx], self.y[idx]
             it += 1
 
-    def dataset(self, start_iteration: int = 0):
-        """The batches as a prefetching ``tf.data.Dataset``."""
+    def dataset(self, start_iteration: int = 0, steps_per_call: int = 1):
+        """The batches as a prefetching ``tf.data.Dataset``; ``steps_per_call`` K > 1 stacks K
+        iterations' batches into one element (K, n_disc, b, ...) for a K-iteration step call."""
         import tensorflow as tf
 
         n_vox = self.x.shape[1]
         sig = (tf.TensorSpec((self.n_disc, self.batch, n_vox), tf.float32),
                tf.TensorSpec((self.n_disc, self.batch, 1), tf.float32))
         ds = tf.data.Dataset.from_generator(lambda: self.batches(start_iteration), output_signature=sig)
-        return ds.prefetch(self.prefetch) if self.prefetch else ds
+        prefetch = self.prefetch
+        if steps_per_call > 1:
+            ds = ds.batch(steps_per_call, drop_remainder=True)   # endless: only fixes the shape
+            prefetch = -(-prefetch // steps_per_call)            # about as many iterations ahead
+        return ds.prefetch(prefetch) if prefetch else ds
 
 
 # The held-out split draws from its own stream of (seed, HOLDOUT_STREAM), apart from the

@@ -169,9 +169,20 @@ class WganGpStep:
     def _unscale(self, opt, grads):
         return opt.get_unscaled_gradients(grads) if self.loss_scale else grads
 
-    def compile(self, wrap: Callable | None = None) -> Callable:
+    def compile(self, wrap: Callable | None = None, steps_per_call: int = 1) -> Callable:
         """The iteration as a tf.function. ``wrap(fn)`` lets an engine run ``fn`` per replica
-        (tf.distribute's ``strategy.run``); the iteration counter advances once per call."""
+        (tf.distribute's ``strategy.run``); the iteration counter advances once per iteration.
+
+        ``steps_per_call`` K > 1: K iterations in one call, looped inside the graph, on K stacked
+        batches (``real`` (K, n_disc, b, n_voxels), ``label`` (K, n_disc, b, 1)); every result
+        is then a (K,) vector of per-iteration values, read back once. K = 1 is one iteration
+        per call with scalar results."""
+        if steps_per_call < 1:
+            raise ValueError(f"steps_per_call must be >= 1, got {steps_per_call}")
+        if steps_per_call > 1 and wrap is not None:
+            # The loop carries plain tensors, not tf.distribute's per-replica results: engines
+            # that wrap the step per replica run one iteration per call (scaling.config refuses).
+            raise ValueError("steps_per_call > 1 needs an engine that does not wrap the step per replica")
         inner = wrap(self.replica_iteration) if wrap else self.replica_iteration
 
         def iteration(real, label):
@@ -179,4 +190,22 @@ class WganGpStep:
             self.gan.iteration.assign_add(1)
             return out
 
-        return tf.function(iteration, jit_compile=self.train.xla or None)
+        if steps_per_call == 1:
+            return tf.function(iteration, jit_compile=self.train.xla or None)
+        return tf.function(self._in_graph_loop(iteration, steps_per_call), jit_compile=self.train.xla or None)
+
+    @staticmethod
+    def _in_graph_loop(iteration: Callable, k: int) -> Callable:
+        """``iteration`` run ``k`` times in a ``tf.while_loop``, its results stacked on the
+        device. Every iteration's variable reads follow the previous one's updates (TensorFlow
+        orders a loop body's stateful operations), so the numbers are those of k calls."""
+        dtypes = {"d_loss": tf.float32, "g_loss": tf.float32, "gp": tf.float32, "comm_s": tf.float64}
+
+        def calls(real, label):
+            acc = {key: tf.TensorArray(dtype, size=k, element_shape=()) for key, dtype in dtypes.items()}
+            for i in tf.range(k):
+                out = iteration(real[i], label[i])
+                acc = {key: acc[key].write(i, out[key]) for key in dtypes}
+            return {key: acc[key].stack() for key in dtypes}
+
+        return calls

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from common.settings import Range
 from common.vocab import (COMM_TIMING_GRAPH, COMM_TIMING_MODES, DEFAULT_BATCH_PER_RANK, DEFAULT_EPOCHS, DEFAULT_GLOBAL_BATCH, DEFAULT_ITERATIONS_PER_EPOCH,
-                          DEFAULT_WARMUP_EPOCHS, ENGINE_HOROVOD, ENGINES, MODE_ENSEMBLE, MODE_WEAK, RUN_MODES)
+                          DEFAULT_WARMUP_EPOCHS, ENGINE_HOROVOD, ENGINE_MIRRORED, ENGINES, MODE_ENSEMBLE, MODE_WEAK, RUN_MODES)
 
 
 @dataclass
@@ -41,6 +41,9 @@ class ScalingConfig:
                 "pattern with {member}, or list one file per member"})
     worker_base_port: int = field(default=0, metadata={
         "help": "mirrored engine across processes: first worker port (0 = pick free ports)"})
+    steps_per_call: int = field(default=1, metadata={
+        "help": "training iterations per compiled call (an in-graph loop; results read back and the stop "
+                "flag agreed once per call); must divide --iterations-per-epoch; horovod engine only"})
 
     def check(self) -> None:
         for name in ("global_batch", "batch_per_rank", "epochs", "iterations_per_epoch", "cpu_replicas",
@@ -55,9 +58,23 @@ class ScalingConfig:
             raise ValueError("fusion_threshold_bytes must be -1 (default), 0 (off) or a byte count")
         if not 0 <= self.worker_base_port <= 65000:
             raise ValueError("worker_base_port must be 0..65000")
+        self._check_steps_per_call()
         if self.comm_timing != COMM_TIMING_GRAPH and self.engine != ENGINE_HOROVOD:
             raise ValueError(f"comm_timing {self.comm_timing!r} is for the horovod engine only "
                              "(tf.distribute's reduction is always timed in the graph)")
+
+    def _check_steps_per_call(self) -> None:
+        what = "steps_per_call (--steps-per-call)"
+        if self.steps_per_call < 1:
+            raise ValueError(f"{what} must be >= 1")
+        if self.iterations_per_epoch % self.steps_per_call:
+            raise ValueError(f"{what} {self.steps_per_call} does not divide iterations_per_epoch "
+                             f"{self.iterations_per_epoch} (an epoch is a whole number of calls)")
+        if self.steps_per_call > 1 and self.engine == ENGINE_MIRRORED and self.mode != MODE_ENSEMBLE:
+            # tf.distribute runs the step through strategy.run, whose per-replica results the
+            # in-graph loop does not carry (bologan.step); an ensemble member uses no strategy.
+            raise ValueError(f"{what} {self.steps_per_call} needs --engine {ENGINE_HOROVOD} (tf.distribute "
+                             f"runs one iteration per call)")
 
     def set_horovod_environment(self) -> None:
         """Put the Horovod settings where ``hvd.init()`` reads them (the environment). Done

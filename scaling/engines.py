@@ -86,18 +86,21 @@ class SingleEngine:
 
 
 class _HorovodReplicas(Replicas):
-    def __init__(self, hvd, timed_comm: bool = True):
+    """Horovod's replicas: every rank of the job, or of one process set (an ensemble member)."""
+
+    def __init__(self, hvd, timed_comm: bool = True, process_set=None):
         self.hvd = hvd
         self.timed_comm = timed_comm
+        self.process_set = hvd.global_process_set if process_set is None else process_set
 
     def index(self):
-        return self.hvd.rank()
+        return self.process_set.rank()
 
     def count(self) -> int:
-        return self.hvd.size()
+        return self.process_set.size()
 
     def gradients(self, tape, loss, variables, group):
-        dtape = self.hvd.DistributedGradientTape(tape, op=self.hvd.Average)
+        dtape = self.hvd.DistributedGradientTape(tape, op=self.hvd.Average, process_set=self.process_set)
         if not self.timed_comm:
             # No timestamps, so no control dependency on every gradient: Horovod may start
             # reducing the first gradients while back-propagation still computes the others.
@@ -265,9 +268,9 @@ class MirroredEngine(SingleEngine):
 
 def make_engine(cfg: ScalingConfig, world: World, coll: LocalCollectives) -> SingleEngine:
     if cfg.mode == MODE_ENSEMBLE:
-        from scaling.ensemble_engine import MemberEngine   # here: that module imports this one
+        from scaling.ensemble_engine import GroupEngine, MemberEngine   # here: that module imports this one
 
-        return MemberEngine(world, cfg, coll)
+        return (GroupEngine if cfg.group_size > 1 else MemberEngine)(world, cfg, coll)
     # Horovod on one process still initialises, so the one-rank baseline pays its costs too.
     return MirroredEngine(world, cfg, coll) if cfg.engine == ENGINE_MIRRORED else HorovodEngine(world, cfg, coll)
 

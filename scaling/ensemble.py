@@ -4,7 +4,10 @@ A world of P ranks with ``--group-size G`` holds M = P / G members; member k is 
 k*G .. k*G+G-1 (contiguous, so that a group shares a node where the launcher fills nodes in
 order). Member k trains with seed + k, on its own data (``--data`` lists M files, or a pattern
 with ``{member}``; synthetic showers come from seed + k) and keeps its checkpoints under
-``<run>/members/<k>/checkpoints``. Nothing is reduced between members; the epoch loop, its
+``<run>/members/<k>/checkpoints``. With G > 1 the member trains data parallel over its G ranks
+(a Horovod process set, scaling.ensemble_engine): its data sharded over them as a data-parallel
+run shards over replicas, --batch-per-rank showers per rank, its first rank saving its
+checkpoints. Nothing is reduced between members; the epoch loop, its
 world-wide barrier, the energy windows and rank 0's gathering stay the data-parallel ones, so
 epochs line up and node counters are read once per node.
 
@@ -20,15 +23,13 @@ from typing import Any
 
 from common.errors import UserError
 from common.settings import sections_to_dict
-from common.vocab import CHECKPOINT_PREFIX, MEMBERS_SUBDIR, MODE_ENSEMBLE
+from common.vocab import CHECKPOINT_PREFIX, ENGINE_HOROVOD, MEMBERS_SUBDIR, MODE_ENSEMBLE
 from scaling.world import World
 
 MEMBER_FIELD = "{member}"
 """In a ``--data`` pattern: the member's name when --member-names is given, else its index."""
 DEFAULT_NAME = "m{index}"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-SUPPORTED_GROUP_SIZE = 1
-"""Largest group size trained so far: data parallelism inside a group is not built yet."""
 
 
 @dataclass(frozen=True)
@@ -84,11 +85,13 @@ def ensemble_layout(cfg: dict[str, Any], world: World, timeline: bool = False) -
     if p % g:
         raise UserError(f"--group-size {g}: {p} rank(s) do not split into groups of {g} "
                         f"(start a multiple of {g} ranks)")
-    if g > SUPPORTED_GROUP_SIZE:
-        raise UserError(f"--group-size {g}: data parallelism inside a member is not supported yet; "
-                        f"use --group-size {SUPPORTED_GROUP_SIZE} (one GAN per rank)")
+    if g > 1 and sc.engine != ENGINE_HOROVOD:
+        # A member's ranks reduce with Horovod process sets; run.json must not name another engine.
+        raise UserError(f"--group-size {g}: the ranks of a member reduce with Horovod; use --engine "
+                        f"{ENGINE_HOROVOD} (this run asks for --engine {sc.engine})")
     if timeline:
-        raise UserError("--timeline: an ensemble of one-rank members reduces nothing, so Horovod has no timeline")
+        raise UserError("--timeline: not recorded for --mode ensemble (one-rank members reduce nothing; "
+                        "groups reduce in Horovod process sets, which one timeline file does not separate)")
     m = p // g
     names = _member_names(sc.member_names, m, p, g)
     seed = cfg["train"].seed
@@ -145,9 +148,9 @@ def _member_data(spec: str, names: tuple[str, ...], named: bool) -> tuple[str, .
 
 
 def common_checkpoint(manager, coll) -> str | None:
-    """The newest checkpoint every member has (each member's chief lists its own; every rank
-    calls this). A kill between two members' saves leaves them one epoch apart: all then resume
-    from the older one, which each still keeps."""
+    """The newest checkpoint every member has (every rank calls this and lists its member's
+    folder; the ranks of a group list the same one). A kill between two members' saves leaves
+    them one epoch apart: all then resume from the older one, which each still keeps."""
     def iteration(path: str) -> int:
         return int(path.rsplit(f"{CHECKPOINT_PREFIX}-", 1)[1])
 

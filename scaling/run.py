@@ -295,8 +295,7 @@ def _preflight(argv: list[str] | None, world: World) -> _Checked:
     from scaling.evaluation import training_and_reference
 
     showers = load_showers(cfg["data"], cfg["model"].particle, cfg["train"].seed)
-    showers, reference = training_and_reference(cfg["eval"], showers, cfg["model"].particle, cfg["train"].seed,
-                                                sc.mode)
+    showers, reference = training_and_reference(cfg["eval"], showers, cfg["model"].particle, cfg["train"].seed)
     if batch is not None:
         _check_enough_showers(len(showers), cfg["train"].n_disc, batch, replicas,
                               cfg["data"].data or "synthetic showers")
@@ -428,7 +427,7 @@ def _build_model(ctx: RunContext) -> _Model:
         # replica index each keys its draws with (bologan.step), unless global noise is on.
         noise = NoiseSpec(seed=train_cfg.seed, global_noise=sc.global_noise)
         step = WganGpStep(gan, model_cfg, train_cfg, replicas=engine.replicas_object(), noise=noise,
-                          loss_scale=policy == "mixed_float16").compile(engine.wrap())
+                          loss_scale=policy == "mixed_float16").compile(engine.wrap(), sc.steps_per_call)
 
     # Horovod: rank 0 writes checkpoints. tf.distribute: every worker must take part in saving,
     # so the non-chief workers save into a scratch folder, removed after each save.
@@ -558,7 +557,7 @@ def _train(ctx: RunContext, model: _Model, attempt: int, start_epoch: int, nodes
     plan = EpochPlan(epochs=sc.epochs, iterations_per_epoch=sc.iterations_per_epoch,
                      warmup_epochs=sc.warmup_epochs, attempt=attempt,
                      showers_per_iteration=train_cfg.n_disc * ctx.batch * len(iterators),
-                     member=ctx.ensemble.member if ctx.ensemble else 0)
+                     member=ctx.ensemble.member if ctx.ensemble else 0, steps_per_call=sc.steps_per_call)
 
     def save_checkpoint(epoch: int) -> None:
         if model.checkpoints is not None:
@@ -604,7 +603,7 @@ def _input_iterators(ctx: RunContext, start_iteration: int) -> list:
     iterators = []
     for rid in ctx.engine.local_replica_ids():
         batches = IterationBatches(ctx.showers, data_cfg, train_cfg.n_disc, ctx.batch, train_cfg.seed)
-        iterators.append(iter(batches.shard(rid, ctx.replicas).dataset(start_iteration)))
+        iterators.append(iter(batches.shard(rid, ctx.replicas).dataset(start_iteration, ctx.sc.steps_per_call)))
     return iterators
 
 

@@ -4,6 +4,10 @@ Per rank and epoch: ``time_s`` wall time; ``data_wait_s`` time blocked on the ne
 ``comm_s`` time inside the gradient all-reduces (in-graph timestamps, includes waiting for
 the slowest replica); ``compute_s`` the rest of the step calls. What is left of ``time_s``
 (stop-flag checks, energy windows) is overhead the analysis shows as "other".
+
+With ``steps_per_call`` K > 1 every step call runs K iterations and returns K values of each
+result: the stop flag is agreed once per call, a stop ends the epoch after the call in flight,
+and the step-time quantiles are of per-call times / K (each of a call's iterations gets 1/K).
 """
 from __future__ import annotations
 
@@ -70,6 +74,7 @@ class EpochPlan:
     attempt: int
     showers_per_iteration: int   # this rank's showers per iteration (all its local replicas)
     member: int = 0              # the ensemble member this rank trains (0: one GAN)
+    steps_per_call: int = 1      # iterations per step call (divides iterations_per_epoch)
 
 
 def _fmt_eta(seconds: float) -> str:
@@ -88,7 +93,7 @@ def run_epochs(*, world: World, plan: EpochPlan, start_epoch: int, step: Callabl
     (evaluation, TensorBoard), but not when a stop signal ends the run before its last epoch;
     when it returns True (the same on every rank) the run ends there, as completed.
 
-    A stop agreed by all ranks ends the epoch in flight after the current iteration. If that
+    A stop agreed by all ranks ends the epoch in flight after the current call. If that
     leaves the epoch short, its row is kept with ``interrupted=True`` (its time and energy stay
     apart from the clean epochs) and no checkpoint is written for it: the run resumes from the
     end of the last complete epoch and runs this one again.
@@ -113,21 +118,23 @@ def run_epochs(*, world: World, plan: EpochPlan, start_epoch: int, step: Callabl
         steps: list[float] = []       # per iteration, outside the all-reduce: stragglers
         iterations = 0
         stopping = False
-        for _ in range(plan.iterations_per_epoch):
+        k = plan.steps_per_call
+        for _ in range(plan.iterations_per_epoch // k):
             ta = time.perf_counter()
             batches = [next(it) for it in iterators]
             tb = time.perf_counter()
             out = step(*engine.feed(batches))
             # Reading the results waits for the step to finish, so busy time is complete.
-            comm_s = float(np.mean([float(v) for v in engine.local_values(out["comm_s"])]))
-            d_losses.append(float(np.mean([float(v) for v in engine.local_values(out["d_loss"])])))
-            g_losses.append(float(np.mean([float(v) for v in engine.local_values(out["g_loss"])])))
+            comm_s = sum(_per_iteration(engine, out["comm_s"], k))
+            d_losses.extend(_per_iteration(engine, out["d_loss"], k))
+            g_losses.extend(_per_iteration(engine, out["g_loss"], k))
             tc = time.perf_counter()
             wait += tb - ta
             comm += comm_s
             busy += tc - tb
-            steps.append(tc - ta - (comm_s if math.isfinite(comm_s) else 0.0))
-            iterations += 1
+            # One call of k iterations is timed as a whole: each of its iterations gets 1/k of it.
+            steps.extend([(tc - ta - (comm_s if math.isfinite(comm_s) else 0.0)) / k] * k)
+            iterations += k
             if coll.any(stop.raised):
                 stopping = True
                 break
@@ -169,6 +176,15 @@ def run_epochs(*, world: World, plan: EpochPlan, start_epoch: int, step: Callabl
         if (after_epoch is not None and after_epoch(epoch, records)) or stopping:
             return True
     return True
+
+
+def _per_iteration(engine, value, k: int) -> list[float]:
+    """A step result as one number per iteration, the mean over this process's replicas:
+    a scalar when the call runs one iteration, a (k,) vector when it runs k."""
+    local = [np.asarray(v, dtype=np.float64).reshape(-1) for v in engine.local_values(value)]
+    if any(v.shape != (k,) for v in local):
+        raise RuntimeError(f"step returned {[v.shape for v in local]} values for {k} iteration(s) per call")
+    return [float(np.mean([v[i] for v in local])) for i in range(k)]
 
 
 def step_time_quantiles(step_times_s: list[float]) -> dict[str, float]:

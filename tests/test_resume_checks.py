@@ -27,6 +27,7 @@ CHANGES = {
     "scaling.cycle_time_ms": (["--cycle-time-ms", "5"], "5.0", "-1.0"),
     "scaling.global_noise": (["--global-noise"], "True", "False"),
     "scaling.comm_timing": (["--comm-timing", "off"], "'off'", "'graph'"),
+    "scaling.steps_per_call": (["--steps-per-call", "2"], "2", "1"),
 }
 
 
