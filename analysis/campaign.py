@@ -202,13 +202,14 @@ def _members(run: Run) -> int:
 def ensemble_label(run: Run) -> str:
     """'horovod ensemble photons, per-rank batch 128, group size 1 [abc123]'."""
     key = series_key(run)
+    threads = f", {key.threads} thread{'s' if key.threads != 1 else ''} per rank" if key.threads else ""
     return (f"{key.engine} {MODE_ENSEMBLE} {key.particle}, per-rank batch {int(run.meta['per_rank_batch'])}, "
-            f"group size {group_size(run)} [{key.config_hash[:6]}]")
+            f"group size {group_size(run)}{threads} [{key.config_hash[:6]}]")
 
 
 def _same_workload(a: Run, b: Run) -> bool:
     ka, kb = series_key(a), series_key(b)
-    return ((ka.engine, ka.particle, ka.config_hash) == (kb.engine, kb.particle, kb.config_hash)
+    return ((ka.engine, ka.particle, ka.config_hash, ka.threads) == (kb.engine, kb.particle, kb.config_hash, kb.threads)
             and int(a.meta["per_rank_batch"]) == int(b.meta["per_rank_batch"]))
 
 

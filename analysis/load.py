@@ -1,9 +1,11 @@
 """Find run directories and all-reduce benchmark files, and group runs into series.
 
 A series is a set of runs that differ only in how many ranks ran them: same engine, mode,
-particle, workload configuration (``config_hash``) and the batch that the mode keeps fixed
-(global batch for strong scaling, per-rank batch for weak scaling). Runs that share a series
-key but whose resolved configurations still differ are refused, naming the keys.
+particle, workload configuration (``config_hash``), the batch that the mode keeps fixed
+(global batch for strong scaling, per-rank batch for weak scaling) and the threads per rank
+the configuration pins (``train.threads``; a layout study varies them on purpose, so each
+value is its own series). Runs that share a series key but whose resolved configurations
+still differ are refused, naming the keys.
 """
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ class SeriesKey:
     particle: str
     config_hash: str
     batch_showers: int            # global batch (strong) or per-rank batch (weak), showers per critic step
+    threads: int = 0              # config train.threads: threads per rank (0: decided from the cores)
 
     @property
     def batch_kind(self) -> str:
@@ -49,13 +52,16 @@ class SeriesKey:
 
     @property
     def label(self) -> str:
-        """Short legend text, e.g. 'horovod strong photons, global batch 512 [1a2b3c]'."""
+        """Short legend text, e.g. 'horovod strong photons, global batch 512 [1a2b3c]', with
+        ', 2 threads per rank' before the hash when the configuration pins the threads."""
+        threads = f", {self.threads} thread{'s' if self.threads != 1 else ''} per rank" if self.threads else ""
         return (f"{self.engine} {self.mode} {self.particle}, {self.batch_kind} batch "
-                f"{self.batch_showers} [{self.config_hash[:6]}]")
+                f"{self.batch_showers}{threads} [{self.config_hash[:6]}]")
 
     @property
     def slug(self) -> str:
-        return f"{self.engine}-{self.mode}-{self.particle}-b{self.batch_showers}-{self.config_hash[:6]}"
+        threads = f"-t{self.threads}" if self.threads else ""
+        return f"{self.engine}-{self.mode}-{self.particle}-b{self.batch_showers}{threads}-{self.config_hash[:6]}"
 
 
 @dataclass
@@ -228,11 +234,18 @@ def _config_hash(run: Run) -> str:
     return config_hash({s: run.meta["config"].get(s, {}) for s in WORKLOAD_SECTIONS}, NOT_WORKLOAD_KEYS)
 
 
+def configured_threads(run: Run) -> int:
+    """The run's config ``train.threads`` (0 when absent or not a positive integer)."""
+    train = run.meta["config"].get("train")
+    value = train.get("threads") if isinstance(train, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
 def series_key(run: Run) -> SeriesKey:
     meta = run.meta
     batch = meta["global_batch"] if meta["mode"] == MODE_STRONG else meta["per_rank_batch"]
     return SeriesKey(engine=str(meta["engine"]), mode=str(meta["mode"]), particle=str(meta["particle"]),
-                     config_hash=_config_hash(run), batch_showers=int(batch))
+                     config_hash=_config_hash(run), batch_showers=int(batch), threads=configured_threads(run))
 
 
 def group_series(runs: Iterable[Run]) -> list[Series]:
@@ -249,7 +262,7 @@ def group_series(runs: Iterable[Run]) -> list[Series]:
             raise UserError(f"series {s.key.label}: runs have different configurations in "
                             f"{', '.join(diffs)} (runs: {paths}); analyse them separately")
     return sorted(groups.values(), key=lambda s: (s.key.particle, s.key.engine, s.key.mode,
-                                                  s.key.batch_showers, s.key.config_hash))
+                                                  s.key.batch_showers, s.key.config_hash, s.key.threads))
 
 
 def load_bench(path: Path) -> BenchFile:

@@ -25,6 +25,9 @@ from analysis.campaign_report import campaign_section, plot_campaign
 from analysis.campaign_report import key_result_items as campaign_key_items
 from analysis.campaign_report import write_tables as write_campaign_tables
 from analysis.comm_model import shipped_networks
+from analysis.layout import LayoutResult, analyse_layouts, layout_section
+from analysis.layout import key_result_items as layout_key_items
+from analysis.layout import write_tables as write_layout_tables
 from analysis.load import BenchFile, Series, find_inputs, group_series, load_bench, load_runs
 from analysis.pareto import REFERENCE_SHOWERS, ParetoPoint, pareto_table
 from analysis.plots import Plotter, PlotFile
@@ -63,6 +66,7 @@ class Analysis:
     skipped_runs: list[str] = field(default_factory=list)
     campaign: CampaignResult | None = None   # ensembles, campaign makespans and plan (analysis.campaign)
     quality: QualityResult | None = None     # time to a quality target (analysis.quality_report)
+    layouts: LayoutResult | None = None      # ranks x threads of a node compared (analysis.layout)
 
 
 def analyse(paths: Sequence[str | Path], network_files: Sequence[Path] = (),
@@ -89,7 +93,8 @@ def analyse(paths: Sequence[str | Path], network_files: Sequence[Path] = (),
     # members get theirs in the campaign section).
     quality = analyse_quality([r for r in runs if not is_ensemble(r)], summary, target)
     return Analysis([str(p) for p in paths], runs, series, results, summary, benches, projection, pareto, best,
-                    skipped_runs=skipped, campaign=analyse_campaigns(runs, summary, campaign), quality=quality)
+                    skipped_runs=skipped, campaign=analyse_campaigns(runs, summary, campaign), quality=quality,
+                    layouts=analyse_layouts(runs))
 
 
 def choose_power_run(analysis: Analysis, run_id: str | None) -> Run | None:
@@ -215,14 +220,16 @@ def _key_results(doc: Document, a: Analysis) -> None:
         items += campaign_key_items(a.campaign, a.summary)
     if a.quality is not None:
         items += quality_key_items(a.quality)
+    if a.layouts is not None:
+        items += layout_key_items(a.layouts)
     doc.ul(items)
 
 
 def _series_section(doc: Document, a: Analysis) -> None:
     doc.h(1, "Series")
     doc.p("A series is a set of runs that differ only in their number of ranks: same engine, scaling mode, "
-          "particle, workload configuration (config hash) and fixed batch. Configurations inside a series were "
-          "checked key by key.")
+          "particle, workload configuration (config hash), fixed batch and pinned threads per rank. Configurations "
+          "inside a series were checked key by key.")
     rows = []
     for r in a.results:
         rows.append([r.series.key.label, ", ".join(str(n) for n in r.series.world_sizes), len(r.series.runs),
@@ -380,6 +387,8 @@ def build_document(a: Analysis) -> Document:
         campaign_section(doc, a.campaign)
     if a.quality is not None:
         time_to_target_section(doc, a.quality)
+    if a.layouts is not None:
+        layout_section(doc, a.layouts)
     _projection_section(doc, a)
     doc.h(1, "Plots")
     doc.p("Each figure is also saved as PDF (vector, TrueType fonts) beside its PNG.")
@@ -464,6 +473,8 @@ def write_report(a: Analysis, out: str | Path, power_run_id: str | None = None,
             write_campaign_tables(a.campaign, tmp)
         if a.quality is not None:
             write_quality_tables(a.quality, tmp)
+        if a.layouts is not None:
+            write_layout_tables(a.layouts, tmp)
         if a.projection.available:
             a.projection.points.to_csv(tmp / "projection.csv", index=False)
         doc = build_document(a)

@@ -33,7 +33,7 @@ CI_HOW = (f"{percent(CONFIDENCE)} bootstrap interval of the speedup ({RESAMPLES}
           "(runs_count) and their used epochs (epochs_used_count) of this row and of the baseline row are resampled, "
           "repeats first, then epochs within each; equal to the value at the baseline itself")
 COLUMNS: tuple[Column, ...] = (
-    Column("series", "text", "engine, mode, particle, fixed batch, config hash"),
+    Column("series", "text", "engine, mode, particle, fixed batch, pinned threads per rank, config hash"),
     Column("engine", "text", "run.json engine"),
     Column("mode", "text", "run.json mode: strong (global batch fixed) or weak (per-rank batch fixed)"),
     Column("particle", "text", "run.json particle"),

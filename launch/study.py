@@ -4,12 +4,18 @@
     python -m launch.study --name quick --world-sizes 1,2 --engines horovod --epochs 3
     python -m launch.study --config my_study.toml --dry-run   # print the commands only
     python -m launch.study --profile quality --repeats 2      # time and energy to a quality target
+    python -m launch.study --profile layout                   # ranks x threads per rank of a node
 
 For every world size x mode x engine it starts ``python -m scaling.run`` (``mpirun -np N`` for
 every N, one rank included, with one binding for the whole study) into
 ``<out_dir>/<name>/<engine>-<mode>-n<N>/``, runs the
 all-reduce benchmark for each world size above one, then ``python -m analysis`` into
 ``<out_dir>/<name>/report/``. Output of every process goes to ``<out_dir>/<name>/logs/``.
+
+``threads_per_rank = [T, ...]`` ([study]) runs every point once per T (replacing [run] threads),
+into ``...-n<N>-t<T>/`` when more than one T is listed; a layout whose N x T exceeds this
+machine's cores is left out with a note unless ``oversubscribe``. Pinned ranks of T > 1 threads
+get ``--map-by slot:PE=T --bind-to core``; see ``binding`` for when a study is pinned.
 
 ``--repeats R`` runs every point R times, interleaved (every point once, then every point again),
 repeats 2..R into ``<engine>-<mode>-n<N>-r<k>/``; the analysis pools the repeats of a point.
@@ -292,7 +298,7 @@ def code_change(before: dict[str, Any] | None, now: dict[str, Any]) -> str:
 
 def plan(study: StudySettings, run: RunSettings, force: bool = False,
          python: str | None = None, reuse_stale: bool = False,
-         code: dict[str, Any] | None = None, repeats: int = 1) -> list[Step]:
+         code: dict[str, Any] | None = None, repeats: int = 1, cores: int | None = None) -> list[Step]:
     """Every step of the study in order: benchmarks, training runs, analysis.
 
     ``code``: the code version the runs will be made with (default: the sources beside this
@@ -300,6 +306,7 @@ def plan(study: StudySettings, run: RunSettings, force: bool = False,
     ``repeats``: runs of every (engine, mode, N) point, interleaved (all points once, then all
     again, ...) so that the machine drifting during the study spreads over every point instead
     of looking like scaling. Each repeat is its own run directory, skipped or resumed on its own.
+    ``cores``: the cores the layouts are fitted to (default: ``usable_cpus()``).
     """
     if repeats < 1:
         raise UserError(f"--repeats must be >= 1, got {repeats}")
@@ -308,15 +315,23 @@ def plan(study: StudySettings, run: RunSettings, force: bool = False,
     logs = root / "logs"
     earlier = earlier_runs(root)
     code = code or code_version().to_dict()
-    where = placement(study, run)
+    cores = usable_cpus() if cores is None else cores
+    # With threads_per_rank every layout carries its own threads; without, [run] threads (None).
+    listed = bool(study.threads_per_rank)
+    ran = layouts(study, run, cores)
+    if listed and not ran:
+        raise UserError(f"threads_per_rank {study.threads_per_rank}: no layout of world_sizes {study.world_sizes} "
+                        f"fits on the {cores} usable cores (N x threads <= cores); --oversubscribe runs them anyway")
     steps: list[Step] = []
     if study.allreduce_bench:
-        for world in sorted(w for w in study.world_sizes if w > 1):
+        for world in sorted({w for w, _ in ran if w > 1}):
             out = root / allreduce_bench_file(world)
-            argv = launcher_prefix(study, run, world) + [python, "-m", "scaling.allreduce_bench",
-                                                         *study.allreduce_args, "--out", str(out)]
+            # The benchmark is single-threaded: placed like the thinnest layout of its N.
+            threads = min(t for w, t in ran if w == world) if listed else None
+            argv = launcher_prefix(study, run, world, cores, threads=threads) + [
+                python, "-m", "scaling.allreduce_bench", *study.allreduce_args, "--out", str(out)]
             step = Step("bench", f"all-reduce benchmark n={world}", argv, logs / f"allreduce-n{world}.log",
-                        out, world=world, place_now=where)
+                        out, world=world, threads=threads, place_now=placement(study, run, cores, threads))
             if out.exists() and not force:
                 step.skip_reason = "measured earlier"
             steps.append(step)
@@ -326,15 +341,19 @@ def plan(study: StudySettings, run: RunSettings, force: bool = False,
                 run.check_world(world, mode)
             except ValueError as exc:
                 raise UserError(str(exc)) from None
-    points = [(world, mode, engine) for world in sorted(study.world_sizes) for mode in study.modes
-              for engine in study_engines(study, mode)]
+    points = [(world, threads if listed else None, mode, engine) for world, threads in ran
+              for mode in study.modes for engine in study_engines(study, mode)]
+    # Several threads per rank: the run id and label name them (one value: the plain names).
+    suffix = len(study.threads_per_rank) > 1
     # The repeat is the outer loop: 1, 2, 1, 2, ... never 1, 1, 2, 2.
     for repeat in range(1, repeats + 1):
-        for world, mode, engine in points:
-            rid = run_id(engine, mode, world, repeat)
+        for world, threads, mode, engine in points:
+            rid = run_id(engine, mode, world, repeat, threads if suffix else None)
             out = root / rid
             status = read_status(out)
-            args = scaling_run_args(run, engine=engine, mode=mode, out=str(out), study=study.name)
+            where = placement(study, run, cores, threads)
+            args = scaling_run_args(with_threads(run, threads), engine=engine, mode=mode, out=str(out),
+                                    study=study.name)
             before = earlier.get(rid)
             # A run made with other settings is not reused: it would not measure these ones.
             changed = before is not None and (before.run_args != args or
@@ -344,12 +363,13 @@ def plan(study: StudySettings, run: RunSettings, force: bool = False,
             # Other code may measure differently: never resume it, reuse it only when asked.
             keep = not force and not changed and (not stale or (reuse_stale and status in FINISHED_STATUSES))
             resume = keep and status in (STATUS_INTERRUPTED, STATUS_RUNNING)
-            argv = launcher_prefix(study, run, world) + [python, "-m", "scaling.run", *args]
+            argv = launcher_prefix(study, run, world, cores, threads=threads) + [python, "-m", "scaling.run", *args]
             if resume:
                 argv.append("--resume")
-            label = f"{engine} {mode} n={world}" + (f" repeat {repeat}/{repeats}" if repeats > 1 else "")
+            label = (f"{engine} {mode} n={world}" + (f" t={threads}" if suffix else "")
+                     + (f" repeat {repeat}/{repeats}" if repeats > 1 else ""))
             step = Step("run", label, argv, logs / f"{rid}.log", out,
-                        run_id=rid, world=world, repeat=repeat, resume=resume,
+                        run_id=rid, world=world, repeat=repeat, threads=threads, resume=resume,
                         made_with=before.run_args if status and before else None,
                         made_by=before.code_version if status and before else None, code_now=code,
                         placed_as=before.placement if status and before else None, place_now=where,
@@ -563,15 +583,18 @@ def execute(steps: list[Step], study: StudySettings, run: RunSettings,
     """Run every step; report failures and continue; analysis runs on whatever completed."""
     root = study_dir(study)
     root.mkdir(parents=True, exist_ok=True)
-    env = child_env(run, where=placement(study, run))
+    cores = usable_cpus()
     progress = Progress(steps, stream)
     out = progress.stream
     runs = [s for s in steps if s.kind == "run"]
     repeats = max((s.repeat for s in runs), default=1)
     each = f"{repeats} repeats, interleaved; " if repeats > 1 else ""
+    threads = f"threads per rank {', '.join(map(str, study.threads_per_rank))}; " if study.threads_per_rank else ""
     out.write(f"study '{study.name}': {len(runs)} runs ({each}world sizes {', '.join(map(str, study.world_sizes))}; "
-              f"{', '.join(study.modes)}; {', '.join(study.engines)}; {run.epochs} epochs x "
+              f"{threads}{', '.join(study.modes)}; {', '.join(study.engines)}; {run.epochs} epochs x "
               f"{run.iterations_per_epoch} iterations) -> {root}\n")
+    for line in skipped_layouts(study, run, cores):
+        out.write(f"  {line}\n")
     for s in runs:
         if s.stale:
             what = "REUSED as it is (--reuse-stale)" if s.skip_reason else "starting again"
@@ -593,6 +616,9 @@ def execute(steps: list[Step], study: StudySettings, run: RunSettings,
                 progress.end(step, f"skipped ({step.skip_reason})")
                 continue
             timeout = study.timeout_s if step.kind == "run" else max(study.timeout_s, 300.0)
+            # Each layout's threads and placement reach its ranks (OMP_NUM_THREADS, PLACEMENT_ENV).
+            env = child_env(with_threads(run, step.threads),
+                            where=step.place_now or placement(study, run, cores, step.threads))
             run_step(step, env, timeout, progress)
             progress.end(step, _describe(step, timeout))
             if step.status != "completed":
@@ -665,7 +691,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  python -m launch.study --config my_study.toml --dry-run")
     p.add_argument("--profile", default=DEFAULT_PROFILE, help="the shipped settings to start from: "
                    "launch/study_<profile>.toml; 'default' is the quick throughput study (make study), "
-                   "'quality' the time-to-quality study (default: %(default)s)")
+                   "'quality' the time-to-quality study, 'layout' the ranks x threads layouts of a node "
+                   "(default: %(default)s)")
     p.add_argument("--config", type=Path, help="study TOML with [study] and [run] tables")
     p.add_argument("--force", action="store_true", help="re-run completed runs (their directories are replaced)")
     p.add_argument("--reuse-stale", action="store_true", help="keep completed runs made by other code (said on their line)")
@@ -686,6 +713,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         import shlex
 
+        for line in skipped_layouts(study, run):
+            print(f"# {line}")
         for i, step in enumerate(steps, 1):
             note = f"  # skipped: {step.skip_reason}" if step.skip_reason else (f"  # {step.note}" if step.note else "")
             print(f"[{i}/{len(steps)}] {step.label}{note}\n    {shlex.join(step.argv)} > {shlex.quote(str(step.log))}")

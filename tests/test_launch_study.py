@@ -84,8 +84,11 @@ def test_every_world_size_is_placed_alike_the_baseline_included():
     for n in (1, 2, 4):
         argv = st.launcher_prefix(wide, run, n, cores=2, root=False)
         assert argv[argv.index("--bind-to") + 1] == "none"
+    # Ranks of 2 threads are pinned to 2 cores each while every rank fits, unpinned otherwise.
     threaded = dataclasses.replace(run, threads=2)
-    assert st.binding(study, threaded, cores=8) == "none"
+    assert st.placement(study, threaded, cores=8) == "mpirun --map-by slot:PE=2 --bind-to core"
+    assert st.binding(study, threaded, cores=2) == "none"
+    assert st.binding(study, dataclasses.replace(run, threads=0), cores=8) == "none"   # threads unknown
 
 
 def test_placement_reaches_every_rank_and_study_json(tmp_path):
@@ -426,7 +429,7 @@ def test_quality_settings_reach_scaling_run_as_given(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--profile", "nope"], "--profile: unknown profile 'nope' (known: default, quality)"),
+    (["--profile", "nope"], "--profile: unknown profile 'nope' (known: default, layout, quality)"),
     (["--stop-at-target"], "stop_at_target needs a target"),
     (["--target", "fpd5", "--eval-every", "5"], "is not METRIC<=VALUE"),
     (["--lr-scaling", "cubic"], "cubic"),

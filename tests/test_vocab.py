@@ -89,15 +89,29 @@ def test_runs_differing_in_excluded_keys_form_one_series(tmp_path):
 
 
 def test_runs_differing_in_a_measurement_setting_are_refused_as_one_series(tmp_path):
-    """Same workload hash, but 2 threads per rank at N=2 against 1 at N=1: not one series."""
+    """Same workload hash, but another all-reduce cycle time at N=2 than at N=1: not one series."""
     cfg = resolve_sections(scaling_run.SECTIONS, None)
     written = scaling_run.workload_hash(cfg)
     other = json.loads(json.dumps(sections_to_dict(cfg)))
-    other["train"]["threads"] = 2
+    other["scaling"]["cycle_time_ms"] = 0.1
     make_run(tmp_path, "a", n=1, config=sections_to_dict(cfg), config_hash=written)
     make_run(tmp_path, "b", n=2, config=other, config_hash=written)
-    with pytest.raises(UserError, match="train.threads"):
+    with pytest.raises(UserError, match="scaling.cycle_time_ms"):
         group_series(load_runs([tmp_path / "a", tmp_path / "b"]))
+
+
+def test_runs_pinning_other_threads_per_rank_are_two_series(tmp_path):
+    """2 threads per rank at N=2 against 1 at N=1: two series (a layout study varies threads on
+    purpose), each named by its threads, never one series mixing them."""
+    cfg = resolve_sections(scaling_run.SECTIONS, None)
+    written = scaling_run.workload_hash(cfg)
+    one, two = (json.loads(json.dumps(sections_to_dict(cfg))) for _ in range(2))
+    one["train"]["threads"], two["train"]["threads"] = 1, 2
+    make_run(tmp_path, "a", n=1, config=one, config_hash=written)
+    make_run(tmp_path, "b", n=2, config=two, config_hash=written)
+    series = group_series(load_runs([tmp_path / "a", tmp_path / "b"]))
+    assert [(s.key.threads, s.world_sizes) for s in series] == [(1, [1]), (2, [2])]
+    assert "1 thread per rank" in series[0].key.label and "2 threads per rank" in series[1].key.label
 
 
 def test_launch_run_defaults_are_the_trainers_defaults():
