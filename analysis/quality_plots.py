@@ -74,7 +74,8 @@ def quality_curves_figure(runs: Iterable[Run], target: Target) -> tuple[Any, str
         ax.set_xlabel(f"{label} [{t_unit}]" if unit == "s" else label)
     tidy_log_axis(axes[0, 0])
     axes[0, 0].set_ylabel(target.metric)
-    fig.legend(loc="outside lower center", ncols=min(4, len(labelled) + 1), fontsize=8)
+    # Series labels are long: more than two side by side run off the figure.
+    fig.legend(loc="outside lower center", ncols=1 if len(labelled) < 6 else 2, fontsize=8)
     caption = (f"{target.metric} at each training-time evaluation (eval.parquet) against training wall time "
                "(epoch clocks only, evaluation excluded) and against showers processed by all ranks; one colour "
                f"per N, repeats drawn alike; dotted: the target {target.text}. Non-finite values are not drawn.")
@@ -105,6 +106,13 @@ def to_target_figure(tts: pd.DataFrame) -> tuple[Any, str] | None:
         suffix = unit.lower()   # column names end in _s and _j
         med, lo, hi = f"{stem}_median_{suffix}", f"{stem}_min_{suffix}", f"{stem}_max_{suffix}"
         expected = f"expected_{stem}_{suffix}"
+        if not done[med].map(lambda v: math.isfinite(float(v))).any():
+            # An empty log axis reads as "zero"; say instead why there is nothing to draw.
+            ax.text(0.5, 0.5, f"{what}: not measured\n(no energy counters on this machine)",
+                    transform=ax.transAxes, ha="center", va="center", fontsize=10, color="0.35")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            continue
         div, shown = unit_scale(list(done[med].astype(float)) + list(done[hi].astype(float)), unit)
         for i, s in enumerate(series):
             g = tts[tts["series"] == s].sort_values("world_size_ranks")
@@ -123,7 +131,8 @@ def to_target_figure(tts: pd.DataFrame) -> tuple[Any, str] | None:
         ax.set_yscale("log")
         tidy_log_axis(ax)
         ax.set_ylabel(f"{what} [{shown}]")
-    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=8)
+    # One column: series labels are long, and two side by side ran off the figure.
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncols=1, fontsize=8)
     missing = tts[~tts.index.isin(done.index)]
     absent = "; ".join(f"N={int(r['world_size_ranks'])} of {r['series']} (best {float(r['best_value']):.4g})"
                        for _, r in missing.iterrows())

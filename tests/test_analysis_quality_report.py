@@ -79,3 +79,21 @@ def test_a_bad_target_flag_is_exit_2_with_one_line(tmp_path, capsys):
     assert main([str(_study(tmp_path)), "--out", str(tmp_path / "r"), "--target", "chi2_ndf=5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--target" in err[0] and "METRIC<=VALUE" in err[0]
+
+
+def test_energy_panel_without_counters_says_not_measured():
+    import pandas as pd
+
+    from analysis.quality_plots import to_target_figure
+
+    nan = float("nan")
+    row = {"series": "s", "target": "w1<=5500", "best_value": 5000.0, "world_size_ranks": 1,
+           "time_to_target_median_s": 500.0, "time_to_target_min_s": 490.0, "time_to_target_max_s": 510.0,
+           "expected_time_to_target_s": 500.0, "energy_to_target_median_j": nan,
+           "energy_to_target_min_j": nan, "energy_to_target_max_j": nan, "expected_energy_to_target_j": nan}
+    tts = pd.DataFrame([row, {**row, "world_size_ranks": 2, "time_to_target_median_s": 300.0,
+                              "expected_time_to_target_s": 250.0}])
+    fig, _ = to_target_figure(tts)
+    time_ax, energy_ax = fig.axes[:2]
+    assert any("not measured" in t.get_text() for t in energy_ax.texts)
+    assert not any("not measured" in t.get_text() for t in time_ax.texts) and time_ax.lines
