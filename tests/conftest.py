@@ -70,6 +70,17 @@ class FakeMeter:
     def drain_samples(self) -> list:
         return []
 
+@pytest.fixture
+def frozen_code_version(monkeypatch):
+    """launch.study sees today's code as one fixed version: the sources of this tree may change
+    while the tests run, and a changing hash would mark every planned run stale."""
+    from common.codeversion import CodeVersion
+    from launch import study
+
+    today = CodeVersion("0123456789abcdef" * 4, None, None)
+    monkeypatch.setattr(study, "code_version", lambda: today)
+    return today
+
 
 def pytest_collection_modifyitems(config, items):
     skip_mpi = None if shutil.which("mpirun") else pytest.mark.skip(

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from common.codeversion import CodeVersion
 from common.settings import load_toml, resolve_sections
 from common.vocab import PLACEMENT_ENV
 from launch import study as st
@@ -24,11 +23,7 @@ HELPERS = Path(__file__).parent / "helpers"
 FAKE_PY = str(HELPERS / "launch_fake_python.sh")
 
 
-@pytest.fixture(autouse=True)
-def _fixed_code_version(monkeypatch):
-    """Today's code, frozen: the sources of this tree may change while the tests run."""
-    today = CodeVersion("0123456789abcdef" * 4, None, None)
-    monkeypatch.setattr(st, "code_version", lambda: today)
+pytestmark = pytest.mark.usefixtures("frozen_code_version")
 
 
 def _settings(tmp_path: Path, **study_kw) -> tuple[st.StudySettings, RunSettings]:

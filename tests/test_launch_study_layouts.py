@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from common.codeversion import CodeVersion
 from common.settings import resolve_sections
 from common.vocab import PLACEMENT_ENV
 from launch import study as st
@@ -21,10 +20,7 @@ HELPERS = Path(__file__).parent / "helpers"
 FAKE_PY = str(HELPERS / "launch_fake_python.sh")
 
 
-@pytest.fixture(autouse=True)
-def _fixed_code_version(monkeypatch):
-    today = CodeVersion("0123456789abcdef" * 4, None, None)
-    monkeypatch.setattr(st, "code_version", lambda: today)
+pytestmark = pytest.mark.usefixtures("frozen_code_version")
 
 
 def _profile(profile: str, tmp_path: Path, **study_kw):
