@@ -321,7 +321,7 @@ def render_point_script(sweep: SweepSettings, run: RunSettings, point: Point, wi
     py = " ".join(q(a) for a in _python_cmd(sweep, sweep.gpus_per_node > 0))
     srun = " ".join(q(a) for a in _srun(sweep, point.nodes))
     lines += TERM_FORWARDING
-    lines += preflight_lines(sweep, srun, py)
+    lines += preflight_lines(sweep, srun, py, point.engine)
     if with_bench:
         bench = root / allreduce_bench_file(point.world)
         lines += ["", "# All-reduce timings for this world size (once per node count; used for projections).",
@@ -337,13 +337,13 @@ def render_point_script(sweep: SweepSettings, run: RunSettings, point: Point, wi
     return "\n".join(lines) + "\n"
 
 
-def preflight_lines(sweep: SweepSettings, srun: str, py: str) -> list[str]:
-    """Shell lines that check the allocation with scaling.preflight on every rank of the job and
+def preflight_lines(sweep: SweepSettings, srun: str, py: str, engine: str) -> list[str]:
+    """Shell lines that check the allocation with scaling.preflight (for ``engine``) on every rank of the job and
     end the job (no training, no requeue) when a measurement on it would be wrong (exit 1) or the
     check was given bad input (exit 2). Empty when ``sweep.preflight`` is off."""
     if not sweep.preflight:
         return ["", "# No preflight (preflight = false in [sweep])."]
-    extra = "".join(f" {shlex.quote(a)}" for a in sweep.preflight_args)
+    extra = "".join(f" {shlex.quote(a)}" for a in ["--engine", engine, *sweep.preflight_args])
     return ["", "# Preflight: devices, counters and network of this allocation, on every rank, before any",
             "# training (it prints a table). preflight = false in [sweep] skips it.",
             'if [ "$got_term" -eq 0 ]; then',
@@ -484,7 +484,7 @@ def render_array_script(sweep: SweepSettings, run: RunSettings, c: cmp.Campaign,
     py = " ".join(q(a) for a in _python_cmd(sweep, sweep.gpus_per_node > 0))
     srun = " ".join(q(a) for a in _srun(sweep, nodes, per_node))
     lines += TERM_FORWARDING
-    lines += preflight_lines(sweep, srun, py) + [""]
+    lines += preflight_lines(sweep, srun, py, c.settings.engine) + [""]
     lines += cmp.member_case(c, run, cmp.members_dir(study_dir(sweep)), sweep.name, indices)
     # Each array task is its own Slurm job (SLURM_JOB_ID): the requeue below restarts only this member.
     lines += resumable_run_lines(sweep, f'{srun} {py} -m scaling.run "${{args[@]}}"')
@@ -502,7 +502,7 @@ def render_packed_script(sweep: SweepSettings, run: RunSettings, c: cmp.Campaign
     py = " ".join(q(a) for a in _python_cmd(sweep, sweep.gpus_per_node > 0))
     srun = " ".join(q(a) for a in _srun(sweep, nodes, per_node))
     lines += TERM_FORWARDING
-    lines += preflight_lines(sweep, srun, py)
+    lines += preflight_lines(sweep, srun, py, c.settings.engine)
     lines += ["", f"out={q(str(study_dir(sweep) / run_id))}",
               "# --resume continues every member of the ensemble from its own checkpoints."]
     args = cmp.quoted_args(cmp.packed_run_args(c, run, sweep.name))

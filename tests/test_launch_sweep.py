@@ -120,7 +120,7 @@ def test_paths_with_spaces_and_shell_characters_stay_literal(tmp_path, fake_slur
     assert res.returncode == 0, res.stderr
     assert not sentinel.exists()
     calls = (tmp_path / "py.log").read_text().splitlines()
-    assert calls[0] == "-m scaling.preflight"
+    assert calls[0] == "-m scaling.preflight --engine horovod"
     args = calls[1]
     assert f"--data {data} " in args and f"--out {weird}/s/horovod-weak-N1x1" in args
     assert json.loads((weird / "s" / "horovod-weak-N1x1" / "run.json").read_text())["status"] == "completed"

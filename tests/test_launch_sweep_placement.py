@@ -75,6 +75,8 @@ def test_array_member_of_one_rank_asks_for_one_gpu(tmp_path):
     d = _directives(job.text)
     assert (d["--nodes"], d["--ntasks-per-node"], d["--gpus-per-task"], d["--cpus-per-task"]) == ("1", "1", "1", "8")
     assert "--gpus-per-node" not in job.text
+    assert "--gpus-per-task=1 --gpu-bind=closest --kill-on-bad-exit=1 " in job.text
+    assert job.text.index("-m scaling.preflight --engine horovod") < job.text.index("-m scaling.run")
 
 
 @pytest.mark.parametrize("kw, message", [
@@ -106,7 +108,7 @@ def test_preflight_runs_first_on_every_rank_of_the_job(tmp_path, fake_slurm):
     res = _bash(job.path, tmp_path)
     assert res.returncode == 0, res.stderr
     calls = _py_calls(tmp_path)
-    assert calls[0] == "-m scaling.preflight --network my net.toml"
+    assert calls[0] == "-m scaling.preflight --engine horovod --network my net.toml"
     assert [c.split()[1] for c in calls] == ["scaling.preflight", "scaling.allreduce_bench", "scaling.run"]
     sruns = fake_slurm.read_text().splitlines()
     assert sruns[0].split(" -m ")[0] == sruns[-1].split(" -m ")[0]   # the same ranks and GPUs as training
