@@ -14,10 +14,15 @@ A sweep file with a ``[campaign]`` table (launch/campaign.py describes it) write
 instead of the points: many GANs as one job array (one GAN per array task, run directories
 ``<out_dir>/<name>/members/<member>/``) or as one packed ``scaling.run --mode ensemble`` job.
 
+GPU jobs give every rank one GPU (``--gpus-per-task=1``, ``srun --gpu-bind``) and, by default,
+the node's cores divided by its GPUs. Before training, every job runs ``scaling.preflight`` on
+the same ranks and stops (no requeue) when it fails.
+
 Preemption and time limits: every job asks Slurm for SIGUSR1 shortly before its end
 (``--signal=USR1@<s>``, delivered to the training processes), scaling.run checkpoints and exits
 3, and the script requeues its own job (``--requeue``); the restarted script finds run.json and
-passes ``--resume``. Every value written into a script is quoted with shlex.quote; names are
+passes ``--resume``. A failed start is requeued the same way until the job has failed the same
+way (exit code and run status) ``max_same_failures`` times in a row. Every value written into a script is quoted with shlex.quote; names are
 restricted to letters, digits, '.', '_' and '-'.
 """
 from __future__ import annotations
@@ -617,7 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Scripts go to <out_dir>/<name>/sbatch/ with a submit.sh.",
         epilog="examples:\n  python -m launch.sweep --config launch/sweep_example.toml --dry-run\n"
                "  python -m launch.sweep --name a100 --nodes 1,2,4,8 --tasks-per-node 4 --gpus-per-node 4 "
-               "--cpus-per-task 8 --partition gpu --account myproject --submit")
+               "--cores-per-node 32 --partition gpu --account myproject --submit")
     p.add_argument("--config", type=Path, help="sweep TOML with [sweep] and [run] tables, and optionally a "
                                                "[campaign] table of many GANs (written instead of the points)")
     act = p.add_mutually_exclusive_group()
