@@ -263,3 +263,95 @@ def test_make_installs_once_per_build_and_keeps_the_build_it_made(tmp_path):
     (venv / ".tf-build").write_text("gpu\n")
     Path(stamp[: -len("auto")] + "gpu").touch()
     assert "install.sh" not in _make_n(venv)
+
+
+# ----------------------------------------------------------------------------- install.sh, end to end
+# The environment's interpreter, faked: pip calls are logged (with the Horovod build variables they
+# see), a Horovod "build" writes the fake horovod package (with NCCL when HOROVOD_GPU_OPERATIONS=NCCL
+# reaches it, unless FAKE_BUILD_DROPS_NCCL=1), and tools/install_plan.py runs on the real Python.
+_FAKE_VENV_PYTHON = r"""#!/bin/bash
+if [ "$1" = -m ] && [ "$2" = pip ]; then
+  echo "pip ${*:3} | GPU_OPS=${HOROVOD_GPU_OPERATIONS:-} NCCL_LIB=${HOROVOD_NCCL_LIB:-} LDFLAGS=${LDFLAGS:-}" >> "$FAKE_LOG"
+  if [ "$3" = show ]; then
+    case " ${FAKE_INSTALLED:-} " in *" ${@: -1} "*) exit 0 ;; esac
+    exit 1
+  fi
+  if [ "${@: -1}" = horovod ]; then
+    nccl=0
+    if [ "${HOROVOD_GPU_OPERATIONS:-}" = NCCL ] && [ "${FAKE_BUILD_DROPS_NCCL:-0}" = 0 ]; then nccl=21805; fi
+    printf 'mpi_built = gloo_built = lambda: True\nnccl_built = lambda: %s\n' "$nccl" > "$FAKE_HVD/horovod/tensorflow.py"
+  fi
+  exit 0
+fi
+if [ "$1" = -c ]; then
+  case "$2" in
+    *sysconfig*) echo "$FAKE_SITE"; exit 0 ;;
+    *horovod*) [ -f "$FAKE_HVD/horovod/tensorflow.py" ]; exit $? ;;
+  esac
+fi
+PYTHONPATH=$FAKE_HVD exec "$REAL_PYTHON" "$@"
+"""
+
+
+@pytest.fixture
+def gpu_login_node(tmp_path, machine):
+    """A fake .venv with CPU TensorFlow and a CPU Horovod, on a node with a CUDA 12 toolkit and the
+    NCCL wheel's layout in its site-packages; returns a function running install.sh there."""
+    machine.fake_cuda("12.2")
+    bindir = tmp_path / "bin"
+    for cmd in ("mpicc", "mpirun", "cmake", "g++", "make", "slurmctld", "slurmd", "munged", "srun"):
+        _exe(bindir, cmd, "exit 0")
+    venv = tmp_path / "venv"
+    _exe(venv / "bin", "python", "")
+    (venv / "bin" / "python").write_text(_FAKE_VENV_PYTHON)
+    site = tmp_path / "site-packages"
+    machine.nccl_tree(site / "nvidia" / "nccl")
+    hvd = tmp_path / "hvd" / "horovod"
+    hvd.mkdir(parents=True)
+    (hvd / "__init__.py").write_text("")
+    (hvd / "tensorflow.py").write_text("mpi_built = gloo_built = lambda: True\nnccl_built = lambda: 0\n")
+    log = tmp_path / "calls.log"
+
+    def install(**extra: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+        env = dict(os.environ, PATH=f"{bindir}:/usr/bin:/bin", VENV=str(venv), FAKE_LOG=str(log),
+                   FAKE_SITE=str(site), FAKE_HVD=str(hvd.parent), REAL_PYTHON=sys.executable,
+                   FAKE_INSTALLED="tensorflow-cpu", **extra)
+        for var in ip.NCCL_HOME_VARS + ip.CUDA_HOME_VARS:
+            env.pop(var, None)
+        res = subprocess.run(["bash", str(INSTALL)], cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=120)
+        return res, (log.read_text().splitlines() if log.exists() else [])
+
+    install.venv = venv
+    install.site = site
+    return install
+
+
+def test_install_switches_a_cpu_environment_to_the_gpu_build_with_nccl(gpu_login_node):
+    res, calls = gpu_login_node(TF_BUILD="gpu")
+    assert res.returncode == 0, res.stderr
+    assert "removing tensorflow-cpu (switching to the gpu build)" in res.stdout
+    pips = [c.split(" | ")[0] for c in calls]
+    assert "pip uninstall -y -q tensorflow-cpu" in pips
+    assert any(p.endswith("-e .[gpu,hdf5,dev]") for p in pips)
+    assert "pip install -q -c constraints.txt --force-reinstall --no-deps tensorflow" in pips
+    (build,) = [c for c in calls if c.split(" | ")[0].endswith(" horovod")]
+    lib = gpu_login_node.site / "nvidia" / "nccl" / "lib"
+    assert "--no-cache-dir" in build and f"GPU_OPS=NCCL NCCL_LIB={lib} LDFLAGS=-Wl,-rpath,{lib}" in build
+    assert os.readlink(lib / "libnccl.so") == "libnccl.so.2"
+    assert "Horovod built with TensorFlow + MPI + Gloo + NCCL" in res.stdout
+    assert (gpu_login_node.venv / ".tf-build").read_text().strip() == "gpu"
+
+
+def test_install_fails_loudly_when_the_gpu_build_lacks_nccl(gpu_login_node):
+    res, _ = gpu_login_node(TF_BUILD="gpu", FAKE_BUILD_DROPS_NCCL="1")
+    assert res.returncode == 1
+    assert "GPU build asked for, but Horovod has no NCCL operations" in res.stderr
+    assert "install: done" not in res.stdout and not (gpu_login_node.venv / ".tf-build").exists()
+
+
+def test_install_auto_on_a_login_node_keeps_the_cpu_build(gpu_login_node):
+    res, calls = gpu_login_node()
+    assert res.returncode == 0, res.stderr
+    assert "TensorFlow: cpu build; auto: no GPU here" in res.stdout
+    assert not [c for c in calls if " uninstall " in c or c.split(" | ")[0].endswith(" horovod")]
