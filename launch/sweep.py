@@ -48,10 +48,11 @@ from launch.runargs import RunSettings, absolute, scaling_run_args
 from launch.study import read_status
 
 _SLURM_NAME_RE = re.compile(r"^[A-Za-z0-9._-]*$")
-# srun --gpu-bind values offered: 'closest' keeps a rank on the GPU of its NUMA domain; 'none'
-# lets every rank see all GPUs of its node (scaling.run then picks one by local rank), for sites
-# where a rank restricted to one GPU loses NCCL's peer-to-peer path to the others.
-GPU_BINDS = ("closest", "none")
+# srun --gpu-bind values offered: 'closest' shows a rank the GPUs of its NUMA domain (one, or
+# several where a domain has several: scaling.run then picks one per local rank); 'per_task'
+# exactly one GPU per rank, in task order; 'none' every GPU of the node, for sites where a rank
+# restricted to its own GPU loses NCCL's peer-to-peer path to the others.
+GPU_BINDS = ("closest", "per_task", "none")
 _TIME_RE = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d{1,2}))?(?::(\d{1,2}))?$")
 
 
@@ -70,8 +71,9 @@ class SweepSettings:
         "help": "cores per rank (0 = cores_per_node / gpus_per_node with GPUs, cores_per_node / "
                 "tasks_per_node without, 1 when cores_per_node is not given on CPU nodes)"})
     gpu_bind: str = field(default="closest", metadata={
-        "choices": GPU_BINDS, "help": "srun --gpu-bind of GPU jobs: closest (each rank sees the GPU nearest its cores) "
-                "or none (each rank sees every GPU of the job on its node)"})
+        "choices": GPU_BINDS, "help": "srun --gpu-bind of GPU jobs: closest (each rank sees the GPUs nearest its "
+                "cores), per_task (exactly one GPU per rank, --gpu-bind=per_task:1) or none (each rank sees "
+                "every GPU of the job on its node)"})
     modes: list[str] = field(default_factory=lambda: list(MODES), metadata={"help": "strong and/or weak"})
     engines: list[str] = field(default_factory=lambda: list(ENGINES), metadata={"help": "horovod and/or mirrored"})
     time_limit: str = field(default="00:30:00", metadata={"help": "time limit per training job ([D-]HH:MM:SS or minutes)"})
@@ -265,7 +267,8 @@ def _srun(sweep: SweepSettings, nodes: int, tasks_per_node: int | None = None) -
     cmd = ["srun", f"--mpi={sweep.mpi}", f"--nodes={nodes}", f"--ntasks-per-node={per_node}",
            f"--cpus-per-task={sweep.rank_cpus()}"]
     if sweep.gpus_per_node:
-        cmd += ["--gpus-per-task=1", f"--gpu-bind={sweep.gpu_bind}"]
+        bind = "per_task:1" if sweep.gpu_bind == "per_task" else sweep.gpu_bind
+        cmd += ["--gpus-per-task=1", f"--gpu-bind={bind}"]
     return cmd + ["--kill-on-bad-exit=1"]
 
 

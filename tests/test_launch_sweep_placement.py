@@ -55,11 +55,12 @@ def test_cores_per_rank(tmp_path, gpus, cores, cpus, expected):
     assert f"--ntasks-per-node=2 --cpus-per-task={expected} " in job.text   # srun repeats it
 
 
-def test_gpu_bind_none_is_passed_to_every_step(tmp_path):
-    job = _point(tmp_path, nodes=[2], tasks_per_node=4, gpus_per_node=4, cores_per_node=32, gpu_bind="none")
+@pytest.mark.parametrize("gpu_bind, option", [("none", "--gpu-bind=none"), ("per_task", "--gpu-bind=per_task:1")])
+def test_gpu_bind_is_passed_to_every_step(tmp_path, gpu_bind, option):
+    job = _point(tmp_path, nodes=[2], tasks_per_node=4, gpus_per_node=4, cores_per_node=32, gpu_bind=gpu_bind)
     steps = [line for line in job.text.splitlines() if "srun --mpi" in line]
     assert len(steps) == 3  # preflight, all-reduce benchmark, training
-    assert all("--gpus-per-task=1 --gpu-bind=none" in s for s in steps)
+    assert all(f"--gpus-per-task=1 {option} " in s for s in steps)
 
 
 def test_array_member_of_one_rank_asks_for_one_gpu(tmp_path):
