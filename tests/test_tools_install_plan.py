@@ -48,6 +48,14 @@ def test_unsupported_python_gets_one_line_naming_what_to_install(version):
     assert "TensorFlow 2.15.1 has wheels for Python 3.9-3.11" in line and "make install PYTHON=python3.11" in line
 
 
+def test_the_tensorflow_named_is_the_pinned_one(tmp_path):
+    assert ip.pinned_tensorflow() == "TensorFlow 2.15.1"   # constraints.txt, the one pin file
+    other = tmp_path / "constraints.txt"
+    other.write_text("# tensorflow==1.0 in a comment\ntensorflow-cpu==2.16.0\ntensorflow == 2.16.0  # why\n")
+    assert ip.pinned_tensorflow(str(other)) == "TensorFlow 2.16.0"
+    assert ip.pinned_tensorflow(str(tmp_path / "none.txt")) == "TensorFlow"
+
+
 def test_auto_is_gpu_only_where_a_gpu_is_seen():
     assert ip.decide(facts(gpu_seen="nvidia-smi lists 4 GPU(s)", cuda_home="/cuda", cuda_version="12.2")).tf_build == "gpu"
     # A CUDA toolkit alone (a login node's module) says nothing about the compute nodes.

@@ -21,14 +21,17 @@ import subprocess
 import sys
 from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
-# The one Python the pins install on: TensorFlow 2.15.1 has wheels for 3.9-3.11 only, and the
-# pinned pandas 3.0 / scipy 1.16 (and tomllib) need 3.11.
+# The versions are pinned in constraints.txt; what follows are facts about those pins, to be
+# revised with them. The one Python the pins install on: TensorFlow 2.15 has wheels for 3.9-3.11
+# only, and the pinned pandas 3.0 / scipy 1.16 (and tomllib) need 3.11.
 SUPPORTED_PYTHON = (3, 11)
+TF_WHEEL_PYTHONS = "3.9-3.11"
+CONSTRAINTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "constraints.txt")
 TF_BUILDS = ("auto", "gpu", "cpu")
 # Where a site's NCCL module says where it is, in the order they are tried.
 NCCL_HOME_VARS = ("HOROVOD_NCCL_HOME", "NCCL_HOME", "NCCL_ROOT")
 CUDA_HOME_VARS = ("HOROVOD_CUDA_HOME", "CUDA_HOME", "CUDA_PATH")
-# TensorFlow 2.15.1's GPU wheel is built with CUDA 12.2: Horovod must be compiled by a CUDA 12 nvcc
+# TensorFlow 2.15's GPU wheel is built with CUDA 12.2: Horovod must be compiled by a CUDA 12 nvcc
 # (two CUDA runtimes in one process do not mix).
 CUDA_MAJOR = 12
 # The NCCL wheel TensorFlow's and-cuda extra installs: <site-packages>/nvidia/nccl/{include,lib}.
@@ -67,15 +70,28 @@ class Plan(NamedTuple):
     notes: List[str]
 
 
+def pinned_tensorflow(path: str = CONSTRAINTS) -> str:
+    """'TensorFlow 2.15.1' as constraints.txt pins it ('TensorFlow' when the file says nothing)."""
+    try:
+        with open(path) as fh:
+            for line in fh:
+                name, sep, version = line.split("#")[0].strip().partition("==")
+                if sep and name.strip() == "tensorflow":
+                    return "TensorFlow " + version.strip()
+    except OSError:
+        pass
+    return "TensorFlow"
+
+
 def python_problem(version: Tuple[int, int]) -> Optional[str]:
     if tuple(version[:2]) == SUPPORTED_PYTHON:
         return None
     want = "%d.%d" % SUPPORTED_PYTHON
-    return ("Python %d.%d cannot install the pinned versions: TensorFlow 2.15.1 has wheels for Python "
-            "3.9-3.11 only and the pinned pandas/scipy need %s; install Python %s ('module load python/%s', "
-            "'apt-get install python%s-venv' or 'conda create -n bologan python=%s'), remove .venv if it was made "
-            "with another Python, and run 'make install PYTHON=python%s'"
-            % (version[0], version[1], want, want, want, want, want, want))
+    return ("Python %d.%d cannot install the pinned versions: %s has wheels for Python %s only and the pinned "
+            "pandas/scipy need %s; install Python %s ('module load python/%s', 'apt-get install python%s-venv' or "
+            "'conda create -n bologan python=%s'), remove .venv if it was made with another Python, and run "
+            "'make install PYTHON=python%s'"
+            % (version[0], version[1], pinned_tensorflow(), TF_WHEEL_PYTHONS, want, want, want, want, want, want))
 
 
 def decide(facts: Facts) -> Plan:
@@ -105,9 +121,9 @@ def decide(facts: Facts) -> Plan:
                         "and none was found (nvcc on PATH, %s); load one, e.g. 'module load cuda/12.2', and run "
                         "again (or TF_BUILD=cpu)" % (reason, ", ".join(CUDA_HOME_VARS)))
     if facts.cuda_version and facts.cuda_version.split(".")[0] != str(CUDA_MAJOR):
-        raise PlanError("GPU build: the CUDA toolkit found (%s) is CUDA %s, but TensorFlow 2.15.1 runs on CUDA %d: "
+        raise PlanError("GPU build: the CUDA toolkit found (%s) is CUDA %s, but %s runs on CUDA %d: "
                         "load a CUDA %d module (e.g. 'module load cuda/12.2') or set CUDA_HOME to one"
-                        % (facts.cuda_source, facts.cuda_version, CUDA_MAJOR, CUDA_MAJOR))
+                        % (facts.cuda_source, facts.cuda_version, pinned_tensorflow(), CUDA_MAJOR, CUDA_MAJOR))
     if facts.nccl_problem:
         raise PlanError(facts.nccl_problem)
     env = [("HOROVOD_GPU_OPERATIONS", "NCCL"), ("HOROVOD_CUDA_HOME", facts.cuda_home)]
