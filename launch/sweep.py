@@ -22,7 +22,7 @@ Preemption and time limits: every job asks Slurm for SIGUSR1 shortly before its 
 (``--signal=USR1@<s>``, delivered to the training processes), scaling.run checkpoints and exits
 3, and the script requeues its own job (``--requeue``); the restarted script finds run.json and
 passes ``--resume``. A failed start is requeued the same way until the job has failed the same
-way (exit code and run status) ``max_same_failures`` times in a row. Every value written into a script is quoted with shlex.quote; names are
+way (the status its run wrote, else the exit code) ``max_same_failures`` times in a row. Every value written into a script is quoted with shlex.quote; names are
 restricted to letters, digits, '.', '_' and '-'.
 """
 from __future__ import annotations
@@ -95,7 +95,8 @@ class SweepSettings:
     max_requeues: int = field(default=3, metadata={"help": "times a job requeues itself (after an interruption or a failure)"})
     max_same_failures: int = field(default=2, metadata={
         "help": "a failed start is requeued (and resumes) until the job has failed the same way "
-                "(exit code and run status) this many times in a row; 1 = never requeue a failure"})
+                "(the status its run wrote, else the exit code) this many times in a row; 1 = never "
+                "requeue a failure"})
     preflight: bool = field(default=True, metadata={
         "help": "run 'python -m scaling.preflight' on every rank before training and stop the job "
                 "when it fails (false: skip it, for allocations you have checked yourself)"})
@@ -413,18 +414,20 @@ def resumable_run_lines(sweep: SweepSettings, command: str) -> list[str]:
             'elif [ "$rc" -ne 0 ] && [ "$rc" -ne 2 ]; then',
             "  # A failure (not bad input, exit 2): requeue it to resume from the last checkpoint, unless",
             "  # the job failed this same way max_same_failures times in a row (then it would again).",
-            '  way="exit $rc, run status $status"',
+            "  # The way is the status the run wrote (a stall, a crash): srun's exit code for one failure",
+            "  # depends on which rank ended first. Without a status, the exit code.",
+            '  if [ "$status" != none ]; then way="run status $status"; else way="exit $rc, no run status"; fi',
             '  echo "$way" >> "$failures"',
             """  same=$(tac "$failures" | awk -v w="$way" '$0 == w {n++; next} {exit} END {print n + 0}')""",
             f'  if [ "$same" -ge {sweep.max_same_failures} ]; then',
             f'    echo "job ${{SLURM_JOB_ID:-}} failed the same way {sweep.max_same_failures} times in a row '
-            '($way): not requeueing (max_same_failures)" >&2',
+            '($way; this time exit $rc): not requeueing (max_same_failures)" >&2',
             f'  elif [ "$restarts" -lt {sweep.max_requeues} ]; then',
-            f'    echo "failed ($way; $same of {sweep.max_same_failures} alike in a row): requeueing job '
+            f'    echo "failed (exit $rc, $way; $same of {sweep.max_same_failures} alike in a row): requeueing job '
             '$SLURM_JOB_ID to resume (restart $restarts)" >&2',
             '    scontrol requeue "$SLURM_JOB_ID" && exit 0',
             "  else",
-            f'    echo "failed ($way), and job ${{SLURM_JOB_ID:-}} was requeued {sweep.max_requeues} times '
+            f'    echo "failed (exit $rc, $way), and job ${{SLURM_JOB_ID:-}} was requeued {sweep.max_requeues} times '
             'already (max_requeues): not requeueing" >&2',
             "  fi",
             "fi",

@@ -28,7 +28,7 @@ def test_job_failing_the_same_way_twice_is_requeued_once_then_stops(cluster, tmp
     log = next((out_dir / "cap" / "logs").glob("cap-horovod-weak-N2x1-*.out")).read_text()
     job = log.split("requeueing job ")[1].split()[0]
     assert "failed (exit 1, run status stalled; 1 of 2 alike in a row): requeueing job" in log
-    assert (f"job {job} failed the same way 2 times in a row (exit 1, run status stalled): "
+    assert (f"job {job} failed the same way 2 times in a row (run status stalled; this time exit 1): "
             "not requeueing (max_same_failures)") in log
     assert log.count("requeueing job") == 1 and log.count("fake-python: -m scaling.preflight --engine horovod") == 4
     assert "--resume" in log.split("requeueing job")[1]   # the second start resumed

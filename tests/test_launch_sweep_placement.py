@@ -142,9 +142,10 @@ def test_a_failure_is_requeued_until_it_repeats_the_same_way(tmp_path, fake_slur
     assert first.returncode == 0, first.stderr
     assert "failed (exit 1, run status stalled; 1 of 2 alike in a row): requeueing job 40" in first.stderr
     assert fake_slurm.read_text().count("scontrol requeue 40") == 1
-    second = _bash(job.path, tmp_path, FAKE_RUN_RC="1", FAKE_RUN_STATUS="stalled", SLURM_RESTART_COUNT="1")
-    assert second.returncode == 1
-    assert ("job 40 failed the same way 2 times in a row (exit 1, run status stalled): not requeueing "
+    # The same stall with another exit code (another rank ended the step first) is the same way.
+    second = _bash(job.path, tmp_path, FAKE_RUN_RC="137", FAKE_RUN_STATUS="stalled", SLURM_RESTART_COUNT="1")
+    assert second.returncode == 137
+    assert ("job 40 failed the same way 2 times in a row (run status stalled; this time exit 137): not requeueing "
             "(max_same_failures)") in second.stderr
     assert fake_slurm.read_text().count("scontrol requeue") == 1
     assert _py_calls(tmp_path)[-1].endswith("--resume")   # the requeued start resumed
@@ -153,11 +154,12 @@ def test_a_failure_is_requeued_until_it_repeats_the_same_way(tmp_path, fake_slur
 def test_different_failures_and_interruptions_break_the_streak(tmp_path, fake_slurm):
     job = _point(tmp_path, max_same_failures=2, max_requeues=5)
     runs = [dict(FAKE_RUN_RC="1", FAKE_RUN_STATUS="stalled"), dict(FAKE_RUN_RC="1", FAKE_RUN_STATUS="failed"),
-            dict(FAKE_RUN_RC="3", FAKE_RUN_STATUS="interrupted"), dict(FAKE_RUN_RC="1", FAKE_RUN_STATUS="failed")]
+            dict(FAKE_RUN_RC="3", FAKE_RUN_STATUS="interrupted"), dict(FAKE_RUN_RC="1", FAKE_RUN_STATUS="failed"),
+            dict(FAKE_RUN_RC="1", FAKE_RUN_STATUS="stalled")]
     for k, env in enumerate(runs):
         res = _bash(job.path, tmp_path, SLURM_RESTART_COUNT=str(k), **env)
         assert res.returncode == 0, (k, res.stderr)
-    assert fake_slurm.read_text().count("scontrol requeue 40") == 4
+    assert fake_slurm.read_text().count("scontrol requeue 40") == 5
 
 
 def test_bad_input_is_never_requeued_and_the_requeue_limit_holds(tmp_path, fake_slurm):

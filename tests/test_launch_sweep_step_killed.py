@@ -79,5 +79,5 @@ def test_step_killed_otherwise_is_a_failure(tmp_path, fake_slurm, monkeypatch, c
     res = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=30)
     assert res.returncode == 137, res.stderr
     assert "scontrol" not in (fake_slurm.read_text() if fake_slurm.exists() else "")
-    way = "exit 137, run status " + ("failed" if case == "failed run" else "none")
-    assert f"failed the same way 1 times in a row ({way}): not requeueing" in res.stderr
+    way = "run status failed" if case == "failed run" else "exit 137, no run status"
+    assert f"failed the same way 1 times in a row ({way}; this time exit 137): not requeueing" in res.stderr
