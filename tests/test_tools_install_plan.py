@@ -33,7 +33,7 @@ NCCL = ip.Nccl("/sp/nvidia/nccl/include", "/sp/nvidia/nccl/lib", "pip wheel",
 
 def facts(**kw) -> ip.Facts:
     base = dict(python_version=(3, 11), tf_build="auto", gpu_seen=None, cuda_home=None, cuda_source="",
-                cuda_version=None, nccl=None, nccl_problem=None, site_packages_known=False)
+                cuda_version=None, cuda_headers=True, nccl=None, nccl_problem=None, site_packages_known=False)
     base.update(kw)
     return ip.Facts(**base)
 
@@ -130,6 +130,8 @@ def machine(tmp_path):
         def fake_cuda(self, release: str = "12.2") -> Path:
             home = tmp_path / f"cuda-{release}"
             _exe(home / "bin", "nvcc", f'echo "Cuda compilation tools, release {release}, V{release}.140"')
+            (home / "include").mkdir()
+            (home / "include" / "cuda_runtime.h").write_text("")
             (bindir / "nvcc").symlink_to(home / "bin" / "nvcc")
             return home
 
@@ -195,6 +197,17 @@ def test_cuda_13_toolkit_is_refused_for_a_gpu_build(machine):
     machine.fake_cuda("13.0")
     res = machine.plan("--tf-build", "gpu")
     assert res.returncode == 2 and "is CUDA 13.0, but TensorFlow 2.15.1 runs on CUDA 12" in res.stderr
+
+
+def test_a_wrapper_nvcc_is_not_taken_for_the_toolkit(machine, tmp_path):
+    """nvcc on PATH as a wrapper script in a bin folder of its own: its parent holds no CUDA headers."""
+    home = machine.fake_cuda("12.2")
+    (tmp_path / "bin" / "nvcc").unlink()
+    _exe(tmp_path / "bin", "nvcc", f'exec {home}/bin/nvcc "$@"')
+    res = machine.plan("--tf-build", "gpu")
+    assert res.returncode == 2 and "has no include/cuda_runtime.h" in res.stderr and "set CUDA_HOME" in res.stderr
+    res = machine.plan("--tf-build", "gpu", CUDA_HOME=str(home))
+    assert res.returncode == 0, res.stderr
 
 
 def test_python_version_on_the_command_line(machine):

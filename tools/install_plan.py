@@ -56,6 +56,7 @@ class Facts(NamedTuple):
     cuda_home: Optional[str]         # folder holding bin/nvcc
     cuda_source: str
     cuda_version: Optional[str]      # "12.2" from nvcc --version, None if it did not say
+    cuda_headers: bool               # cuda_home has include/cuda_runtime.h
     nccl: Optional[Nccl]
     nccl_problem: Optional[str]      # an NCCL variable pointing at a folder without NCCL
     site_packages_known: bool        # False before TensorFlow (and its NCCL wheel) is installed
@@ -124,6 +125,9 @@ def decide(facts: Facts) -> Plan:
         raise PlanError("GPU build: the CUDA toolkit found (%s) is CUDA %s, but %s runs on CUDA %d: "
                         "load a CUDA %d module (e.g. 'module load cuda/12.2') or set CUDA_HOME to one"
                         % (facts.cuda_source, facts.cuda_version, pinned_tensorflow(), CUDA_MAJOR, CUDA_MAJOR))
+    if not facts.cuda_headers:
+        raise PlanError("GPU build: the CUDA toolkit folder %s (%s) has no include/cuda_runtime.h (a wrapper "
+                        "script for nvcc?): set CUDA_HOME to the toolkit's folder" % (facts.cuda_home, facts.cuda_source))
     if facts.nccl_problem:
         raise PlanError(facts.nccl_problem)
     env = [("HOROVOD_GPU_OPERATIONS", "NCCL"), ("HOROVOD_CUDA_HOME", facts.cuda_home)]
@@ -238,7 +242,8 @@ def gather(tf_build: str, site_packages: Optional[List[str]], env: Dict[str, str
     nccl, problem = find_nccl(env, site_packages or [], fallbacks)
     version = python_version or (sys.version_info[0], sys.version_info[1])
     cuda_version = nvcc_version(cuda_home) if cuda_home else None
-    return Facts(version, tf_build, gpu_seen(which), cuda_home, cuda_source, cuda_version, nccl, problem,
+    headers = bool(cuda_home) and os.path.isfile(os.path.join(cuda_home, "include", "cuda_runtime.h"))
+    return Facts(version, tf_build, gpu_seen(which), cuda_home, cuda_source, cuda_version, headers, nccl, problem,
                  site_packages is not None)
 
 
