@@ -8,6 +8,7 @@ The scripts run under bash against fake srun/scontrol and the fake interpreter
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_launch_sweep import FAKE_PY, _directives, _resolve  # noqa: E402
+from test_launch_sweep_sigterm import _end, _start, _wait_for  # noqa: E402
 
 from launch import campaign as cmp  # noqa: E402
 from launch import sweep as sw  # noqa: E402
@@ -125,6 +127,22 @@ def test_failed_preflight_stops_the_job_before_training(tmp_path, fake_slurm, rc
     assert "job 40 stops before training and is not requeued (preflight = false in [sweep] skips" in res.stderr
     assert [c.split()[1] for c in _py_calls(tmp_path)] == ["scaling.preflight"]
     assert "scontrol" not in fake_slurm.read_text()
+
+
+def test_sigterm_during_the_preflight_skips_training_and_requeues(tmp_path, fake_slurm):
+    """A preemption while the preflight runs is an interruption (requeue), not a failed preflight."""
+    job = _point(tmp_path)
+    log = tmp_path / "py.log"
+    proc = _start(job.path, dict(os.environ, FAKE_PREFLIGHT_SLEEP_S="30", SLURM_JOB_ID="41",
+                                 FAKE_PYTHON_LOG=str(log)))
+    try:
+        _wait_for(lambda: log.is_file() and "scaling.preflight" in log.read_text(), "the preflight to start")
+        os.kill(proc.pid, signal.SIGTERM)
+    finally:
+        _, err = _end(proc)
+    assert proc.returncode == 0, err
+    assert "preflight failed" not in err and "scaling.run" not in log.read_text()
+    assert "scontrol requeue 41" in fake_slurm.read_text()
 
 
 def test_preflight_can_be_skipped(tmp_path, fake_slurm):

@@ -6,6 +6,7 @@
 #   FAKE_FAIL_RUN=S   scaling.run whose --out contains S fails with exit 1
 #   FAKE_SLEEP_S=N    every call but scaling.preflight sleeps N seconds first
 #   FAKE_PREFLIGHT_RC=N  scaling.preflight exits N (default 0) on every rank
+#   FAKE_PREFLIGHT_SLEEP_S=N  scaling.preflight sleeps N seconds first
 #   FAKE_RUN_RC=N     scaling.run writes run.json as the trainer does, with status FAKE_RUN_STATUS
 #                     (default failed), and exits N
 #   FAKE_WAIT_SIGNAL=1  scaling.run without --resume waits (up to 60 s) for SIGUSR1/SIGTERM,
@@ -26,6 +27,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 if [ "$module" = scaling.preflight ]; then
+  [ -n "${FAKE_PREFLIGHT_SLEEP_S:-}" ] && sleep "$FAKE_PREFLIGHT_SLEEP_S"
   [ "${FAKE_PREFLIGHT_RC:-0}" = 0 ] || echo "fake preflight: rank $rank: a measurement would be wrong" >&2
   exit "${FAKE_PREFLIGHT_RC:-0}"
 fi
