@@ -14,10 +14,15 @@ A sweep file with a ``[campaign]`` table (launch/campaign.py describes it) write
 instead of the points: many GANs as one job array (one GAN per array task, run directories
 ``<out_dir>/<name>/members/<member>/``) or as one packed ``scaling.run --mode ensemble`` job.
 
+GPU jobs give every rank one GPU (``--gpus-per-task=1``, ``srun --gpu-bind``) and, by default,
+the node's cores divided by its GPUs. Before training, every job runs ``scaling.preflight`` on
+the same ranks and stops (no requeue) when it fails.
+
 Preemption and time limits: every job asks Slurm for SIGUSR1 shortly before its end
 (``--signal=USR1@<s>``, delivered to the training processes), scaling.run checkpoints and exits
 3, and the script requeues its own job (``--requeue``); the restarted script finds run.json and
-passes ``--resume``. Every value written into a script is quoted with shlex.quote; names are
+passes ``--resume``. A failed start is requeued the same way until the job has failed the same
+way (the status its run wrote, else the exit code) ``max_same_failures`` times in a row. Every value written into a script is quoted with shlex.quote; names are
 restricted to letters, digits, '.', '_' and '-'.
 """
 from __future__ import annotations
@@ -43,6 +48,11 @@ from launch.runargs import RunSettings, absolute, scaling_run_args
 from launch.study import read_status
 
 _SLURM_NAME_RE = re.compile(r"^[A-Za-z0-9._-]*$")
+# srun --gpu-bind values offered: 'closest' shows a rank the GPUs of its NUMA domain (one, or
+# several where a domain has several: scaling.run then picks one per local rank); 'per_task'
+# exactly one GPU per rank, in task order; 'none' every GPU of the node, for sites where a rank
+# restricted to its own GPU loses NCCL's peer-to-peer path to the others.
+GPU_BINDS = ("closest", "per_task", "none")
 _TIME_RE = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d{1,2}))?(?::(\d{1,2}))?$")
 
 
@@ -53,8 +63,17 @@ class SweepSettings:
     out_dir: str = field(default="results", metadata={"help": "folder holding the studies (on a shared filesystem)"})
     nodes: list[int] = field(default_factory=lambda: [1, 2, 4], metadata={"help": "node counts, one job each (x modes x engines)"})
     tasks_per_node: int = field(default=1, metadata={"help": "ranks per node (usually one per GPU)"})
-    gpus_per_node: int = field(default=0, metadata={"help": "GPUs requested per node (0 = CPU only)"})
-    cpus_per_task: int = field(default=1, metadata={"help": "cores per rank"})
+    gpus_per_node: int = field(default=0, metadata={
+        "help": "GPUs of one node (0 = CPU only); every rank gets one GPU of its own (--gpus-per-task=1)"})
+    cores_per_node: int = field(default=0, metadata={
+        "help": "CPU cores of one node (0 = not given); sets the default cpus_per_task"})
+    cpus_per_task: int = field(default=0, metadata={
+        "help": "cores per rank (0 = cores_per_node / gpus_per_node with GPUs, cores_per_node / "
+                "tasks_per_node without, 1 when cores_per_node is not given on CPU nodes)"})
+    gpu_bind: str = field(default="closest", metadata={
+        "choices": GPU_BINDS, "help": "srun --gpu-bind of GPU jobs: closest (each rank sees the GPUs nearest its "
+                "cores), per_task (exactly one GPU per rank, --gpu-bind=per_task:1) or none (each rank sees "
+                "every GPU of the job on its node)"})
     modes: list[str] = field(default_factory=lambda: list(MODES), metadata={"help": "strong and/or weak"})
     engines: list[str] = field(default_factory=lambda: list(ENGINES), metadata={"help": "horovod and/or mirrored"})
     time_limit: str = field(default="00:30:00", metadata={"help": "time limit per training job ([D-]HH:MM:SS or minutes)"})
@@ -73,7 +92,16 @@ class SweepSettings:
     python: str = field(default="", metadata={"help": "interpreter in the jobs (default: this one, or python3 in the container)"})
     mpi: str = field(default="pmix", metadata={"help": "srun --mpi plugin (Open MPI needs pmix)"})
     signal_before_s: int = field(default=180, metadata={"help": "seconds before the time limit at which SIGUSR1 asks runs to checkpoint"})
-    max_requeues: int = field(default=3, metadata={"help": "times a job requeues itself after an interruption"})
+    max_requeues: int = field(default=3, metadata={"help": "times a job requeues itself (after an interruption or a failure)"})
+    max_same_failures: int = field(default=2, metadata={
+        "help": "a failed start is requeued (and resumes) until the job has failed the same way "
+                "(the status its run wrote, else the exit code) this many times in a row; 1 = never "
+                "requeue a failure"})
+    preflight: bool = field(default=True, metadata={
+        "help": "run 'python -m scaling.preflight' on every rank before training and stop the job "
+                "when it fails (false: skip it, for allocations you have checked yourself)"})
+    preflight_args: list[str] = field(default_factory=list, metadata={
+        "help": "extra scaling.preflight options, e.g. --network analysis/networks/infiniband_hdr.toml"})
     allreduce_bench: bool = field(default=True, metadata={"help": "measure all-reduce once per node count > 1"})
 
     def check(self) -> None:
@@ -83,8 +111,19 @@ class SweepSettings:
             raise ValueError(str(exc)) from None
         if not self.nodes or min(self.nodes) < 1 or len(set(self.nodes)) != len(self.nodes):
             raise ValueError("nodes must list distinct positive integers")
-        if self.tasks_per_node < 1 or self.cpus_per_task < 1 or self.gpus_per_node < 0:
-            raise ValueError("tasks_per_node and cpus_per_task must be >= 1, gpus_per_node >= 0")
+        if self.tasks_per_node < 1 or min(self.cpus_per_task, self.gpus_per_node, self.cores_per_node) < 0:
+            raise ValueError("tasks_per_node must be >= 1; cpus_per_task, gpus_per_node and cores_per_node >= 0")
+        if self.gpus_per_node and self.tasks_per_node > self.gpus_per_node:
+            raise ValueError(f"tasks_per_node ({self.tasks_per_node}) > gpus_per_node ({self.gpus_per_node}): "
+                             "every rank needs a GPU of its own (ranks sharing a GPU measure each other)")
+        if self.gpus_per_node and not (self.cpus_per_task or self.cores_per_node):
+            raise ValueError("gpus_per_node > 0 needs cores_per_node (cores of one node) or cpus_per_task")
+        if self.cores_per_node and self.rank_cpus() * self.tasks_per_node > self.cores_per_node:
+            raise ValueError(f"cpus_per_task ({self.rank_cpus()}) x tasks_per_node ({self.tasks_per_node}) "
+                             f"> cores_per_node ({self.cores_per_node})")
+        check_choices([self.gpu_bind], GPU_BINDS, "gpu_bind")
+        if self.max_same_failures < 1:
+            raise ValueError("max_same_failures must be >= 1")
         check_choices(self.modes, MODES, "modes")
         check_choices(self.engines, ENGINES, "engines")
         for key in ("partition", "account", "qos"):
@@ -101,9 +140,17 @@ class SweepSettings:
         for opt in self.sbatch_options:
             if not opt.startswith("--") or any(c in opt for c in "\n\r"):
                 raise ValueError(f"sbatch_options entry {opt!r}: one option per entry, starting with --")
-        for line in self.setup + self.binds + [self.container, self.python, self.out_dir]:
+        for line in self.setup + self.binds + self.preflight_args + [self.container, self.python, self.out_dir]:
             if any(c in line for c in "\n\r\0"):
                 raise ValueError(f"{line!r}: line breaks are not allowed")
+
+    def rank_cpus(self) -> int:
+        """Cores per rank: cpus_per_task, or the node's cores shared by its GPUs (CPU nodes: by its ranks)."""
+        if self.cpus_per_task:
+            return self.cpus_per_task
+        if not self.cores_per_node:
+            return 1
+        return max(1, self.cores_per_node // (self.gpus_per_node or self.tasks_per_node))
 
 
 @dataclass
@@ -180,13 +227,14 @@ def _slurm_filename(folder: Path, pattern: str) -> str:
 
 
 def _directives(sweep: SweepSettings, job_name: str, nodes: int, ntasks_per_node: int, cpus: int,
-                gpus: int, time_limit: str, requeue: bool) -> list[str]:
+                gpus: bool, time_limit: str, requeue: bool) -> list[str]:
+    """``gpus``: one GPU per rank (a job of one rank asks for one GPU, not the node's)."""
     q = shlex.quote
     logs = study_dir(sweep) / "logs"
     d = [f"--job-name={q(job_name)}", f"--nodes={nodes}", f"--ntasks-per-node={ntasks_per_node}",
          f"--cpus-per-task={cpus}"]
-    if gpus > 0:
-        d.append(f"--gpus-per-node={gpus}")
+    if gpus:
+        d.append("--gpus-per-task=1")
     d += [f"--time={q(time_limit)}", f"--output={q(_slurm_filename(logs, '%x-%j.out'))}",
           f"--chdir={q(str(Path.cwd()))}"]
     for key in ("partition", "account", "qos"):
@@ -214,10 +262,15 @@ def _python_cmd(sweep: SweepSettings, gpus: bool) -> list[str]:
 
 
 def _srun(sweep: SweepSettings, nodes: int, tasks_per_node: int | None = None) -> list[str]:
-    # cpus-per-task is repeated on srun: Slurm 22.05's srun does not inherit it from sbatch.
+    # cpus-per-task is repeated on srun: Slurm 22.05's srun does not inherit it from sbatch; the
+    # GPU options too, so that every step places its ranks the same way.
     per_node = sweep.tasks_per_node if tasks_per_node is None else tasks_per_node
-    return ["srun", f"--mpi={sweep.mpi}", f"--nodes={nodes}", f"--ntasks-per-node={per_node}",
-            f"--cpus-per-task={sweep.cpus_per_task}", "--kill-on-bad-exit=1"]
+    cmd = ["srun", f"--mpi={sweep.mpi}", f"--nodes={nodes}", f"--ntasks-per-node={per_node}",
+           f"--cpus-per-task={sweep.rank_cpus()}"]
+    if sweep.gpus_per_node:
+        bind = "per_task:1" if sweep.gpu_bind == "per_task" else sweep.gpu_bind
+        cmd += ["--gpus-per-task=1", f"--gpu-bind={bind}"]
+    return cmd + ["--kill-on-bad-exit=1"]
 
 
 def _header(sweep: SweepSettings, what: str) -> list[str]:
@@ -270,13 +323,14 @@ def render_point_script(sweep: SweepSettings, run: RunSettings, point: Point, wi
     out = root / point.run_id
     job = f"{sweep.name}-{point.run_id}"
     lines = ["#!/bin/bash"]
-    lines += _directives(sweep, job, point.nodes, sweep.tasks_per_node, sweep.cpus_per_task,
-                         sweep.gpus_per_node, sweep.time_limit, requeue=True)
+    lines += _directives(sweep, job, point.nodes, sweep.tasks_per_node, sweep.rank_cpus(),
+                         sweep.gpus_per_node > 0, sweep.time_limit, requeue=True)
     lines += _header(sweep, f"{point.engine}, {point.mode} scaling, {point.nodes} node(s) x "
                             f"{point.tasks_per_node} rank(s)")
     py = " ".join(q(a) for a in _python_cmd(sweep, sweep.gpus_per_node > 0))
     srun = " ".join(q(a) for a in _srun(sweep, point.nodes))
     lines += TERM_FORWARDING
+    lines += preflight_lines(sweep, srun, py, point.engine)
     if with_bench:
         bench = root / allreduce_bench_file(point.world)
         lines += ["", "# All-reduce timings for this world size (once per node count; used for projections).",
@@ -292,9 +346,33 @@ def render_point_script(sweep: SweepSettings, run: RunSettings, point: Point, wi
     return "\n".join(lines) + "\n"
 
 
+def preflight_lines(sweep: SweepSettings, srun: str, py: str, engine: str) -> list[str]:
+    """Shell lines that check the allocation with scaling.preflight (for ``engine``) on every rank of the job and
+    end the job (no training, no requeue) when a measurement on it would be wrong (exit 1) or the
+    check was given bad input (exit 2). Empty when ``sweep.preflight`` is off."""
+    if not sweep.preflight:
+        return ["", "# No preflight (preflight = false in [sweep])."]
+    extra = "".join(f" {shlex.quote(a)}" for a in ["--engine", engine, *sweep.preflight_args])
+    return ["", "# Preflight: devices, counters and network of this allocation, on every rank, before any",
+            "# training (it prints a table). preflight = false in [sweep] skips it.",
+            'if [ "$got_term" -eq 0 ]; then',
+            f"  run_step {srun} {py} -m scaling.preflight{extra}",
+            '  if [ "$got_term" -eq 0 ] && [ "$rc" -ne 0 ]; then',
+            '    if [ "$rc" -eq 2 ]; then why="bad input to the preflight (see above)"; '
+            'else why="a measurement on this allocation would be wrong (see the table above)"; fi',
+            '    echo "preflight failed (exit $rc): $why; job ${SLURM_JOB_ID:-} stops before training and '
+            'is not requeued (preflight = false in [sweep] skips the check)" >&2',
+            '    exit "$rc"',
+            "  fi",
+            "fi"]
+
+
 def resumable_run_lines(sweep: SweepSettings, command: str) -> list[str]:
     """Shell lines that run ``command`` (a scaling.run call into "$out", which the lines before
-    set) with --resume when "$out" holds a run, and requeue the job after an interruption (exit 3)."""
+    set) with --resume when "$out" holds a run, and requeue the job after an interruption (exit 3)
+    or a failure, until it has failed the same way ``max_same_failures`` times in a row."""
+    q = shlex.quote
+    history = str(study_dir(sweep) / "logs")
     return ["# A requeued job finds the run directory of its first start and continues it.",
             "resume=()",
             f'if [ -f "$out/{RUN_JSON}" ]; then resume=(--resume); fi',
@@ -304,19 +382,54 @@ def resumable_run_lines(sweep: SweepSettings, command: str) -> list[str]:
             "else",
             "  rc=3   # SIGTERM came before the training started: requeue it like an interrupted run",
             "fi",
+            "# run.json's status if this start wrote it, else 'none'.",
+            "status=none",
+            f'if [ -f "$out/{RUN_JSON}" ] && [ "$(stat -c %Y "$out/{RUN_JSON}")" -ge "$started" ]; then',
+            f"  status=$(sed -nE 's/^  \"status\": \"([a-z_]+)\",?$/\\1/p' \"$out/{RUN_JSON}\" | head -n 1)",
+            "  status=${status:-none}",
+            "fi",
             "# --kill-on-bad-exit ends the step as soon as one rank has exited 3; a rank still shutting",
             "# down is then killed and srun reports 128+9. Rank 0 wrote exit_status 3 to run.json",
             "# after the checkpoint, before any rank exited: this start did end resumable.",
-            f'if [ "$rc" -ne 0 ] && [ "$rc" -ne 3 ] && [ -f "$out/{RUN_JSON}" ] \\',
-            f'    && [ "$(stat -c %Y "$out/{RUN_JSON}")" -ge "$started" ] \\',
+            'if [ "$rc" -ne 0 ] && [ "$rc" -ne 3 ] && [ "$status" != none ] \\',
             f"    && grep -Eq '^  \"exit_status\": 3,?$' \"$out/{RUN_JSON}\"; then",
             '  echo "the step ended with exit $rc after the run was interrupted and saved" >&2',
             "  rc=3",
             "fi",
-            "# Exit 3 = checkpointed after SIGUSR1/SIGTERM: requeue this job to resume.",
-            f'if [ "$rc" -eq 3 ] && [ "${{SLURM_RESTART_COUNT:-0}}" -lt {sweep.max_requeues} ]; then',
-            '  echo "interrupted: requeueing job $SLURM_JOB_ID (restart ${SLURM_RESTART_COUNT:-0})" >&2',
-            '  scontrol requeue "$SLURM_JOB_ID" && exit 0',
+            "restarts=${SLURM_RESTART_COUNT:-0}",
+            "# How each failed start of this job ended, one line per start; a success or an interruption",
+            "# clears it.",
+            f'failures={q(history)}/.failures-"${{SLURM_JOB_ID:-none}}"',
+            'if [ "$rc" -eq 0 ]; then rm -f "$failures"; fi',
+            'if [ "$rc" -eq 3 ]; then',
+            '  rm -f "$failures"',
+            "  # Exit 3 = checkpointed after SIGUSR1/SIGTERM: requeue this job to resume.",
+            f'  if [ "$restarts" -lt {sweep.max_requeues} ]; then',
+            '    echo "interrupted: requeueing job $SLURM_JOB_ID (restart $restarts)" >&2',
+            '    scontrol requeue "$SLURM_JOB_ID" && exit 0',
+            "  else",
+            f'    echo "interrupted, but job ${{SLURM_JOB_ID:-}} was requeued {sweep.max_requeues} times '
+            'already (max_requeues): not requeueing; resubmit it to continue" >&2',
+            "  fi",
+            'elif [ "$rc" -ne 0 ] && [ "$rc" -ne 2 ]; then',
+            "  # A failure (not bad input, exit 2): requeue it to resume from the last checkpoint, unless",
+            "  # the job failed this same way max_same_failures times in a row (then it would again).",
+            "  # The way is the status the run wrote (a stall, a crash): srun's exit code for one failure",
+            "  # depends on which rank ended first. Without a status, the exit code.",
+            '  if [ "$status" != none ]; then way="run status $status"; else way="exit $rc, no run status"; fi',
+            '  echo "$way" >> "$failures"',
+            """  same=$(tac "$failures" | awk -v w="$way" '$0 == w {n++; next} {exit} END {print n + 0}')""",
+            f'  if [ "$same" -ge {sweep.max_same_failures} ]; then',
+            f'    echo "job ${{SLURM_JOB_ID:-}} failed the same way {sweep.max_same_failures} times in a row '
+            '($way; this time exit $rc): not requeueing (max_same_failures)" >&2',
+            f'  elif [ "$restarts" -lt {sweep.max_requeues} ]; then',
+            f'    echo "failed (exit $rc, $way; $same of {sweep.max_same_failures} alike in a row): requeueing job '
+            '$SLURM_JOB_ID to resume (restart $restarts)" >&2',
+            '    scontrol requeue "$SLURM_JOB_ID" && exit 0',
+            "  else",
+            f'    echo "failed (exit $rc, $way), and job ${{SLURM_JOB_ID:-}} was requeued {sweep.max_requeues} times '
+            'already (max_requeues): not requeueing" >&2',
+            "  fi",
             "fi",
             'exit "$rc"']
 
@@ -327,7 +440,7 @@ def render_analysis_script(sweep: SweepSettings, extra_args: list[str] | None = 
     q = shlex.quote
     root = study_dir(sweep)
     lines = ["#!/bin/bash"]
-    lines += _directives(sweep, f"{sweep.name}-analysis", 1, 1, 1, 0, sweep.analysis_time_limit,
+    lines += _directives(sweep, f"{sweep.name}-analysis", 1, 1, 1, False, sweep.analysis_time_limit,
                          requeue=False)
     lines += _header(sweep, "analysis of all runs; submitted with --dependency=afterany:<run jobs>")
     py = " ".join(q(a) for a in _python_cmd(sweep, gpus=False))
@@ -363,7 +476,7 @@ def build_jobs(sweep: SweepSettings, run: RunSettings, force: bool = False) -> l
 
 # ----------------------------------------------------------------------------- campaigns
 def _campaign_job_lines(sweep: SweepSettings, job: str, nodes: int, per_node: int) -> list[str]:
-    return ["#!/bin/bash"] + _directives(sweep, job, nodes, per_node, sweep.cpus_per_task, sweep.gpus_per_node,
+    return ["#!/bin/bash"] + _directives(sweep, job, nodes, per_node, sweep.rank_cpus(), sweep.gpus_per_node > 0,
                                          sweep.time_limit, requeue=True)
 
 
@@ -381,7 +494,8 @@ def render_array_script(sweep: SweepSettings, run: RunSettings, c: cmp.Campaign,
         lines.append(f"# members completed earlier, left out of --array: {', '.join(left_out)}")
     py = " ".join(q(a) for a in _python_cmd(sweep, sweep.gpus_per_node > 0))
     srun = " ".join(q(a) for a in _srun(sweep, nodes, per_node))
-    lines += TERM_FORWARDING + [""]
+    lines += TERM_FORWARDING
+    lines += preflight_lines(sweep, srun, py, c.settings.engine) + [""]
     lines += cmp.member_case(c, run, cmp.members_dir(study_dir(sweep)), sweep.name, indices)
     # Each array task is its own Slurm job (SLURM_JOB_ID): the requeue below restarts only this member.
     lines += resumable_run_lines(sweep, f'{srun} {py} -m scaling.run "${{args[@]}}"')
@@ -399,6 +513,7 @@ def render_packed_script(sweep: SweepSettings, run: RunSettings, c: cmp.Campaign
     py = " ".join(q(a) for a in _python_cmd(sweep, sweep.gpus_per_node > 0))
     srun = " ".join(q(a) for a in _srun(sweep, nodes, per_node))
     lines += TERM_FORWARDING
+    lines += preflight_lines(sweep, srun, py, c.settings.engine)
     lines += ["", f"out={q(str(study_dir(sweep) / run_id))}",
               "# --resume continues every member of the ensemble from its own checkpoints."]
     args = cmp.quoted_args(cmp.packed_run_args(c, run, sweep.name))
@@ -513,7 +628,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Scripts go to <out_dir>/<name>/sbatch/ with a submit.sh.",
         epilog="examples:\n  python -m launch.sweep --config launch/sweep_example.toml --dry-run\n"
                "  python -m launch.sweep --name a100 --nodes 1,2,4,8 --tasks-per-node 4 --gpus-per-node 4 "
-               "--cpus-per-task 8 --partition gpu --account myproject --submit")
+               "--cores-per-node 32 --partition gpu --account myproject --submit")
     p.add_argument("--config", type=Path, help="sweep TOML with [sweep] and [run] tables, and optionally a "
                                                "[campaign] table of many GANs (written instead of the points)")
     act = p.add_mutually_exclusive_group()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import subprocess
 from pathlib import Path
 
@@ -138,3 +139,53 @@ def test_recipe_uses_the_pin_file_and_the_runscript():
     # Every package the wheel installs (setup.cfg) travels into the image, and the docs the README links.
     packages = {p.parent.name for p in ROOT.glob("*/__init__.py")} - {"tests"}
     assert packages | {"docs", "README.md"} <= copied, f"%files misses {sorted(packages - copied)}"
+
+
+def _apt_installs(post: str) -> set[str]:
+    """Package names of every 'apt-get install' in %post (line continuations joined)."""
+    text = post.replace("\\\n", " ")
+    names: set[str] = set()
+    for line in text.splitlines():
+        words = line.split()
+        if "apt-get" in words and "install" in words:
+            names |= {w for w in words[words.index("install") + 1:] if not w.startswith("-")}
+    return names
+
+
+def test_recipe_gpu_build_keeps_the_base_nccl_and_brings_infiniband():
+    s = _sections(DEF.read_text())
+    installed = _apt_installs(s["post"])
+    # The CUDA devel base holds libnccl2/libnccl-dev at its CUDA release: installing them again makes
+    # apt refuse ("Held packages were changed").
+    assert not {p for p in installed if p.startswith("libnccl")}, installed
+    # NCCL's and Open MPI's InfiniBand transports need verbs and the providers (a recommendation
+    # only, so it must be named with --no-install-recommends).
+    assert {"rdma-core", "libibverbs1", "ibverbs-providers", "librdmacm1"} <= installed
+    assert "--no-install-recommends" in s["post"]
+    # A GPU build without nvcc or NCCL stops instead of building a Horovod without NCCL.
+    assert "/usr/include/nccl.h" in s["post"] and "exit 1" in s["post"]
+
+
+def test_recipe_checks_horovod_has_nccl_in_a_gpu_build():
+    s = _sections(DEF.read_text())
+    check = "/opt/bologan/tools/install_plan.py check-horovod --tf-build {{ TF_BUILD }}"
+    assert check in s["post"] and check in s["test"]
+    assert "tools/install_plan.py /opt/bologan/tools/install_plan.py" in s["files"]
+    assert "libibverbs.so.1" in s["test"]
+
+
+def test_recipe_check_is_the_one_install_uses(tmp_path):
+    """The %test line, run here against a fake GPU-built Horovod without NCCL, fails; with NCCL it passes."""
+    s = _sections(DEF.read_text())
+    (line,) = [x.strip() for x in s["test"].splitlines() if "check-horovod" in x]
+    pkg = tmp_path / "horovod"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    for nccl, rc in ((0, 1), (2, 0)):
+        (pkg / "tensorflow.py").write_text("mpi_built = gloo_built = lambda: True\n"
+                                           f"nccl_built = lambda: {nccl}\n")
+        cmd = line.replace("/opt/venv/bin/python", sys.executable).replace(
+            "/opt/bologan/", str(ROOT) + "/").replace("{{ TF_BUILD }}", "gpu")
+        res = subprocess.run(cmd, shell=True, env=dict(os.environ, PYTHONPATH=str(tmp_path)),
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == rc, res.stderr

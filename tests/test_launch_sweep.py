@@ -50,23 +50,26 @@ def test_directives_of_a_gpu_point(tmp_path):
     (job, analysis) = sw.build_jobs(sweep, run)
     d = _directives(job.text)
     assert d["--job-name"] == "a100-horovod-strong-N2x4"
-    assert (d["--nodes"], d["--ntasks-per-node"], d["--cpus-per-task"], d["--gpus-per-node"]) == ("2", "4", "8", "4")
+    assert (d["--nodes"], d["--ntasks-per-node"], d["--cpus-per-task"], d["--gpus-per-task"]) == ("2", "4", "8", "1")
+    assert "--gpus-per-node" not in d  # one GPU per rank, not the node's count
     assert (d["--partition"], d["--account"], d["--qos"], d["--time"]) == ("gpu", "proj_1", "normal", "01:30:00")
     assert d["--output"] == f"{tmp_path}/a100/logs/%x-%j.out"
     assert d["--signal"] == "USR1@180" and "--requeue" in d and "--exclusive" in d
     assert d["--constraint"] == "a100"
-    assert "srun --mpi=pmix --nodes=2 --ntasks-per-node=4 --cpus-per-task=8" in job.text
+    assert ("srun --mpi=pmix --nodes=2 --ntasks-per-node=4 --cpus-per-task=8 --gpus-per-task=1 --gpu-bind=closest "
+            "--kill-on-bad-exit=1") in job.text
     assert "-m scaling.run --engine horovod --mode strong --global-batch 1024" in job.text
     assert "--threads" not in job.text  # threads = 0: scaling.run follows --cpus-per-task
     ad = _directives(analysis.text)
-    assert "--gpus-per-node" not in ad and "--requeue" not in ad and ad["--nodes"] == "1"
+    assert "--gpus-per-task" not in ad and "--requeue" not in ad and ad["--nodes"] == "1"
 
 
 def test_cpu_point_has_no_gpu_directive_and_defaults_unset(tmp_path):
     sweep, run = _resolve(tmp_path, nodes=[1], engines=["mirrored"], modes=["weak"])
     (job, _) = sw.build_jobs(sweep, run)
     d = _directives(job.text)
-    assert not {"--gpus-per-node", "--partition", "--account", "--qos", "--exclusive"} & set(d)
+    assert not {"--gpus-per-task", "--partition", "--account", "--qos", "--exclusive"} & set(d)
+    assert d["--cpus-per-task"] == "1" and "--gpu-bind" not in job.text
 
 
 def test_points_and_run_ids(tmp_path):
@@ -116,7 +119,9 @@ def test_paths_with_spaces_and_shell_characters_stay_literal(tmp_path, fake_slur
     res = subprocess.run(["bash", str(jobs[0].path)], capture_output=True, text=True, timeout=30)
     assert res.returncode == 0, res.stderr
     assert not sentinel.exists()
-    args = (tmp_path / "py.log").read_text().splitlines()[0]
+    calls = (tmp_path / "py.log").read_text().splitlines()
+    assert calls[0] == "-m scaling.preflight --engine horovod"
+    args = calls[1]
     assert f"--data {data} " in args and f"--out {weird}/s/horovod-weak-N1x1" in args
     assert json.loads((weird / "s" / "horovod-weak-N1x1" / "run.json").read_text())["status"] == "completed"
     res = subprocess.run(["bash", str(jobs[-1].path)], capture_output=True, text=True, timeout=30)
@@ -205,7 +210,7 @@ def test_completed_points_are_not_resubmitted(tmp_path, fake_slurm, capsys):
 
 def test_dry_run_prints_and_writes_nothing(tmp_path, capsys):
     assert sw.main(["--out-dir", str(tmp_path), "--nodes", "1", "--dry-run", "--container", "/img/b.sif",
-                    "--gpus-per-node", "1", "--binds", "/sys/class/powercap,/data"]) == 0
+                    "--gpus-per-node", "1", "--cores-per-node", "8", "--binds", "/sys/class/powercap,/data"]) == 0
     out = capsys.readouterr().out
     assert out.count("#!/bin/bash") == 6  # 4 points + analysis + submit.sh
     assert "apptainer exec --nv --bind /sys/class/powercap --bind /data /img/b.sif python3 -m scaling.run" in out
@@ -220,7 +225,9 @@ def test_wait_needs_submit(capsys):
 def test_example_config_is_valid(capsys):
     example = Path(sw.__file__).with_name("sweep_example.toml")
     assert sw.main(["--config", str(example), "--dry-run"]) == 0
-    assert "#SBATCH --gpus-per-node=4" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "#SBATCH --gpus-per-task=1" in out and "#SBATCH --cpus-per-task=8" in out  # 32 cores / 4 GPUs
+    assert "-m scaling.preflight" in out
 
 
 def test_force_replaces_completed_points(tmp_path, fake_slurm, capsys):

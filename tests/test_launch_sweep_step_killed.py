@@ -31,10 +31,11 @@ exit 137
 """
 
 
-def _job(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
-    """The batch script of one point with srun replaced by the killed-step one; its run directory."""
+def _job(tmp_path: Path, monkeypatch, **kw) -> tuple[Path, Path]:
+    """The batch script of one point with srun replaced by the killed-step one; its run directory.
+    No preflight: the killed-step srun would fail it."""
     sweep, run = _resolve(tmp_path, name="k", nodes=[1], engines=["horovod"], modes=["weak"], python=FAKE_PY,
-                          max_requeues=2)
+                          max_requeues=2, preflight=False, **kw)
     jobs = sw.build_jobs(sweep, run)
     sw.write_jobs(sweep, jobs)
     bindir = tmp_path / "killed-bin"
@@ -65,7 +66,8 @@ def test_step_killed_after_the_run_saved_its_interruption_requeues(tmp_path, fak
 
 @pytest.mark.parametrize("case", ["failed run", "stale run.json"])
 def test_step_killed_otherwise_is_a_failure(tmp_path, fake_slurm, monkeypatch, case):
-    script, run_dir = _job(tmp_path, monkeypatch)
+    # max_same_failures = 1: the first failure already ends the job (no requeue to try again).
+    script, run_dir = _job(tmp_path, monkeypatch, max_same_failures=1)
     env = dict(os.environ, SLURM_JOB_ID="62", FAKE_RUN_DIR=str(run_dir))
     if case == "failed run":
         env["FAKE_RUN_JSON"] = str(_run_json_as_the_trainer_writes_it(tmp_path / "src", STATUS_FAILED, 1))
@@ -77,3 +79,5 @@ def test_step_killed_otherwise_is_a_failure(tmp_path, fake_slurm, monkeypatch, c
     res = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=30)
     assert res.returncode == 137, res.stderr
     assert "scontrol" not in (fake_slurm.read_text() if fake_slurm.exists() else "")
+    way = "run status failed" if case == "failed run" else "exit 137, no run status"
+    assert f"failed the same way 1 times in a row ({way}; this time exit 137): not requeueing" in res.stderr
