@@ -11,8 +11,8 @@ measured figures here.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 import pandas as pd
 
@@ -86,6 +86,24 @@ class CarbonResult:
     request: CarbonRequest
     table: pd.DataFrame          # COLUMN_NAMES
     gan_iterations: int
+    estimates: list[str] = field(default_factory=list)   # the TDPs estimates used, with their sources
+
+
+def estimate_sources(runs: Sequence[Any]) -> list[str]:
+    """One line per distinct CPU TDP that the runs' estimates used (run.json ``energy`` details)."""
+    seen: dict[str, list[str]] = {}
+    for run in runs:
+        items = run.meta.get("energy")
+        items = items if isinstance(items, list) else list(items.values()) if isinstance(items, dict) else []
+        for item in items:
+            domains = item.get("domains") if isinstance(item, dict) else None
+            cpu = domains.get("cpu") if isinstance(domains, dict) else None
+            for d in (cpu or {}).get("details") or []:
+                if isinstance(d, dict) and d.get("method") == "estimate" and "cpu_tdp_w" in d:
+                    text = (f"CPU energy estimated with TDP {significant(d['cpu_tdp_w'])} W per package "
+                            f"({d.get('cpu_tdp_source') or 'source not recorded'})")
+                    seen.setdefault(text, []).append(str(run.meta.get("run_id")))
+    return [f"{text}: runs {', '.join(sorted(set(ids)))}." for text, ids in seen.items()]
 
 
 def _row(req: CarbonRequest, scope: str, series: str, n: Any, energy_j: float, source: str) -> dict[str, Any]:
@@ -95,7 +113,7 @@ def _row(req: CarbonRequest, scope: str, series: str, n: Any, energy_j: float, s
 
 
 def carbon_table(summary: pd.DataFrame, plan: pd.DataFrame | None, req: CarbonRequest,
-                 gan_iterations: int) -> CarbonResult:
+                 gan_iterations: int, runs: Sequence[Any] = ()) -> CarbonResult:
     """Rows for every summary row with an energy, and for every measured layout of the campaign plan."""
     rows = []
     for r in summary.itertuples():
@@ -113,7 +131,7 @@ def carbon_table(summary: pd.DataFrame, plan: pd.DataFrame | None, req: CarbonRe
             if math.isfinite(float(p.energy_j)):
                 rows.append(_row(req, "campaign plan", f"{p.particle}: {p.gans_count} GANs, groups of "
                                  f"{p.group_size_ranks} rank(s)", p.ranks_count, float(p.energy_j), str(p.energy_source)))
-    return CarbonResult(req, pd.DataFrame(rows, columns=list(COLUMN_NAMES)), gan_iterations)
+    return CarbonResult(req, pd.DataFrame(rows, columns=list(COLUMN_NAMES)), gan_iterations, estimate_sources(runs))
 
 
 def write_tables(result: CarbonResult, out) -> None:
@@ -146,6 +164,8 @@ def carbon_section(doc: Document, result: CarbonResult) -> None:
     doc.table(head, rows)
     if (t["energy_source"] != em.MEASURED).any():
         doc.p("Rows whose source is not `measured` are estimates or lower bounds; say so wherever they are quoted.")
+    if result.estimates:
+        doc.ul(result.estimates)
 
 
 def key_result_items(result: CarbonResult) -> list[str]:

@@ -53,7 +53,14 @@ def test_carbon_and_cost_per_epoch_showers_and_gan(tmp_path):
 def test_carbon_defaults_are_named_and_estimates_stay_flagged(tmp_path):
     make_run(tmp_path, "one", time_fn=10.0, gpu_w=None, gpu_source="unavailable", cpu_source="estimated",
              dram_w=None, dram_source="unavailable")
+    run = tmp_path / "one"
+    meta = json.loads((run / "run.json").read_text())
+    meta["energy"] = [{"domains": {"cpu": {"source": "estimated", "method": "estimate", "details": [
+        {"method": "estimate", "cpu_tdp_w": 4.375, "cpu_tdp_source": "table energy/data/cpu_tdp.csv: AMD EPYC"}]}}}]
+    (run / "run.json").write_text(json.dumps(meta))
     a = analyse([tmp_path])
+    assert a.carbon.estimates == ["CPU energy estimated with TDP 4.38 W per package (table energy/data/cpu_tdp.csv: "
+                                  "AMD EPYC): runs one."]
     assert "230 gCO2e/kWh (default)" in a.carbon.request.describe()
     assert "perun" in a.carbon.request.describe()
     assert set(a.carbon.table["energy_source"]) == {"estimated"}
