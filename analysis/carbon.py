@@ -68,8 +68,8 @@ class CarbonRequest:
 
 
 COLUMNS: tuple[Column, ...] = (
-    Column("scope", "text", "what the energy is of: 'epoch', '1000 showers', 'trained GAN' (B iterations) or "
-                            "'campaign plan' (M GANs, one row per layout)"),
+    Column("scope", "text", "what the energy is of: 'epoch', '1000 showers', 'trained GAN' (B iterations), "
+                            "'trained GAN (ensemble member)' or 'campaign plan' (M GANs, one row per layout)"),
     Column("series", "text", "the summary series, or the campaign layout"),
     Column("world_size_ranks", "ranks", "N (P for a campaign plan)"),
     Column("energy_j", "J", "energy the machine drew (summary / campaign plan)"),
@@ -113,8 +113,9 @@ def _row(req: CarbonRequest, scope: str, series: str, n: Any, energy_j: float, s
 
 
 def carbon_table(summary: pd.DataFrame, plan: pd.DataFrame | None, req: CarbonRequest,
-                 gan_iterations: int, runs: Sequence[Any] = ()) -> CarbonResult:
-    """Rows for every summary row with an energy, and for every measured layout of the campaign plan."""
+                 gan_iterations: int, runs: Sequence[Any] = (), ensembles: pd.DataFrame | None = None) -> CarbonResult:
+    """Rows for every summary row with an energy, every ensemble run (per trained GAN) and every
+    measured layout of the campaign plan."""
     rows = []
     for r in summary.itertuples():
         E = float(r.total_energy_per_epoch_j)
@@ -126,6 +127,11 @@ def carbon_table(summary: pd.DataFrame, plan: pd.DataFrame | None, req: CarbonRe
         rows.append(_row(req, "epoch", r.series, r.world_size_ranks, E, src))
         rows.append(_row(req, "1000 showers", r.series, r.world_size_ranks, float(r.energy_per_1000_showers_j), src))
         rows.append(_row(req, "trained GAN", r.series, r.world_size_ranks, per_gan, src))
+    if ensembles is not None and len(ensembles):
+        for e in ensembles.itertuples():
+            if math.isfinite(float(e.energy_per_gan_j)):
+                rows.append(_row(req, "trained GAN (ensemble member)", e.series, e.world_size_ranks,
+                                 float(e.energy_per_gan_j), str(e.energy_source)))
     if plan is not None and len(plan):
         for p in plan.itertuples():
             if math.isfinite(float(p.energy_j)):

@@ -111,7 +111,7 @@ def analyse(paths: Sequence[str | Path], network_files: Sequence[Path] = (),
                     skipped_runs=skipped, campaign=campaigns, quality=quality,
                     layouts=analyse_layouts(runs),
                     carbon=carbon_table(summary, campaigns.plan if campaigns else None, carbon, campaign.gan_iterations,
-                                        runs),
+                                        runs, campaigns.ensembles if campaigns else None),
                     variants=analyse_variants(results, quality.target if quality is not None else target),
                     energy_intervals=interval_table(results), engine_comparisons=compare_engines(results),
                     checkpoints=checkpoint_table(runs, mtbf_h), mtbf_h=mtbf_h)

@@ -179,3 +179,34 @@ def test_checkpoint_cost_and_optimal_interval_in_the_report(tmp_path):
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "# Checkpoints" in text and "Daly" in text and "# Carbon and cost" in text and "cost (EUR)" in text
     assert (tmp_path / "rep" / "checkpoints.csv").is_file() and (tmp_path / "rep" / "carbon.csv").is_file()
+
+
+def test_variant_quality_retention_at_the_same_iteration(tmp_path):
+    from common.target import Target
+
+    make_run(tmp_path, "a", epochs=4, config=variant_config("a"), config_hash="aaaaaaaaaaaa", evals=True)
+    b = make_run(tmp_path, "b", epochs=4, config=variant_config("b"), config_hash="bbbbbbbbbbbb", evals=True)
+    ev = pd.read_parquet(b / "eval.parquet")
+    ev["chi2_ndf"] = ev["chi2_ndf"] * 2.0          # the same iterations, twice the chi2/ndf
+    ev = ev[ev["iteration"] <= 50]                 # and one evaluation fewer: compared at 50
+    ev.to_parquet(b / "eval.parquet", index=False)
+    t = analyse([tmp_path], target=Target("chi2_ndf", "<=", 0.1)).variants.table.set_index("variant")
+    assert t.loc["a", "quality_iteration_count"] == 50
+    assert t.loc["a", "quality_retention_ratio"] == pytest.approx(1.0)
+    assert t.loc["b", "quality_retention_ratio"] == pytest.approx(2.0, rel=1e-12)
+    assert t.loc["b", "quality_value"] == pytest.approx(2 * (50.0 / 5 + 5) / 10, rel=1e-12)
+
+
+def test_carbon_of_an_ensemble_member_and_of_a_campaign_plan(tmp_path):
+    from analysis.campaign import CampaignRequest
+
+    make_run(tmp_path, "ens", n=2, mode="ensemble", time_fn=10.0)
+    make_run(tmp_path, "one", n=1, mode="weak", time_fn=10.0, per_rank_batch=128)
+    a = analyse([tmp_path], campaign=CampaignRequest(gans=4, ranks=2, gan_iterations=1000))
+    t = a.carbon.table
+    member = t[t["scope"] == "trained GAN (ensemble member)"]
+    assert len(member) == 1
+    # 2 GPUs x 100 W + 50 + 10 W for 10 s per epoch of 2 members x 10 iterations, 1000 iterations per GAN
+    assert member["energy_j"].iloc[0] == pytest.approx((200 + 60) * 10 / (2 * ITERATIONS) * 1000, rel=1e-9)
+    plan = t[t["scope"] == "campaign plan"]
+    assert len(plan) >= 1 and (plan["co2e_g"] > 0).all()
