@@ -8,10 +8,10 @@ pipeline keeps up with training.
    reader's peak memory (the child's peak resident set, VmHWM, minus its resident set once the
    readers are imported and before the load).
 2. tf.data input rate: the training pipeline (``bologan.pipeline.IterationBatches``) drained
-   without a model, with prefetch off and on (``[data] prefetch`` iterations), and with a cache
-   of one pass on (the second pass timed: a cache replays the same order every pass, which
-   training does not do, so it only says what a cache could gain).
-3. Against the training's consumption rate: the median showers/s of ``--run DIR`` (a
+   without a model, with prefetch off and on (``[data] prefetch`` iterations), each with and
+   without a cache of one pass (the second pass timed: a cache replays the same order every
+   pass, which training does not do, so it only says what a cache could gain).
+3. Against the training's consumption rate: the median showers/s per rank of ``--run DIR`` (a
    scaling.run directory), or ``--training-showers-per-s``; the headroom is input rate /
    consumption rate (below 1: training waits for data).
 """
@@ -161,8 +161,9 @@ def bench_input_rate(showers: Any, *, batch: int, n_disc: int, prefetch: int, it
     import tensorflow as tf
 
     results = []
-    for label, pf, cache in (("prefetch 0", 0, False), (f"prefetch {prefetch}", prefetch, False),
-                             (f"prefetch {prefetch} + cache", prefetch, True)):
+    cases = [("prefetch 0", 0, False), (f"prefetch {prefetch}", prefetch, False),
+             ("prefetch 0 + cache", 0, True), (f"prefetch {prefetch} + cache", prefetch, True)]
+    for label, pf, cache in (cases if prefetch else cases[::2]):
         batches = IterationBatches(showers, DataConfig(prefetch=pf), n_disc, batch, seed)
         per_pass = batches.iterations_per_pass
         ds = batches.dataset()
@@ -186,7 +187,9 @@ def bench_input_rate(showers: Any, *, batch: int, n_disc: int, prefetch: int, it
 
 
 def training_rate(run_dir: str | None, given: float | None) -> tuple[float | None, str]:
-    """Showers/s the training consumes: ``given``, else the median of the run's used epochs."""
+    """Showers/s one rank's input pipeline must deliver: ``given``, else the median over the
+    run's used epochs of its showers / epoch time, divided by its ranks (each rank has its own
+    pipeline)."""
     if given is not None:
         return given, "given (--training-showers-per-s)"
     if not run_dir:
@@ -199,8 +202,9 @@ def training_rate(run_dir: str | None, given: float | None) -> tuple[float | Non
     if not len(used):
         return None, f"{run_dir}: no used epoch"
     per_epoch = used.groupby(["epoch", "attempt"]).agg(showers=("showers", "sum"), time_s=("time_s", "max"))
-    rate = float((per_epoch["showers"] / per_epoch["time_s"]).median())
-    return rate, f"median showers/s of {run_dir} (per rank: divide by its world size {run.meta.get('world_size')})"
+    ranks = max(1, int(run.meta.get("world_size") or 1))
+    rate = float((per_epoch["showers"] / per_epoch["time_s"]).median()) / ranks
+    return rate, f"median showers/s per rank of {run_dir} ({ranks} rank(s))"
 
 
 def add_arguments(bench: argparse.ArgumentParser) -> None:

@@ -35,6 +35,8 @@ def test_training_rate_from_a_run_directory(tmp_path):
     run = make_run(tmp_path, "r", time_fn=2.0, global_batch=256)
     rate, where = training_rate(str(run), None)
     assert rate == pytest.approx(10 * 5 * 256 / 2.0) and str(run) in where
+    two = make_run(tmp_path, "r2", n=2, time_fn=2.0, global_batch=256)     # 128 per rank
+    assert training_rate(str(two), None)[0] == pytest.approx(10 * 5 * 128 / 2.0)
     assert training_rate(None, 123.0)[0] == 123.0
     assert training_rate(None, None)[0] is None
 
@@ -53,5 +55,5 @@ def test_input_rate_cases(showers):
     from bologan.data_bench import bench_input_rate
 
     rates = bench_input_rate(showers, batch=16, n_disc=5, prefetch=2, iterations=5)
-    assert [r.pipeline for r in rates] == ["prefetch 0", "prefetch 2", "prefetch 2 + cache"]
+    assert [r.pipeline for r in rates] == ["prefetch 0", "prefetch 2", "prefetch 0 + cache", "prefetch 2 + cache"]
     assert all(np.isfinite(r.showers_per_s) and r.showers_per_s > 0 for r in rates)
