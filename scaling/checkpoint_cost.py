@@ -8,6 +8,7 @@
   (run.json ``checkpoint_saves``), and each start's time from process start to its first epoch
   with the part spent restoring the checkpoint (run.json ``starts``). Saves stay outside the
   epoch clocks, as before; now they are visible to the analysis (``analysis.checkpoints``).
+  In an ensemble, rank 0 records the saves of its own member (every member saves alike).
 """
 from __future__ import annotations
 
