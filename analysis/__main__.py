@@ -51,7 +51,37 @@ def build_parser() -> argparse.ArgumentParser:
     camp.add_argument("--gan-iterations", type=positive_int, metavar="B", default=None,
                       help="iterations per trained GAN, the budget of energy per GAN and of the plan "
                            "(default: BoloGAN's 1,000,000)")
+    cost = parser.add_argument_group("carbon, cost and checkpoints")
+    cost.add_argument("--carbon-intensity-g-per-kwh", type=float, metavar="G", default=None,
+                      help="grid carbon intensity, gCO2e/kWh (default: 230, perun's)")
+    cost.add_argument("--pue", type=float, metavar="PUE", default=None,
+                      help="power usage effectiveness of the site, facility / IT energy (default: 1.0, the machine alone)")
+    cost.add_argument("--price-per-kwh", type=float, metavar="PRICE", default=None,
+                      help="electricity price per kWh (default: none, no cost column)")
+    cost.add_argument("--currency", default="EUR", help="currency of --price-per-kwh (default: %(default)s)")
+    cost.add_argument("--mtbf-h", type=float, metavar="HOURS", default=None,
+                      help="mean time between failures of a job, hours: the optimal checkpoint interval (Young/Daly)")
     return parser
+
+
+def carbon_request(args: argparse.Namespace):
+    """The CarbonRequest of the flags (defaults where not given); a bad value is a UserError."""
+    from analysis.carbon import DEFAULT_CARBON_G_PER_KWH, DEFAULT_PUE, CarbonRequest
+
+    given = tuple(name for name, v in (("carbon", args.carbon_intensity_g_per_kwh), ("pue", args.pue),
+                                        ("price", args.price_per_kwh)) if v is not None)
+    req = CarbonRequest(
+        carbon_intensity_g_per_kwh=DEFAULT_CARBON_G_PER_KWH if args.carbon_intensity_g_per_kwh is None
+        else args.carbon_intensity_g_per_kwh,
+        pue=DEFAULT_PUE if args.pue is None else args.pue, price_per_kwh=args.price_per_kwh,
+        currency=args.currency, given=given)
+    try:
+        req.check()
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if args.mtbf_h is not None and not (args.mtbf_h > 0 and args.mtbf_h < float("inf")):
+        raise UserError(f"--mtbf-h must be > 0 hours, got {args.mtbf_h}")
+    return req
 
 
 @main_guard
@@ -67,12 +97,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"analysis: {msg}", flush=True)
 
     check_out(args.out)
+    carbon = carbon_request(args)
     networks = [p for n in args.network for p in (shipped_networks() if n == "all" else [resolve_network_arg(n)])]
     if args.campaign_ranks is not None and args.campaign_gans is None:
         raise UserError("--campaign-ranks needs --campaign-gans (the number of GANs to plan for)")
     campaign = CampaignRequest(gans=args.campaign_gans, ranks=args.campaign_ranks,
                                gan_iterations=args.gan_iterations or BOLOGAN_ITERATIONS, target=args.target)
-    result = analyse(args.paths, networks, progress, campaign=campaign, target=args.target)
+    result = analyse(args.paths, networks, progress, campaign=campaign, target=args.target, carbon=carbon,
+                     mtbf_h=args.mtbf_h)
     write_report(result, args.out, args.power_run, progress)
     return 0
 

@@ -106,3 +106,19 @@ def median_ratio_interval(numerator: Sequence[Sequence[float]], denominator: Seq
     tail = 100 * (1 - confidence) / 2
     low, high = np.percentile(ratios, [tail, 100 - tail])
     return Interval(float(low), float(high))
+
+
+def median_interval(groups: Sequence[Sequence[float]], *, resamples: int = RESAMPLES,
+                    confidence: float = CONFIDENCE, seed: int = SEED) -> Interval:
+    """Percentile interval of the median of ``groups`` (one sequence of epoch values per repeat),
+    resampled like ``median_ratio_interval``: repeats, then epochs within each. NaN, NaN when
+    there is no finite value."""
+    if not _clean(groups):
+        return NO_INTERVAL
+    medians = resampled_medians(groups, resamples, np.random.default_rng(seed))
+    medians = medians[np.isfinite(medians)]
+    if not medians.size:
+        return NO_INTERVAL
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(medians, [tail, 100 - tail])
+    return Interval(float(low), float(high))

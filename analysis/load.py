@@ -22,6 +22,7 @@ from common.vocab import (ALLREDUCE_BENCH_GLOB, FINISHED_STATUSES, MEASUREMENT_K
 
 BENCH_SCHEMA = "allreduce-bench/1"
 WORKLOAD_SECTIONS = ("model", "train", "data")   # the tables scaling.run hashes into config_hash
+VARIANT_KEY = "scaling.variant"                   # launch.study [variants]: the variant a run measures
 
 
 def may_vary_in_series(key: str) -> bool:
@@ -34,6 +35,8 @@ def may_vary_in_series(key: str) -> bool:
     """
     if key in MEASUREMENT_KEYS:
         return False
+    if key == VARIANT_KEY:
+        return True     # part of the series key: inside a series it differs only as absent vs ""
     return key in NOT_WORKLOAD_KEYS or key.rsplit(".", 1)[-1] in RUN_LAYOUT_KEY_NAMES
 
 
@@ -45,6 +48,7 @@ class SeriesKey:
     config_hash: str
     batch_showers: int            # global batch (strong) or per-rank batch (weak), showers per critic step
     threads: int = 0              # config train.threads: threads per rank (0: decided from the cores)
+    variant: str = ""             # config scaling.variant: the study variant's name ("" = none)
 
     @property
     def batch_kind(self) -> str:
@@ -55,13 +59,13 @@ class SeriesKey:
         """Short legend text, e.g. 'horovod strong photons, global batch 512 [1a2b3c]', with
         ', 2 threads per rank' before the hash when the configuration pins the threads."""
         threads = f", {self.threads} thread{'s' if self.threads != 1 else ''} per rank" if self.threads else ""
-        return (f"{self.engine} {self.mode} {self.particle}, {self.batch_kind} batch "
+        return ((f"{self.variant}: " if self.variant else "") + f"{self.engine} {self.mode} {self.particle}, {self.batch_kind} batch "
                 f"{self.batch_showers}{threads} [{self.config_hash[:6]}]")
 
     @property
     def slug(self) -> str:
         threads = f"-t{self.threads}" if self.threads else ""
-        return f"{self.engine}-{self.mode}-{self.particle}-b{self.batch_showers}{threads}-{self.config_hash[:6]}"
+        return (f"{self.variant}-" if self.variant else "") + f"{self.engine}-{self.mode}-{self.particle}-b{self.batch_showers}{threads}-{self.config_hash[:6]}"
 
 
 @dataclass
@@ -245,7 +249,15 @@ def series_key(run: Run) -> SeriesKey:
     meta = run.meta
     batch = meta["global_batch"] if meta["mode"] == MODE_STRONG else meta["per_rank_batch"]
     return SeriesKey(engine=str(meta["engine"]), mode=str(meta["mode"]), particle=str(meta["particle"]),
-                     config_hash=_config_hash(run), batch_showers=int(batch), threads=configured_threads(run))
+                     config_hash=_config_hash(run), batch_showers=int(batch), threads=configured_threads(run),
+                     variant=run_variant(run))
+
+
+def run_variant(run: Run) -> str:
+    """The run's config ``scaling.variant`` (launch.study [variants]); "" when absent."""
+    scaling = run.meta["config"].get("scaling")
+    value = scaling.get("variant") if isinstance(scaling, dict) else None
+    return value if isinstance(value, str) else ""
 
 
 def group_series(runs: Iterable[Run]) -> list[Series]:
@@ -262,7 +274,7 @@ def group_series(runs: Iterable[Run]) -> list[Series]:
             raise UserError(f"series {s.key.label}: runs have different configurations in "
                             f"{', '.join(diffs)} (runs: {paths}); analyse them separately")
     return sorted(groups.values(), key=lambda s: (s.key.particle, s.key.engine, s.key.mode,
-                                                  s.key.batch_showers, s.key.config_hash, s.key.threads))
+                                                  s.key.batch_showers, s.key.config_hash, s.key.threads, s.key.variant))
 
 
 def load_bench(path: Path) -> BenchFile:

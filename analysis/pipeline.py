@@ -21,6 +21,13 @@ import pandas as pd
 from analysis import energy_metrics as em
 from analysis.bootstrap import CONFIDENCE, RESAMPLES
 from analysis.campaign import CampaignRequest, CampaignResult, analyse_campaigns, is_ensemble
+from analysis.carbon import CarbonRequest, CarbonResult, carbon_section, carbon_table
+from analysis.carbon import key_result_items as carbon_key_items
+from analysis.carbon import write_tables as write_carbon_tables
+from analysis.checkpoints import checkpoint_table, checkpoints_section
+from analysis.energy_intervals import EngineComparison, compare_engines, interval_table, intervals_section
+from analysis.variants import VariantsResult, analyse_variants, best_items, plot_variants, variants_section
+from analysis.variants import write_tables as write_variant_tables
 from analysis.campaign_report import campaign_section, plot_campaign
 from analysis.campaign_report import key_result_items as campaign_key_items
 from analysis.campaign_report import write_tables as write_campaign_tables
@@ -67,11 +74,18 @@ class Analysis:
     campaign: CampaignResult | None = None   # ensembles, campaign makespans and plan (analysis.campaign)
     quality: QualityResult | None = None     # time to a quality target (analysis.quality_report)
     layouts: LayoutResult | None = None      # ranks x threads of a node compared (analysis.layout)
+    carbon: CarbonResult | None = None       # CO2e and cost (analysis.carbon)
+    variants: VariantsResult | None = None   # launch.study [variants] compared (analysis.variants)
+    energy_intervals: pd.DataFrame | None = None      # analysis.energy_intervals
+    engine_comparisons: list[EngineComparison] = field(default_factory=list)
+    checkpoints: pd.DataFrame | None = None  # checkpoint cost and optimal interval (analysis.checkpoints)
+    mtbf_h: float | None = None
 
 
 def analyse(paths: Sequence[str | Path], network_files: Sequence[Path] = (),
             progress: Callable[[str], None] = lambda s: None,
-            campaign: CampaignRequest = CampaignRequest(), target: Target | None = None) -> Analysis:
+            campaign: CampaignRequest = CampaignRequest(), target: Target | None = None,
+            carbon: CarbonRequest = CarbonRequest(), mtbf_h: float | None = None) -> Analysis:
     """Everything except writing: raises ``UserError`` for unusable inputs."""
     run_dirs, bench_paths = find_inputs(paths)
     progress(f"found {len(run_dirs)} run director{'y' if len(run_dirs) == 1 else 'ies'} and "
@@ -92,9 +106,15 @@ def analyse(paths: Sequence[str | Path], network_files: Sequence[Path] = (),
     # Time to a quality target: data-parallel runs that evaluated while training (ensembles'
     # members get theirs in the campaign section).
     quality = analyse_quality([r for r in runs if not is_ensemble(r)], summary, target)
+    campaigns = analyse_campaigns(runs, summary, campaign)
     return Analysis([str(p) for p in paths], runs, series, results, summary, benches, projection, pareto, best,
-                    skipped_runs=skipped, campaign=analyse_campaigns(runs, summary, campaign), quality=quality,
-                    layouts=analyse_layouts(runs))
+                    skipped_runs=skipped, campaign=campaigns, quality=quality,
+                    layouts=analyse_layouts(runs),
+                    carbon=carbon_table(summary, campaigns.plan if campaigns else None, carbon, campaign.gan_iterations,
+                                        runs, campaigns.ensembles if campaigns else None),
+                    variants=analyse_variants(results, quality.target if quality is not None else target),
+                    energy_intervals=interval_table(results), engine_comparisons=compare_engines(results),
+                    checkpoints=checkpoint_table(runs, mtbf_h), mtbf_h=mtbf_h)
 
 
 def choose_power_run(analysis: Analysis, run_id: str | None) -> Run | None:
@@ -134,6 +154,7 @@ def draw_plots(analysis: Analysis, plot_dir: Path, power_run_id: str | None,
         lambda: plotter.plot_projection(proj.points, plotted, note=note),
         lambda: plotter.plot_projection_breakdown(proj.points, plotted, note=note),
         lambda: plot_campaign(plotter, analysis.campaign) if analysis.campaign else None,
+        lambda: plot_variants(analysis.variants, plot_dir, plotter.skipped) if analysis.variants else None,
     ]
     quality = analysis.quality
     if quality is not None:
@@ -222,6 +243,10 @@ def _key_results(doc: Document, a: Analysis) -> None:
         items += quality_key_items(a.quality)
     if a.layouts is not None:
         items += layout_key_items(a.layouts)
+    if a.variants is not None:
+        items += [f"Best variant for {b}" for b in best_items(a.variants)]
+    if a.carbon is not None:
+        items += carbon_key_items(a.carbon)
     doc.ul(items)
 
 
@@ -382,13 +407,21 @@ def build_document(a: Analysis) -> Document:
     _series_section(doc, a)
     _scaling_section(doc, a)
     _energy_section(doc, a)
+    if a.energy_intervals is not None:
+        intervals_section(doc, a.energy_intervals, a.engine_comparisons)
+    if a.carbon is not None:
+        carbon_section(doc, a.carbon)
     _pareto_section(doc, a)
+    if a.variants is not None:
+        variants_section(doc, a.variants)
     if a.campaign is not None and a.campaign.available:
         campaign_section(doc, a.campaign)
     if a.quality is not None:
         time_to_target_section(doc, a.quality)
     if a.layouts is not None:
         layout_section(doc, a.layouts)
+    if a.checkpoints is not None:
+        checkpoints_section(doc, a.checkpoints, a.mtbf_h)
     _projection_section(doc, a)
     doc.h(1, "Plots")
     doc.p("Each figure is also saved as PDF (vector, TrueType fonts) beside its PNG.")
@@ -475,6 +508,14 @@ def write_report(a: Analysis, out: str | Path, power_run_id: str | None = None,
             write_quality_tables(a.quality, tmp)
         if a.layouts is not None:
             write_layout_tables(a.layouts, tmp)
+        if a.carbon is not None:
+            write_carbon_tables(a.carbon, tmp)
+        if a.variants is not None:
+            write_variant_tables(a.variants, tmp)
+        if a.energy_intervals is not None:
+            a.energy_intervals.to_csv(tmp / "energy_intervals.csv", index=False)
+        if a.checkpoints is not None and len(a.checkpoints):
+            a.checkpoints.to_csv(tmp / "checkpoints.csv", index=False)
         if a.projection.available:
             a.projection.points.to_csv(tmp / "projection.csv", index=False)
         doc = build_document(a)

@@ -18,6 +18,8 @@ from common.vocab import DEFAULT_SYNTHETIC_EVENTS, DEFAULT_THREADS, PARTICLE_NAM
 GENERATOR_VARIANTS = ("bn_swish", "bn_relu", "relu")
 LABELS = ("maxe", "loge")
 PRECISIONS = ("float32", "mixed")
+# bologan.train's checkpoint interval when [train] checkpoint_every is 0 (its default).
+TRAIN_CHECKPOINT_EVERY = 100
 # Adam's moment decay rates: 1 or more would never forget (or grow) the moments.
 ADAM_BETA = Range(0, 1, high_open=True)
 
@@ -61,7 +63,10 @@ class TrainConfig:
     beta1: float = field(default=0.55, metadata={"help": "Adam beta1", "range": ADAM_BETA})
     beta2: float = field(default=0.999, metadata={"help": "Adam beta2", "range": ADAM_BETA})
     iterations: int = field(default=1000, metadata={"help": "iterations to train (n_disc critic steps + 1 generator step each)"})
-    checkpoint_every: int = field(default=100, metadata={"help": "iterations between checkpoints"})
+    checkpoint_every: int = field(default=0, metadata={
+        "help": "iterations between checkpoints; 0 = the tool's default (bologan.train: every "
+                f"{TRAIN_CHECKPOINT_EVERY} iterations; scaling.run: every epoch). scaling.run saves at the end of "
+                "each epoch that reaches a multiple of it (never inside an epoch)"})
     keep_checkpoints: int = field(default=0, metadata={"help": "checkpoints kept on disk (0 = all, for best-iteration search)"})
     log_every: int = field(default=50, metadata={"help": "iterations between progress lines"})
     seed: int = field(default=10, metadata={"help": "random seed (BoloGAN: 10)"})
@@ -71,11 +76,11 @@ class TrainConfig:
     threads: int = field(default=DEFAULT_THREADS, metadata={"help": "TensorFlow intra-op threads (0 = decide from the cores owned)"})
 
     def check(self) -> None:
-        for name in ("batch_size", "n_disc", "iterations", "checkpoint_every", "log_every"):
+        for name in ("batch_size", "n_disc", "iterations", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
-        if self.keep_checkpoints < 0 or self.threads < 0:
-            raise ValueError("keep_checkpoints and threads must be >= 0")
+        if self.keep_checkpoints < 0 or self.threads < 0 or self.checkpoint_every < 0:
+            raise ValueError("keep_checkpoints, threads and checkpoint_every must be >= 0")
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Make, import and inspect shower files: ``python -m bologan.data generate|convert|describe``.
+"""Make, import, inspect and benchmark shower files: ``python -m bologan.data generate|convert|describe|bench``.
 
 Every output is a Parquet shower file (``bologan.dataio``), written atomically and only after
 the input has been read and validated, so a failed command leaves any previous file intact.
@@ -22,6 +22,7 @@ EPILOG = """examples:
   python -m bologan.data convert --from hdf5 --particle pions dataset_1_pions_1.hdf5 --out pions.parquet
   python -m bologan.data convert --from csv --particle pions --eta 20_25 csvFiles/ --out pions.parquet
   python -m bologan.data describe photons.parquet --json
+  python -m bologan.data bench photons.parquet --run results/local/horovod-weak-n1
 """
 
 
@@ -29,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = Parser("python -m bologan.data", epilog=EPILOG,
                     description="Generate synthetic showers, import CaloChallenge HDF5 or FastCaloGAN "
                                 "CSV files, and describe Parquet shower files (energies in MeV).")
-    sub = parser.add_subparsers(dest="command", metavar="{generate,convert,describe}")
+    sub = parser.add_subparsers(dest="command", metavar="{generate,convert,describe,bench}")
     sub.required = True
 
     gen = sub.add_parser("generate", help="write physics-inspired synthetic showers", epilog=EPILOG,
@@ -59,6 +60,13 @@ def _parser() -> argparse.ArgumentParser:
     desc.add_argument("--particle", choices=PARTICLE_NAMES, default=None,
                       help="fail unless the file holds this particle")
     desc.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    from bologan.data_bench import add_arguments
+
+    bench = sub.add_parser("bench", help="load time and memory per file format; tf.data input rate vs training",
+                           epilog=EPILOG, description="Write FILE's showers as CSV, HDF5 and Parquet, time and "
+                           "meter loading each, and measure the input pipeline's showers/s (bologan.data_bench).")
+    add_arguments(bench)
     return parser
 
 
@@ -160,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
-    command = {"generate": _generate, "convert": _convert, "describe": _describe}[args.command]
+    from bologan.data_bench import run_bench
+
+    command = {"generate": _generate, "convert": _convert, "describe": _describe, "bench": run_bench}[args.command]
     try:
         return command(args)
     except BrokenPipeError:

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from bologan.config import BOLOGAN_SECTIONS
+from bologan.config import BOLOGAN_SECTIONS, TRAIN_CHECKPOINT_EVERY
 from common.cli import Parser
 from common.errors import UserError, main_guard
 from common.settings import add_section_arguments, resolve_sections, sections_to_dict
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             rate = (i - start) / (time.perf_counter() - t_start)
             print(f"iteration {i}/{train_cfg.iterations}  d_loss {d_loss:+.4f}  g_loss {g_loss:+.4f}  "
                   f"{rate:.1f} it/s", flush=True)
-        if i % train_cfg.checkpoint_every == 0 or i == train_cfg.iterations:
+        if i % (train_cfg.checkpoint_every or TRAIN_CHECKPOINT_EVERY) == 0 or i == train_cfg.iterations:
             manager.save(checkpoint_number=i)
             save_losses()
     print(f"done: {train_cfg.iterations - start} iterations in {time.perf_counter() - t_start:.1f} s; "

@@ -14,8 +14,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from common.runinfo import cpu_model
 from common.vocab import SOURCE_ESTIMATED
 from energy.counters import Channel
+from energy.tdp import USER_SOURCE, TdpChoice, estimate_tdp
 
 # /proc/stat "cpu" fields: user nice system idle iowait irq softirq steal (guest time is already
 # inside user/nice, so it is not added again).
@@ -51,8 +53,20 @@ def _read_proc_stat(path: str) -> tuple[float, int]:
     return busy, max(cpus, 1)
 
 
+def choose_cpu_tdp(user_tdp_w: float, packages: int | None = None, proc_stat: str = "/proc/stat",
+                   model: str | None = None) -> TdpChoice | None:
+    """The TDP per package the estimate uses: ``user_tdp_w`` when > 0, else the shipped table's
+    row for this CPU model (``energy.tdp``), charged per visible thread; None when neither."""
+    try:
+        _busy, n_cpus = _read_proc_stat(proc_stat)
+    except (OSError, ValueError):
+        n_cpus = os.cpu_count() or 1
+    n_packages = packages if packages is not None else count_packages()
+    return estimate_tdp(cpu_model() if model is None else model, user_tdp_w, n_cpus, n_packages)
+
+
 def open_cpu_estimate(tdp_w: float, *, packages: int | None = None,
-                      proc_stat: str = "/proc/stat") -> Channel:
+                      proc_stat: str = "/proc/stat", tdp_source: str = USER_SOURCE) -> Channel:
     """A counter channel (microjoules) following the model above; raises if /proc/stat is unusable."""
     ticks_per_s = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
     n_packages = packages if packages is not None else count_packages()
@@ -65,4 +79,5 @@ def open_cpu_estimate(tdp_w: float, *, packages: int | None = None,
 
     return Channel("estimate", "cpu", "counter", SOURCE_ESTIMATED, "estimate", read,
                    info={"model": "cpu utilisation x cpu_tdp_w x packages", "cpu_tdp_w": tdp_w,
-                         "packages": n_packages, "logical_cpus": n_cpus, "proc_stat": proc_stat})
+                         "packages": n_packages, "logical_cpus": n_cpus, "proc_stat": proc_stat,
+                         "cpu_tdp_source": tdp_source})

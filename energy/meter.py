@@ -25,11 +25,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol
 
+from common.runinfo import cpu_model
 from common.vocab import (DOMAIN_CPU, DOMAIN_DRAM, DOMAIN_GPU, ENERGY_DOMAINS, SOURCE_ESTIMATED, SOURCE_MEASURED,
                           SOURCE_NOT_READER, SOURCE_UNAVAILABLE, SOURCES_WITH_VALUE)
 from energy.config import EnergyConfig
 from energy.counters import Accumulator, Channel
-from energy.estimate import open_cpu_estimate
+from energy.estimate import choose_cpu_tdp, open_cpu_estimate
 from energy.nvml import all_visible_indices, load_nvml, open_gpus, resolve_gpu_index, shutdown_nvml
 from energy.rapl import OpenFn, default_open, interval_warning, open_rapl, wrap_period_s
 from energy.records import EnergyWindow, PowerSample
@@ -223,15 +224,20 @@ class EnergyMeter:
         return cpu, dram
 
     def _open_cpu_estimate(self, measured: _Domain, proc_stat: str, packages: int | None) -> _Domain:
-        if self.config.cpu_tdp_w <= 0:
-            self._warnings.append("estimate_energy is on but cpu_tdp_w is 0: no CPU estimate")
+        # The user's TDP, else the shipped table's for this CPU model (energy.tdp).
+        choice = choose_cpu_tdp(self.config.cpu_tdp_w, packages, proc_stat)
+        if choice is None:
+            self._warnings.append(f"estimate_energy is on but cpu_tdp_w is 0 and the TDP table has no row for "
+                                  f"{cpu_model()!r}: no CPU estimate (give --cpu-tdp-w)")
             return measured
         try:
-            channel = open_cpu_estimate(self.config.cpu_tdp_w, packages=packages, proc_stat=proc_stat)
+            channel = open_cpu_estimate(choice.package_tdp_w, packages=packages, proc_stat=proc_stat,
+                                        tdp_source=choice.source)
         except (OSError, ValueError) as exc:
             self._warnings.append(f"CPU estimate impossible: {exc}")
             return measured
-        self._warnings.append(f"cpu energy is an estimate (RAPL unavailable: {measured.reason})")
+        self._warnings.append(f"cpu energy is an estimate (RAPL unavailable: {measured.reason}); "
+                              f"TDP {choice.package_tdp_w:.4g} W per package, {choice.source}")
         return _Domain(SOURCE_ESTIMATED, "estimate", self._accumulate([channel]))
 
     # -- lifecycle ----------------------------------------------------------------------------

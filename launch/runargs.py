@@ -40,6 +40,9 @@ class RunSettings:
     lr_scaling: str = field(default=LR_NONE, metadata={"choices": LR_SCALINGS,
                                                         "help": "learning rate x global batch ratio: none, linear or sqrt"})
     lr_warmup_iterations: int = field(default=0, metadata={"help": "iterations over which the scaled learning rate ramps up"})
+    estimate_energy: bool = field(default=False, metadata={
+        "help": "where no energy counter exists, estimate CPU energy from the CPU's TDP (the user's --cpu-tdp-w "
+                "in train_config, else energy/data/cpu_tdp.csv); flagged 'estimated', never used where RAPL works"})
 
     def check(self) -> None:
         for name in ("epochs", "iterations_per_epoch", "global_batch", "batch_per_rank", "synthetic_events"):
@@ -85,6 +88,8 @@ def _quality_args(run: RunSettings) -> list[str]:
         args += ["--lr-scaling", run.lr_scaling]
     if run.lr_warmup_iterations:
         args += ["--lr-warmup-iterations", str(run.lr_warmup_iterations)]
+    if run.estimate_energy:
+        args.append("--estimate-energy")
     return args
 
 

@@ -55,6 +55,7 @@ from common.vocab import (ENGINES, FINISHED_STATUSES, MODE_ENSEMBLE, MODES, PLAC
 from launch.common import (NAME_PATTERN, check_choices, check_name, find_executable,
                            fmt_duration, indent, is_root, python_executable, tail)
 from launch.runargs import RunSettings, scaling_run_args
+from launch.variants import Variant, check_variants, load_variants
 
 PROFILE_PATTERN = "study_{profile}.toml"
 DEFAULT_PROFILE = "default"
@@ -123,6 +124,7 @@ class Step:
     world: int = 1
     repeat: int = 1               # which measurement of its (engine, mode, N) point this run is
     threads: int | None = None    # threads per rank of its layout (None: [run] threads)
+    variant: str = ""             # the [variants] entry this run measures ("" = none)
     resume: bool = False
     skip_reason: str = ""
     note: str = ""                # said on the progress line (e.g. why a run starts again)
@@ -137,11 +139,14 @@ class Step:
     duration_s: float | None = None
 
 
-def run_id(engine: str, mode: str, world: int, repeat: int = 1, threads: int | None = None) -> str:
+def run_id(engine: str, mode: str, world: int, repeat: int = 1, threads: int | None = None,
+           variant: str = "") -> str:
     """'horovod-weak-n2' for the first run of a point, 'horovod-weak-n2-r3' for its third repeat
     (the first keeps the plain name, so raising --repeats keeps the runs made already);
-    'horovod-weak-n2-t4-r3' with ``threads`` (a study of several threads per rank)."""
+    'horovod-weak-n2-t4-r3' with ``threads`` (a study of several threads per rank);
+    'horovod-weak-n1-b32-r2' for variant 'b32' (a study with [variants])."""
     return (f"{engine}-{mode}-n{world}" + (f"-t{threads}" if threads is not None else "")
+            + (f"-{variant}" if variant else "")
             + (f"-r{repeat}" if repeat > 1 else ""))
 
 
@@ -298,7 +303,8 @@ def code_change(before: dict[str, Any] | None, now: dict[str, Any]) -> str:
 
 def plan(study: StudySettings, run: RunSettings, force: bool = False,
          python: str | None = None, reuse_stale: bool = False,
-         code: dict[str, Any] | None = None, repeats: int = 1, cores: int | None = None) -> list[Step]:
+         code: dict[str, Any] | None = None, repeats: int = 1, cores: int | None = None,
+         variants: list[Variant] | None = None) -> list[Step]:
     """Every step of the study in order: benchmarks, training runs, analysis.
 
     ``code``: the code version the runs will be made with (default: the sources beside this
@@ -307,6 +313,8 @@ def plan(study: StudySettings, run: RunSettings, force: bool = False,
     again, ...) so that the machine drifting during the study spreads over every point instead
     of looking like scaling. Each repeat is its own run directory, skipped or resumed on its own.
     ``cores``: the cores the layouts are fitted to (default: ``usable_cpus()``).
+    ``variants``: [variants] entries; every point runs once per variant, interleaved inside each
+    repeat (launch.variants), into ``<point>-<variant>/``.
     """
     if repeats < 1:
         raise UserError(f"--repeats must be >= 1, got {repeats}")
@@ -335,25 +343,32 @@ def plan(study: StudySettings, run: RunSettings, force: bool = False,
             if out.exists() and not force:
                 step.skip_reason = "measured earlier"
             steps.append(step)
+    check_variants(variants or [], run)
+    each_variant: list[Variant | None] = list(variants or []) or [None]
     for world in sorted(study.world_sizes):
         for mode in study.modes:
-            try:
-                run.check_world(world, mode)
-            except ValueError as exc:
-                raise UserError(str(exc)) from None
+            for v in each_variant:
+                try:
+                    (v.run_settings(run) if v else run).check_world(world, mode)
+                except ValueError as exc:
+                    raise UserError((f"[variants] {v.name}: " if v else "") + str(exc)) from None
     points = [(world, threads if listed else None, mode, engine) for world, threads in ran
               for mode in study.modes for engine in study_engines(study, mode)]
     # Several threads per rank: the run id and label name them (one value: the plain names).
     suffix = len(study.threads_per_rank) > 1
     # The repeat is the outer loop: 1, 2, 1, 2, ... never 1, 1, 2, 2.
     for repeat in range(1, repeats + 1):
-        for world, threads, mode, engine in points:
-            rid = run_id(engine, mode, world, repeat, threads if suffix else None)
+        for variant, (world, threads, mode, engine) in ((v, p) for v in each_variant for p in points):
+            vname = variant.name if variant else ""
+            vrun = variant.run_settings(run) if variant else run
+            if variant and "threads" in variant.run_overrides and not listed:
+                threads = vrun.threads     # the variant's threads reach its ranks (OMP_NUM_THREADS, placement)
+            rid = run_id(engine, mode, world, repeat, threads if suffix else None, vname)
             out = root / rid
             status = read_status(out)
-            where = placement(study, run, cores, threads)
-            args = scaling_run_args(with_threads(run, threads), engine=engine, mode=mode, out=str(out),
-                                    study=study.name)
+            where = placement(study, vrun, cores, threads)
+            args = scaling_run_args(with_threads(vrun, threads), engine=engine, mode=mode, out=str(out),
+                                    study=study.name) + (variant.extra_args() if variant else [])
             before = earlier.get(rid)
             # A run made with other settings is not reused: it would not measure these ones.
             changed = before is not None and (before.run_args != args or
@@ -363,13 +378,13 @@ def plan(study: StudySettings, run: RunSettings, force: bool = False,
             # Other code may measure differently: never resume it, reuse it only when asked.
             keep = not force and not changed and (not stale or (reuse_stale and status in FINISHED_STATUSES))
             resume = keep and status in (STATUS_INTERRUPTED, STATUS_RUNNING)
-            argv = launcher_prefix(study, run, world, cores, threads=threads) + [python, "-m", "scaling.run", *args]
+            argv = launcher_prefix(study, vrun, world, cores, threads=threads) + [python, "-m", "scaling.run", *args]
             if resume:
                 argv.append("--resume")
-            label = (f"{engine} {mode} n={world}" + (f" t={threads}" if suffix else "")
+            label = (f"{engine} {mode} n={world}" + (f" t={threads}" if suffix else "") + (f" [{vname}]" if vname else "")
                      + (f" repeat {repeat}/{repeats}" if repeats > 1 else ""))
             step = Step("run", label, argv, logs / f"{rid}.log", out,
-                        run_id=rid, world=world, repeat=repeat, threads=threads, resume=resume,
+                        run_id=rid, world=world, repeat=repeat, threads=threads, variant=vname, resume=resume,
                         made_with=before.run_args if status and before else None,
                         made_by=before.code_version if status and before else None, code_now=code,
                         placed_as=before.placement if status and before else None, place_now=where,
@@ -554,7 +569,7 @@ def write_summary(root: Path, steps: list[Step], resolved: dict[str, Any]) -> No
         "config": sections_to_dict(resolved),
         "repeats": max((s.repeat for s in steps if s.kind == "run"), default=1),
         "steps": [{"kind": s.kind, "label": s.label, "run_id": s.run_id, "world_size": s.world,
-                   "repeat": s.repeat, "out": str(s.out), "log": str(s.log), "argv": s.argv, "status": s.status,
+                   "repeat": s.repeat, "variant": s.variant, "out": str(s.out), "log": str(s.log), "argv": s.argv, "status": s.status,
                    "exit_code": s.exit_code, "duration_s": s.duration_s, "resumed": s.resume,
                    "run_args": s.made_with, "code_version": s.made_by,
                    "placement": s.placed_as}
@@ -590,6 +605,8 @@ def execute(steps: list[Step], study: StudySettings, run: RunSettings,
     repeats = max((s.repeat for s in runs), default=1)
     each = f"{repeats} repeats, interleaved; " if repeats > 1 else ""
     threads = f"threads per rank {', '.join(map(str, study.threads_per_rank))}; " if study.threads_per_rank else ""
+    named = list(dict.fromkeys(s.variant for s in runs if s.variant))
+    threads += f"variants {', '.join(named)}; " if named else ""
     out.write(f"study '{study.name}': {len(runs)} runs ({each}world sizes {', '.join(map(str, study.world_sizes))}; "
               f"{threads}{', '.join(study.modes)}; {', '.join(study.engines)}; {run.epochs} epochs x "
               f"{run.iterations_per_epoch} iterations) -> {root}\n")
@@ -706,10 +723,13 @@ def build_parser() -> argparse.ArgumentParser:
 @main_guard
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    resolved = resolve_sections(SECTIONS, args.config, args, profile=profile_path(args.profile))
+    resolved = resolve_sections(SECTIONS, args.config, args, profile=profile_path(args.profile),
+                                read_by_caller=("variants",))
     study: StudySettings = resolved["study"]
     run: RunSettings = resolved["run"]
-    steps = plan(study, run, force=args.force, reuse_stale=args.reuse_stale, repeats=args.repeats)
+    variants = load_variants(profile_path(args.profile), args.config)
+    steps = plan(study, run, force=args.force, reuse_stale=args.reuse_stale, repeats=args.repeats,
+                 variants=variants)
     if args.dry_run:
         import shlex
 

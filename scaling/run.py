@@ -40,6 +40,7 @@ from common.settings import add_section_arguments, resolve_sections, sections_to
 from common.vocab import (ENGINE_HOROVOD, ENGINE_MIRRORED, MODE_ENSEMBLE, NOT_WORKLOAD_KEYS, PLACEMENT_ENV, STATUS_COMPLETED, STATUS_FAILED,
                           STATUS_INTERRUPTED, STATUS_RUNNING, STATUS_TARGET_REACHED)
 from energy.config import EnergyConfig
+from scaling.checkpoint_cost import CheckpointLog, checkpoint_due
 from scaling.collectives import HorovodCollectives, for_world
 from scaling.config import ScalingConfig
 from scaling.eval_config import EvalConfig
@@ -229,11 +230,13 @@ class _Model:
     scratch: Path | None          # non-chief tf.distribute workers: the folder their saves go to
     precision: str                # Keras dtype policy
     start_iteration: int
+    restore_s: float | None = None   # seconds spent restoring the checkpoint on --resume
 
-    def save(self, iteration: int) -> None:
-        """Save ``ckpt-<iteration>``; a scratch save is removed at once (only the chief's is kept)."""
+    def save(self, iteration: int) -> str:
+        """Save ``ckpt-<iteration>`` and return its path prefix; a scratch save is removed at once
+        (only the chief's is kept)."""
         try:
-            self.checkpoints.save(checkpoint_number=iteration)
+            return self.checkpoints.save(checkpoint_number=iteration)
         finally:
             if self.scratch is not None:
                 shutil.rmtree(self.scratch, ignore_errors=True)
@@ -437,13 +440,16 @@ def _build_model(ctx: RunContext) -> _Model:
     elif sc.engine == ENGINE_MIRRORED:
         scratch = _scratch_dir(ctx)
         manager = checkpoint_manager(gan, scratch, KEEP_CHECKPOINTS)
+    restore_s = None
     if ctx.resume:
         saved = checkpoint_manager(gan, ctx.checkpoint_root, KEEP_CHECKPOINTS)
         # Every member resumes, each from its own checkpoints, all at the same iteration.
         latest = common_checkpoint(saved, ctx.coll) if ctx.ensemble else saved.latest_checkpoint
         if latest:
+            t_restore = time.perf_counter()
             try:
                 gan.checkpoint().restore(latest).assert_existing_objects_matched()
+                restore_s = time.perf_counter() - t_restore
             except AssertionError as exc:
                 # e.g. a checkpoint written before the noise generator's state was saved
                 raise UserError(f"{latest}: checkpoint does not hold this model's state "
@@ -456,7 +462,7 @@ def _build_model(ctx: RunContext) -> _Model:
     if len(set(starts)) > 1:
         raise _AgreedError(f"{ctx.out}: ranks resumed from different iterations {starts} (is --out on a "
                            f"filesystem that every node sees?)")
-    return _Model(gan, step, manager, scratch, policy, start)
+    return _Model(gan, step, manager, scratch, policy, start, restore_s)
 
 
 def _lr_scale_factor(ctx: RunContext) -> float:
@@ -559,9 +565,15 @@ def _train(ctx: RunContext, model: _Model, attempt: int, start_epoch: int, nodes
                      showers_per_iteration=train_cfg.n_disc * ctx.batch * len(iterators),
                      member=ctx.ensemble.member if ctx.ensemble else 0, steps_per_call=sc.steps_per_call)
 
+    # [train] checkpoint_every (scaling.checkpoint_cost): every rank decides alike; a stopping run
+    # always saves its completed epoch. Each save's time and bytes go to run.json.
+    checkpoints = CheckpointLog(ctx.writer, attempt)
+
     def save_checkpoint(epoch: int) -> None:
-        if model.checkpoints is not None:
-            model.save((epoch + 1) * sc.iterations_per_epoch)
+        due = checkpoint_due(epoch, sc.iterations_per_epoch, train_cfg.checkpoint_every, sc.epochs)
+        if (due or coll.any(ctx.stop.raised)) and model.checkpoints is not None:
+            iteration = (epoch + 1) * sc.iterations_per_epoch
+            checkpoints.timed_save(lambda: model.save(iteration), epoch, iteration)
 
     ctx.log(f"{sc.engine} {sc.mode}: {ctx.replicas} replicas on {len(set(nodes))} node(s), batch {ctx.batch} per "
             f"replica, {ctx.cfg['model'].particle}, epochs {start_epoch + 1}..{sc.epochs} x "
@@ -571,6 +583,7 @@ def _train(ctx: RunContext, model: _Model, attempt: int, start_epoch: int, nodes
     timeline = ctx.out / TIMELINE_FILE.format(attempt=attempt) if ctx.args.timeline else None
     # Evaluation and TensorBoard at epoch ends (scaling.evaluation), outside the epoch clocks.
     monitor = training_monitor(ctx, meter, lambda: model.gan.generator)
+    checkpoints.record_start(model.restore_s)
     meter.start()
     if timeline is not None:
         engine.start_timeline(timeline)

@@ -52,6 +52,7 @@ def example_files(root: Path) -> None:
     (root / "ill_typed.toml").write_text('[train]\nn_disc = "five"\n')
     (root / "nan_rate.toml").write_text("[train]\nlearning_rate = nan\n")
     (root / "beta_one.toml").write_text("[train]\nbeta1 = 1.0\n")
+    (root / "bad_variant.toml").write_text("[variants]\nx = { batchsize = 16 }\n")
     (root / "file.txt").write_text("a file, not a folder")
     (root / "empty_dir").mkdir()
     saved_run(root / "saved")

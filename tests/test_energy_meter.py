@@ -162,7 +162,9 @@ def test_cpu_estimate_opt_in_flagged_and_exact(tmp_path):
     meter.stop()
 
 
-def test_estimate_needs_tdp_and_never_replaces_rapl(tmp_path):
+def test_estimate_needs_tdp_and_never_replaces_rapl(tmp_path, monkeypatch):
+    # A CPU the shipped TDP table does not know (energy.tdp): no TDP, no estimate.
+    monkeypatch.setattr("energy.estimate.cpu_model", lambda: "Imaginary CPU 9999")
     no_tdp = meter_for(EnergyConfig(powercap_root=str(tmp_path / "none"), estimate_energy=True))
     assert no_tdp.describe()["domains"]["cpu"]["source"] == "unavailable"
     assert any("cpu_tdp_w is 0" in x for x in no_tdp.describe()["warnings"])

@@ -31,6 +31,7 @@ def runs(tmp_path_factory):
     _run(root / "whole", "--epochs", "2")
     _run(root / "resumed", "--epochs", "1")
     _run(root / "resumed", "--epochs", "2", "--resume", "--timeline")
+    _run(root / "sparse", "--epochs", "3", "--checkpoint-every", "6")
     return root / "whole", root / "resumed"
 
 
@@ -95,3 +96,27 @@ def test_the_variables_an_engine_broadcasts_include_iteration_and_noise_state():
     gan = Gan(ModelConfig(critic_widths=[16, 16, 16]), TrainConfig())
     names = {id(v) for v in gan.all_variables()}
     assert id(gan.iteration) in names and id(gan.noise.state) in names
+
+
+def test_checkpoint_due_at_epoch_ends_only():
+    from scaling.checkpoint_cost import checkpoint_due
+
+    # 3 iterations per epoch, every 6: after epoch 1 (iteration 6) and after the last epoch
+    assert [checkpoint_due(e, 3, 6, 4) for e in range(4)] == [False, True, False, True]
+    assert all(checkpoint_due(e, 3, 0, 4) for e in range(4))          # 0: every epoch
+    assert all(checkpoint_due(e, 3, 2, 4) for e in range(4))          # shorter than an epoch: every epoch
+    assert [checkpoint_due(e, 4, 6, 3) for e in range(3)] == [False, True, True]   # 4 -> 8 crosses 6
+
+
+def test_saves_and_starts_are_recorded_and_checkpoint_every_is_honoured(runs):
+    _whole, resumed = runs
+    meta = json.loads((resumed / "run.json").read_text())
+    saves = meta["checkpoint_saves"]
+    assert [(s["attempt"], s["iteration"]) for s in saves] == [(0, 3), (1, 6)]
+    assert all(s["save_s"] > 0 and s["bytes"] > 0 for s in saves)
+    starts = meta["starts"]
+    assert [s["attempt"] for s in starts] == [0, 1]
+    assert starts[0]["restore_s"] is None and starts[1]["restore_s"] > 0
+    assert all(s["startup_s"] > 0 for s in starts)
+    sparse = json.loads((resumed.parent / "sparse" / "run.json").read_text())
+    assert [s["iteration"] for s in sparse["checkpoint_saves"]] == [6, 9]
