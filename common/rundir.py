@@ -203,6 +203,7 @@ class RunWriter:
         removed = []
         patterns = [(self.path, f".{name}.*.tmp") for name in (RUN_JSON, EPOCHS_FILE, POWER_FILE, EVAL_FILE)]
         patterns.append((self.path / POWER_PARTS_DIR, f".{POWER_PART_GLOB}.*.tmp"))
+        patterns.append((self.path / "telemetry", f".{POWER_PART_GLOB}.*.tmp"))   # common.telemetry_parts
         for directory, pattern in patterns:
             for tmp in directory.glob(pattern):
                 try:

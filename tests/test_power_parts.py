@@ -134,6 +134,9 @@ class _SamplingMeter:
     def drain_samples(self) -> list:
         return _samples(next(self.epoch), n=50)
 
+    def drain_telemetry(self) -> list:
+        return []
+
 
 class _Engine:
     def feed(self, batches):
