@@ -30,6 +30,9 @@ from analysis.layout import key_result_items as layout_key_items
 from analysis.layout import write_tables as write_layout_tables
 from analysis.load import BenchFile, Series, find_inputs, group_series, load_bench, load_runs
 from analysis.pareto import REFERENCE_SHOWERS, ParetoPoint, pareto_table
+from analysis.power_report import PowerResult, analyse_power
+from analysis.power_report import write_tables as write_power_tables
+from analysis.power_sections import plot_telemetry_timeline, power_sections
 from analysis.plots import Plotter, PlotFile
 from analysis.projection import ProjectionResult, build_projection
 from analysis.projection_report import file_networks, key_result_items, projection_plot_note, projection_section
@@ -39,6 +42,7 @@ from analysis.quality_report import key_result_items as quality_key_items
 from analysis.quality_report import write_tables as write_quality_tables
 from analysis.numbers import count, duration, energy, interval, percent, power, rate, ratio, significant
 from analysis.report import Document
+from analysis.sites import sites_section, sites_table
 from analysis.summary import COLUMNS, SeriesResult, summarise_series, summary_table
 from common.errors import UserError
 from common.rundir import Run
@@ -67,6 +71,8 @@ class Analysis:
     campaign: CampaignResult | None = None   # ensembles, campaign makespans and plan (analysis.campaign)
     quality: QualityResult | None = None     # time to a quality target (analysis.quality_report)
     layouts: LayoutResult | None = None      # ranks x threads of a node compared (analysis.layout)
+    power: PowerResult | None = None         # idle, gross/net, peak power, telemetry (analysis.power_report)
+    sites: pd.DataFrame | None = None        # one workload at several sites (analysis.sites)
 
 
 def analyse(paths: Sequence[str | Path], network_files: Sequence[Path] = (),
@@ -94,7 +100,7 @@ def analyse(paths: Sequence[str | Path], network_files: Sequence[Path] = (),
     quality = analyse_quality([r for r in runs if not is_ensemble(r)], summary, target)
     return Analysis([str(p) for p in paths], runs, series, results, summary, benches, projection, pareto, best,
                     skipped_runs=skipped, campaign=analyse_campaigns(runs, summary, campaign), quality=quality,
-                    layouts=analyse_layouts(runs))
+                    layouts=analyse_layouts(runs), power=analyse_power(runs, results), sites=sites_table(results))
 
 
 def choose_power_run(analysis: Analysis, run_id: str | None) -> Run | None:
@@ -134,6 +140,8 @@ def draw_plots(analysis: Analysis, plot_dir: Path, power_run_id: str | None,
         lambda: plotter.plot_projection(proj.points, plotted, note=note),
         lambda: plotter.plot_projection_breakdown(proj.points, plotted, note=note),
         lambda: plot_campaign(plotter, analysis.campaign) if analysis.campaign else None,
+        lambda: (plot_telemetry_timeline(plotter, analysis.power_run, analysis.runs, analysis.power)
+                 if analysis.power else None),
     ]
     quality = analysis.quality
     if quality is not None:
@@ -382,7 +390,11 @@ def build_document(a: Analysis) -> Document:
     _series_section(doc, a)
     _scaling_section(doc, a)
     _energy_section(doc, a)
+    if a.power is not None:
+        power_sections(doc, a.power)
     _pareto_section(doc, a)
+    if a.sites is not None:
+        sites_section(doc, a.sites)
     if a.campaign is not None and a.campaign.available:
         campaign_section(doc, a.campaign)
     if a.quality is not None:
@@ -475,6 +487,10 @@ def write_report(a: Analysis, out: str | Path, power_run_id: str | None = None,
             write_quality_tables(a.quality, tmp)
         if a.layouts is not None:
             write_layout_tables(a.layouts, tmp)
+        if a.power is not None:
+            write_power_tables(a.power, tmp)
+        if a.sites is not None and len(a.sites):
+            a.sites.to_csv(tmp / "sites.csv", index=False)
         if a.projection.available:
             a.projection.points.to_csv(tmp / "projection.csv", index=False)
         doc = build_document(a)

@@ -12,7 +12,7 @@ MAX_INTERVAL_S = 60.0
 INTERVAL_RANGE_S = Range(MIN_INTERVAL_S, MAX_INTERVAL_S)
 # Idle power: a few seconds hold tens of samples at 10 Hz and cost little next to an epoch; a
 # GPU's idle power settles within about a second once its clocks drop.
-DEFAULT_BASELINE_S = 3.0
+DEFAULT_BASELINE_S = 2.0
 BASELINE_RANGE_S = Range(0, 600)
 
 
