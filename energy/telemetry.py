@@ -6,7 +6,7 @@ The sampler thread calls ``TelemetryReader.sample()`` right after reading the en
 - the rank's process: CPU time (``/proc/self/stat`` utime + stime, in clock ticks) and resident
   memory (``/proc/self/statm``), and the current frequency of the CPUs it may run on
   (``/sys/devices/system/cpu/cpuN/cpufreq/scaling_cur_freq``, else ``/proc/cpuinfo``'s
-  ``cpu MHz``);
+  ``cpu MHz`` of all CPUs, re-read every ``CPUINFO_REFRESH_S``);
 - the rank's GPU through the NVML handle the energy meter already chose: utilisation, memory
   used, SM clock, temperature and the clock-event (throttle) reasons, decoded to names.
 
@@ -38,6 +38,9 @@ THROTTLING_REASONS = frozenset({"sw_power_cap", "hw_slowdown", "sw_thermal_slowd
                                 "hw_power_brake_slowdown"})
 # At 10 Hz: one hour of rows, a few MB, for a meter whose owner never drains it (energy.monitor).
 MAX_BUFFERED_ROWS = 36_000
+# /proc/cpuinfo (the frequency fallback where cpufreq is missing) lists every CPU of the node
+# and costs far more to read than the other sources: it is re-read at most this often.
+CPUINFO_REFRESH_S = 5.0
 # Enough CPUs for a rank's mean frequency; a rank pinned to more is averaged over the first ones.
 MAX_FREQ_CPUS = 64
 _NVML_CLOCK_SM = 1            # nvmlClockType_t NVML_CLOCK_SM
@@ -81,25 +84,39 @@ class _ProcessReader:
         self._prev_cpu: tuple[float, float] | None = None   # (t_s, CPU seconds)
         self._freq_fds: list[int] = []
         self._cpuinfo = False
+        self._cpuinfo_cache: tuple[float, float] = (-math.inf, math.nan)   # (t_s read, MHz)
+        # Files stay open and are re-read from offset 0 (the kernel regenerates them): an open
+        # and close per pass would double the cost of the sampler's pass.
+        self._stat_fd = self._open_proc("self/stat", "cpu_util_ratio")
+        self._statm_fd = self._open_proc("self/statm", "rss_bytes")
         try:
-            self._prev_cpu = (clock(), self._cpu_seconds())
+            if self._stat_fd is not None:
+                self._prev_cpu = (clock(), self._cpu_seconds())
         except (OSError, ValueError, IndexError) as exc:
             self.reasons["cpu_util_ratio"] = f"{self.proc / 'self/stat'} unreadable ({_err_text(exc)})"
         try:
-            self._rss()
+            if self._statm_fd is not None:
+                self._rss()
         except (OSError, ValueError, IndexError) as exc:
             self.reasons["rss_bytes"] = f"{self.proc / 'self/statm'} unreadable ({_err_text(exc)})"
         self._open_freq()
 
+    def _open_proc(self, name: str, field: str) -> int | None:
+        try:
+            return os.open(self.proc / name, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            self.reasons[field] = f"{self.proc / name} unreadable ({_err_text(exc)})"
+            return None
+
     def _cpu_seconds(self) -> float:
         # Fields after the parenthesised command name (which may hold spaces): utime is the 14th
         # field of the line, stime the 15th.
-        text = (self.proc / "self/stat").read_text()
-        rest = text[text.rindex(")") + 2:].split()
+        text = os.pread(self._stat_fd, 4096, 0)
+        rest = text[text.rindex(b")") + 2:].split()
         return (int(rest[11]) + int(rest[12])) / self._ticks
 
     def _rss(self) -> float:
-        return int((self.proc / "self/statm").read_text().split()[1]) * self._page
+        return int(os.pread(self._statm_fd, 256, 0).split()[1]) * self._page
 
     def _cpus(self) -> list[int]:
         try:
@@ -133,8 +150,11 @@ class _ProcessReader:
 
     def _freq_mhz(self) -> float:
         if self._cpuinfo:
-            got = self._cpuinfo_mhz()
-            return math.nan if got is None else got
+            t_s = self.clock()
+            if t_s - self._cpuinfo_cache[0] >= CPUINFO_REFRESH_S:
+                got = self._cpuinfo_mhz()
+                self._cpuinfo_cache = (t_s, math.nan if got is None else got)
+            return self._cpuinfo_cache[1]
         values = []
         for fd in self._freq_fds:
             try:
@@ -164,6 +184,8 @@ class _ProcessReader:
 
     def close(self) -> None:
         fds, self._freq_fds = self._freq_fds, []
+        fds += [fd for fd in (self._stat_fd, self._statm_fd) if fd is not None]
+        self._stat_fd = self._statm_fd = None
         for fd in fds:
             try:
                 os.close(fd)
