@@ -93,7 +93,7 @@ def sites_section(doc: Any, table: pd.DataFrame) -> None:
     if not len(table):
         return
     doc.h(1, "Sites: the same workload where it ran")
-    doc.p("Runs are grouped by where they ran (run.json `site`: Slurm's cluster name or the `--site` label, and "
+    doc.p("Runs are grouped by where they ran (run.json `site`: the `--site` label, `BOLOGAN_SITE` or Slurm's cluster name, and "
           "whether in an Apptainer/Singularity container) and the node's hardware (CPU model and count, GPU model), "
           "so two clusters, or native and container runs on one machine, are never pooled. Each workload measured "
           "in more than one place is compared per N: iteration time = T(N) / iterations per epoch; energy per 1000 "

@@ -82,17 +82,21 @@ def git_commit() -> str | None:
 CONTAINER_ENV_PREFIXES = ("APPTAINER_", "SINGULARITY_")
 CONTAINER_MARKERS = ("/.singularity.d",)
 UNKNOWN_SITE = "unknown"
+# The site label for runs started by a launcher that does not pass ``--site`` (inherited by ranks).
+SITE_ENV = "BOLOGAN_SITE"
 
 
 def site_name(label: str | None, env: Mapping[str, str] = os.environ) -> tuple[str, str]:
-    """Where a run ran: ``(name, how it is known)``. A ``--site`` label wins, then Slurm's
-    ``SLURM_CLUSTER_NAME``; else ``unknown`` (a host name would split one cluster's runs)."""
+    """Where a run ran: ``(name, how it is known)``. A ``--site`` label wins, then ``BOLOGAN_SITE``,
+    then Slurm's ``SLURM_CLUSTER_NAME``; else ``unknown`` (a host name would split one cluster's runs)."""
     if label and label.strip():
         return label.strip(), "--site"
+    if env.get(SITE_ENV, "").strip():
+        return env[SITE_ENV].strip(), SITE_ENV
     cluster = env.get("SLURM_CLUSTER_NAME", "").strip()
     if cluster:
         return cluster, "SLURM_CLUSTER_NAME"
-    return UNKNOWN_SITE, "no --site label and no SLURM_CLUSTER_NAME"
+    return UNKNOWN_SITE, f"no --site label, no {SITE_ENV} and no SLURM_CLUSTER_NAME"
 
 
 def container_runtime(env: Mapping[str, str] = os.environ, root: str = "/") -> dict[str, Any]:

@@ -71,8 +71,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeline", action="store_true",
                         help="record Horovod's timeline of this start into the run directory "
                              f"({TIMELINE_FILE.format(attempt='<attempt>')}; --engine horovod only)")
-    parser.add_argument("--site", help="name of the cluster or machine, recorded in run.json site (default: Slurm's "
-                                        "SLURM_CLUSTER_NAME, else unknown); analysis compares sites side by side")
+    parser.add_argument("--site", help="name of the cluster or machine, recorded in run.json site (default: "
+                                        "$BOLOGAN_SITE, else Slurm's SLURM_CLUSTER_NAME, else unknown); analysis "
+                                        "compares sites side by side")
     add_section_arguments(parser, SECTIONS)
     return parser.parse_args(argv)
 

@@ -30,6 +30,7 @@ def test_site_is_the_label_then_slurms_cluster_else_unknown():
 
     assert site_name(" leonardo ", {"SLURM_CLUSTER_NAME": "x"}) == ("leonardo", "--site")
     assert site_name(None, {"SLURM_CLUSTER_NAME": "cnaf-hpc"}) == ("cnaf-hpc", "SLURM_CLUSTER_NAME")
+    assert site_name(None, {"SLURM_CLUSTER_NAME": "cnaf-hpc", "BOLOGAN_SITE": "oph"}) == ("oph", "BOLOGAN_SITE")
     assert site_name("", {})[0] == "unknown"
 
 
