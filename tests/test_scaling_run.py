@@ -92,6 +92,10 @@ def test_horovod_two_ranks_equal_one_rank_with_double_batch(tmp_path, reference_
     _assert_comm_measured(two, 2)
     meta = json.loads((two / "run.json").read_text())
     assert meta["launcher"] == "mpirun" and meta["processes"] == 2
+    # Every rank measured its idle power and sent its telemetry; node counters on the reader only.
+    idle = {e["rank"]: e for e in meta["idle_power_w"]}
+    assert sorted(idle) == [0, 1] and idle[1]["cpu_source"] == "not_reader"
+    assert set(read_telemetry(two)["rank"]) == {0, 1}
 
 
 def test_mirrored_two_logical_devices_equal_one_rank(tmp_path, reference_run):
