@@ -213,7 +213,7 @@ def findings(run: Run, per_epoch: pd.DataFrame) -> list[str]:
     for rank, g in throttled.groupby("rank"):
         reasons = sorted({r for cell in g["gpu_throttle_reasons"] for r in cell.split(",") if r})
         out.append(f"run {rid}: the GPU of rank {rank} throttled in epoch(s) "
-                   f"{', '.join(str(e + 1) for e in sorted(set(g['epoch'])))} ({', '.join(reasons)}).")
+                   f"{', '.join(str(e + 1) for e in sorted(set(g['epoch'])))} (counted from 1) ({', '.join(reasons)}).")
     totals = _gpu_memory_totals(run)
     for rank, g in per_epoch.groupby("rank"):
         total = totals.get(int(rank), math.nan)

@@ -80,7 +80,12 @@ def plot_telemetry_timeline(plotter: Plotter, preferred: Run | None, runs: list[
                                            "epoch"]}
     fig, axes = plotter._figure(width=8.6, height=7.4, nrows=3)
     ax_p, ax_u, ax_t = axes[0, 0], axes[1, 0], axes[2, 0]
-    spans = phase_spans(tele[tele["rank"] == ranks[0]].sort_values("t_s"), warm)
+    first_rank = tele[tele["rank"] == ranks[0]].sort_values("t_s")
+    spans = phase_spans(first_rank, warm)
+    epoch_rows = first_rank[first_rank["phase"].str.startswith(EPOCH_PHASE_PREFIX)]
+    for t in epoch_rows.groupby("phase")["t_s"].min():      # consecutive epochs share a colour: mark each start
+        for ax in (ax_p, ax_u, ax_t):
+            ax.axvline(t, color="#777777", linewidth=0.5, linestyle=":")
     seen: set[str] = set()
     for kind, a, b in spans:
         for ax in (ax_p, ax_u, ax_t):
@@ -133,6 +138,7 @@ def plot_telemetry_timeline(plotter: Plotter, preferred: Run | None, runs: list[
     return plotter._save(fig, TIMELINE_PLOT, f"Power and telemetry timeline (run {m.get('run_id')})",
                          "Shaded bands: the phases from the telemetry rows' innermost meter window (idle baseline, "
                          "warm-up epochs, epochs, evaluations, checkpoint saves; unshaded: start-up and bookkeeping), "
+                         "dotted lines at each epoch's start, "
                          f"from rank {ranks[0]}. Top: power samples (GPU solid, RAPL package dashed, DRAM dotted). "
                          "Middle: GPU utilisation (NVML) and CPU cores busy of each rank's process. Bottom: GPU "
                          "temperature with throttled samples crossed, or resident memory where no GPU is read. "

@@ -154,7 +154,7 @@ def test_telemetry_per_epoch_and_the_throttling_and_memory_findings(tmp_path):
     assert e2.gpu_throttled and e2.gpu_throttle_reasons == "hw_thermal_slowdown,sw_power_cap"
     assert not per[(per["rank"] == 0) & (per["epoch"] == 2)].iloc[0].gpu_throttled   # idle is not throttling
     notes = " ".join(result.notes)
-    assert "rank 1 throttled in epoch(s) 3" in notes and "rank 1 was memory-bound on its GPU" in notes
+    assert "rank 1 throttled in epoch(s) 3 (counted from 1)" in notes and "rank 1 was memory-bound on its GPU" in notes
     assert "rank 0 was memory-bound" not in notes and "on the host" not in notes
 
 
