@@ -9,12 +9,14 @@ still differ are refused, naming the keys.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from analysis.sites import run_hardware, run_site
 from common.errors import UserError
 from common.rundir import EPOCHS_FILE, RUN_JSON, Run, is_run_dir, load_run
 from common.vocab import (ALLREDUCE_BENCH_GLOB, FINISHED_STATUSES, MEASUREMENT_KEYS, MODE_STRONG, NOT_WORKLOAD_KEYS, RUN_LAYOUT_KEY_NAMES, RUN_MODES,
@@ -49,6 +51,19 @@ class SeriesKey:
     batch_showers: int            # global batch (strong) or per-rank batch (weak), showers per critic step
     threads: int = 0              # config train.threads: threads per rank (0: decided from the cores)
     variant: str = ""             # config scaling.variant: the study variant's name ("" = none)
+    site: str = ""                # where it ran (analysis.sites.run_site); "" for runs that did not record it
+    hardware: str = ""            # the node's CPU and GPU (analysis.sites.run_hardware); "" likewise
+
+    @property
+    def workload(self) -> tuple:
+        """The key without where it ran: the same workload at two sites shares it."""
+        return (self.engine, self.mode, self.particle, self.config_hash, self.batch_showers, self.threads,
+                self.variant)
+
+    @property
+    def where(self) -> str:
+        """'leonardo (container) | CPU x 32, GPU' or '' (no site recorded: an unknown site)."""
+        return " | ".join(p for p in (self.site, self.hardware) if p)
 
     @property
     def batch_kind(self) -> str:
@@ -59,13 +74,16 @@ class SeriesKey:
         """Short legend text, e.g. 'horovod strong photons, global batch 512 [1a2b3c]', with
         ', 2 threads per rank' before the hash when the configuration pins the threads."""
         threads = f", {self.threads} thread{'s' if self.threads != 1 else ''} per rank" if self.threads else ""
+        where = f" @ {self.where}" if self.where else ""
         return ((f"{self.variant}: " if self.variant else "") + f"{self.engine} {self.mode} {self.particle}, {self.batch_kind} batch "
-                f"{self.batch_showers}{threads} [{self.config_hash[:6]}]")
+                f"{self.batch_showers}{threads} [{self.config_hash[:6]}]{where}")
 
     @property
     def slug(self) -> str:
         threads = f"-t{self.threads}" if self.threads else ""
-        return (f"{self.variant}-" if self.variant else "") + f"{self.engine}-{self.mode}-{self.particle}-b{self.batch_showers}{threads}-{self.config_hash[:6]}"
+        where = f"-at-{hashlib.sha1(self.where.encode()).hexdigest()[:6]}" if self.where else ""
+        return ((f"{self.variant}-" if self.variant else "")
+                + f"{self.engine}-{self.mode}-{self.particle}-b{self.batch_showers}{threads}-{self.config_hash[:6]}{where}")
 
 
 @dataclass
@@ -250,7 +268,7 @@ def series_key(run: Run) -> SeriesKey:
     batch = meta["global_batch"] if meta["mode"] == MODE_STRONG else meta["per_rank_batch"]
     return SeriesKey(engine=str(meta["engine"]), mode=str(meta["mode"]), particle=str(meta["particle"]),
                      config_hash=_config_hash(run), batch_showers=int(batch), threads=configured_threads(run),
-                     variant=run_variant(run))
+                     variant=run_variant(run), site=run_site(meta), hardware=run_hardware(meta))
 
 
 def run_variant(run: Run) -> str:
@@ -274,7 +292,8 @@ def group_series(runs: Iterable[Run]) -> list[Series]:
             raise UserError(f"series {s.key.label}: runs have different configurations in "
                             f"{', '.join(diffs)} (runs: {paths}); analyse them separately")
     return sorted(groups.values(), key=lambda s: (s.key.particle, s.key.engine, s.key.mode,
-                                                  s.key.batch_showers, s.key.config_hash, s.key.threads, s.key.variant))
+                                                  s.key.batch_showers, s.key.config_hash, s.key.threads,
+                                                  s.key.variant, s.key.site, s.key.hardware))
 
 
 def load_bench(path: Path) -> BenchFile:

@@ -37,6 +37,9 @@ from analysis.layout import key_result_items as layout_key_items
 from analysis.layout import write_tables as write_layout_tables
 from analysis.load import BenchFile, Series, find_inputs, group_series, load_bench, load_runs
 from analysis.pareto import REFERENCE_SHOWERS, ParetoPoint, pareto_table
+from analysis.power_report import PowerResult, analyse_power
+from analysis.power_report import write_tables as write_power_tables
+from analysis.power_sections import plot_telemetry_timeline, power_sections
 from analysis.plots import Plotter, PlotFile
 from analysis.projection import ProjectionResult, build_projection
 from analysis.projection_report import file_networks, key_result_items, projection_plot_note, projection_section
@@ -46,6 +49,7 @@ from analysis.quality_report import key_result_items as quality_key_items
 from analysis.quality_report import write_tables as write_quality_tables
 from analysis.numbers import count, duration, energy, interval, percent, power, rate, ratio, significant
 from analysis.report import Document
+from analysis.sites import sites_section, sites_table
 from analysis.summary import COLUMNS, SeriesResult, summarise_series, summary_table
 from common.errors import UserError
 from common.rundir import Run
@@ -80,6 +84,8 @@ class Analysis:
     engine_comparisons: list[EngineComparison] = field(default_factory=list)
     checkpoints: pd.DataFrame | None = None  # checkpoint cost and optimal interval (analysis.checkpoints)
     mtbf_h: float | None = None
+    power: PowerResult | None = None         # idle, gross/net, peak power, telemetry (analysis.power_report)
+    sites: pd.DataFrame | None = None        # one workload at several sites (analysis.sites)
 
 
 def analyse(paths: Sequence[str | Path], network_files: Sequence[Path] = (),
@@ -114,7 +120,8 @@ def analyse(paths: Sequence[str | Path], network_files: Sequence[Path] = (),
                                         runs, campaigns.ensembles if campaigns else None),
                     variants=analyse_variants(results, quality.target if quality is not None else target),
                     energy_intervals=interval_table(results), engine_comparisons=compare_engines(results),
-                    checkpoints=checkpoint_table(runs, mtbf_h), mtbf_h=mtbf_h)
+                    checkpoints=checkpoint_table(runs, mtbf_h), mtbf_h=mtbf_h,
+                    power=analyse_power(runs, results), sites=sites_table(results))
 
 
 def choose_power_run(analysis: Analysis, run_id: str | None) -> Run | None:
@@ -155,6 +162,8 @@ def draw_plots(analysis: Analysis, plot_dir: Path, power_run_id: str | None,
         lambda: plotter.plot_projection_breakdown(proj.points, plotted, note=note),
         lambda: plot_campaign(plotter, analysis.campaign) if analysis.campaign else None,
         lambda: plot_variants(analysis.variants, plot_dir, plotter.skipped) if analysis.variants else None,
+        lambda: (plot_telemetry_timeline(plotter, analysis.power_run, analysis.runs, analysis.power)
+                 if analysis.power else None),
     ]
     quality = analysis.quality
     if quality is not None:
@@ -409,11 +418,15 @@ def build_document(a: Analysis) -> Document:
     _energy_section(doc, a)
     if a.energy_intervals is not None:
         intervals_section(doc, a.energy_intervals, a.engine_comparisons)
+    if a.power is not None:
+        power_sections(doc, a.power)
     if a.carbon is not None:
         carbon_section(doc, a.carbon)
     _pareto_section(doc, a)
     if a.variants is not None:
         variants_section(doc, a.variants)
+    if a.sites is not None:
+        sites_section(doc, a.sites)
     if a.campaign is not None and a.campaign.available:
         campaign_section(doc, a.campaign)
     if a.quality is not None:
@@ -516,6 +529,10 @@ def write_report(a: Analysis, out: str | Path, power_run_id: str | None = None,
             a.energy_intervals.to_csv(tmp / "energy_intervals.csv", index=False)
         if a.checkpoints is not None and len(a.checkpoints):
             a.checkpoints.to_csv(tmp / "checkpoints.csv", index=False)
+        if a.power is not None:
+            write_power_tables(a.power, tmp)
+        if a.sites is not None and len(a.sites):
+            a.sites.to_csv(tmp / "sites.csv", index=False)
         if a.projection.available:
             a.projection.points.to_csv(tmp / "projection.csv", index=False)
         doc = build_document(a)

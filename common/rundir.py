@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 from common.atomic import atomic_write_json, atomic_write_parquet
 from common.errors import UserError
 from common.records import PowerSample
+from common.telemetry_parts import TELEMETRY_DIR, TELEMETRY_PART_GLOB
 # The file names and value vocabulary of a run directory live in common.vocab (the launchers
 # read them without pyarrow); re-exported here beside the schemas.
 from common.vocab import CHECKPOINT_SUBDIR as CHECKPOINT_DIR  # noqa: F401
@@ -203,6 +204,7 @@ class RunWriter:
         removed = []
         patterns = [(self.path, f".{name}.*.tmp") for name in (RUN_JSON, EPOCHS_FILE, POWER_FILE, EVAL_FILE)]
         patterns.append((self.path / POWER_PARTS_DIR, f".{POWER_PART_GLOB}.*.tmp"))
+        patterns.append((self.path / TELEMETRY_DIR, f".{TELEMETRY_PART_GLOB}.*.tmp"))
         for directory, pattern in patterns:
             for tmp in directory.glob(pattern):
                 try:

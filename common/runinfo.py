@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 
 def versions(names: tuple[str, ...] = ("tensorflow", "numpy", "horovod", "mpi4py", "pyarrow"),
@@ -76,3 +76,48 @@ def git_commit() -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return res.stdout.strip() or None if res.returncode == 0 else None
+
+
+# Environment variables and paths that say a process runs inside an Apptainer/Singularity container.
+CONTAINER_ENV_PREFIXES = ("APPTAINER_", "SINGULARITY_")
+CONTAINER_MARKERS = ("/.singularity.d",)
+UNKNOWN_SITE = "unknown"
+# The site label for runs started by a launcher that does not pass ``--site`` (inherited by ranks).
+SITE_ENV = "BOLOGAN_SITE"
+
+
+def site_name(label: str | None, env: Mapping[str, str] = os.environ) -> tuple[str, str]:
+    """Where a run ran: ``(name, how it is known)``. A ``--site`` label wins, then ``BOLOGAN_SITE``,
+    then Slurm's ``SLURM_CLUSTER_NAME``; else ``unknown`` (a host name would split one cluster's runs)."""
+    if label and label.strip():
+        return label.strip(), "--site"
+    if env.get(SITE_ENV, "").strip():
+        return env[SITE_ENV].strip(), SITE_ENV
+    cluster = env.get("SLURM_CLUSTER_NAME", "").strip()
+    if cluster:
+        return cluster, "SLURM_CLUSTER_NAME"
+    return UNKNOWN_SITE, f"no --site label, no {SITE_ENV} and no SLURM_CLUSTER_NAME"
+
+
+def container_runtime(env: Mapping[str, str] = os.environ, root: str = "/") -> dict[str, Any]:
+    """``{"in_container": bool, "runtime": "apptainer"|"singularity"|None, "evidence": [...]}``
+    from the runtime's environment variables and its ``/.singularity.d`` folder."""
+    names = sorted(k for k in env if k.startswith(CONTAINER_ENV_PREFIXES))
+    markers = [m for m in CONTAINER_MARKERS if (Path(root) / m.lstrip("/")).exists()]
+    runtime = None
+    if any(n.startswith("APPTAINER_") for n in names):
+        runtime = "apptainer"
+    elif names or markers:
+        runtime = "singularity"
+    return {"in_container": runtime is not None, "runtime": runtime, "evidence": (names + markers)[:8]}
+
+
+def memory_bytes(meminfo: str = "/proc/meminfo") -> int | None:
+    """The node's physical memory (``MemTotal``), None where unreadable."""
+    try:
+        for line in Path(meminfo).read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024          # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

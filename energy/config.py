@@ -10,6 +10,10 @@ from common.settings import NON_NEGATIVE, Range, check_ranges
 MIN_INTERVAL_S = 0.001
 MAX_INTERVAL_S = 60.0
 INTERVAL_RANGE_S = Range(MIN_INTERVAL_S, MAX_INTERVAL_S)
+# Idle power: a few seconds hold tens of samples at 10 Hz and cost little next to an epoch; a
+# GPU's idle power settles within about a second once its clocks drop.
+DEFAULT_BASELINE_S = 2.0
+BASELINE_RANGE_S = Range(0, 600)
 
 
 @dataclass
@@ -23,6 +27,11 @@ class EnergyConfig:
     gpu_tdp_w: float = field(default=0.0, metadata={
         "help": "GPU TDP in W, for the estimate when NVML reports neither energy nor power (0 = no estimate)",
         "range": NON_NEGATIVE})
+    baseline_s: float = field(default=DEFAULT_BASELINE_S, metadata={
+        "help": "seconds of idle power measured on every rank before the first epoch (run.json idle_power_w; "
+                "0 = skip)", "range": BASELINE_RANGE_S})
+    baseline_after: bool = field(default=False, metadata={
+        "help": "measure the idle power again after the last epoch (baseline_s seconds)"})
     powercap_root: str = field(default="/sys/class/powercap", metadata={
         "help": "powercap sysfs directory holding the intel-rapl:N zones (AMD uses the same names)"})
 

@@ -37,6 +37,7 @@ class Channel:
     max_range_uj: int | None = None
     close: Callable[[], None] | None = None
     info: dict = field(default_factory=dict)   # JSON-able details for describe()
+    handle: object = None           # the device's NVML handle (GPU channels): telemetry reads through it
 
 
 class Accumulator:

@@ -35,6 +35,7 @@ from energy.nvml import all_visible_indices, load_nvml, open_gpus, resolve_gpu_i
 from energy.rapl import OpenFn, default_open, interval_warning, open_rapl, wrap_period_s
 from energy.records import EnergyWindow, PowerSample
 from energy.sampler import Sampler
+from energy.telemetry import TelemetrySample, open_telemetry
 
 __all__ = ["EnergyMeter", "Placement", "RankPlacement", "resolve_gpu_index", "tf_sync_devices"]
 
@@ -122,7 +123,7 @@ class EnergyMeter:
                  sync: Callable[[], None] | None = None, nvml_module: Any = None,
                  gpu_indices: list[int] | None = None, open_fn: OpenFn = default_open,
                  proc_stat: str = "/proc/stat", cpu_packages: int | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, proc_root: str = "/proc", sys_root: str = "/sys"):
         config.check()
         self._monotonic = clock
         self.config = config
@@ -156,7 +157,12 @@ class EnergyMeter:
             warning = interval_warning(acc.channel, config.sample_interval_s)
             if warning:
                 self._warnings.append(warning)
-        self._sampler = Sampler(self._accumulators, interval_s=config.sample_interval_s, rank=rank, node=node)
+        gpu = self._domains[DOMAIN_GPU]
+        self._telemetry = open_telemetry([a.channel for a in gpu.accumulators], self._nvml, gpu.reason, rank=rank,
+                                         node=node, clock=self._clock, phase=self.current_phase,
+                                         proc_root=proc_root, sys_root=sys_root)
+        self._sampler = Sampler(self._accumulators, interval_s=config.sample_interval_s, rank=rank, node=node,
+                                on_pass=self._telemetry.sample)
         self._sampler.sample_now()     # first reading: later samples and windows difference against it
         self._sampler.drain()
 
@@ -252,6 +258,7 @@ class EnergyMeter:
             return
         self._stopped = True
         self._sampler.stop()
+        self._telemetry.close()
         for acc in self._accumulators:
             acc.close()
         if self._nvml is not None:
@@ -335,6 +342,15 @@ class EnergyMeter:
         """Power samples collected since the previous drain (thread-safe, O(1) under the lock)."""
         return self._sampler.drain()
 
+    def drain_telemetry(self) -> list[TelemetrySample]:
+        """Telemetry rows (``energy.telemetry``) since the previous drain, taken at the sampler's passes."""
+        return self._telemetry.drain()
+
+    def current_phase(self) -> str:
+        """Name of the innermost open window ("" when none is open): the phase telemetry rows carry."""
+        with self._windows_lock:
+            return next(reversed(self._windows), "")
+
     @property
     def sampler_stats(self):
         """``SamplerStats``: passes, thread CPU seconds, wall seconds (for the overhead benchmark)."""
@@ -380,6 +396,7 @@ class EnergyMeter:
             "powercap_root": self.config.powercap_root if self.read_node_counters else None,
             "domains": domains,
             "skipped_zones": list(self._skipped_zones),
+            "telemetry": self._telemetry.describe(),
             "warnings": list(self._warnings),
             "sampler": {"samples": stats.samples, "thread_cpu_s": stats.thread_cpu_s, "wall_s": stats.wall_s,
                         "cpu_fraction": stats.cpu_fraction, "late_ticks": stats.late_ticks,

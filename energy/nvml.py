@@ -88,7 +88,8 @@ def open_gpu(nvml: Any, index: int, *, estimate_tdp_w: float = 0.0) -> Channel:
     else:
         def read_counter() -> int:
             return nvml.nvmlDeviceGetTotalEnergyConsumption(handle) * 1000   # mJ -> uJ
-        return Channel(DOMAIN_GPU, device, "counter", SOURCE_MEASURED, "nvml-energy-counter", read_counter, info=info)
+        return Channel(DOMAIN_GPU, device, "counter", SOURCE_MEASURED, "nvml-energy-counter", read_counter, info=info,
+                       handle=handle)
 
     try:
         nvml.nvmlDeviceGetPowerUsage(handle)
@@ -99,7 +100,8 @@ def open_gpu(nvml: Any, index: int, *, estimate_tdp_w: float = 0.0) -> Channel:
     else:
         def read_power() -> float:
             return nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0                # mW -> W
-        return Channel(DOMAIN_GPU, device, "power", SOURCE_MEASURED, "nvml-power-integrated", read_power, info=info)
+        return Channel(DOMAIN_GPU, device, "power", SOURCE_MEASURED, "nvml-power-integrated", read_power, info=info,
+                       handle=handle)
 
     if estimate_tdp_w > 0:
         nvml.nvmlDeviceGetUtilizationRates(handle)      # raises when even utilisation is missing
@@ -109,7 +111,8 @@ def open_gpu(nvml: Any, index: int, *, estimate_tdp_w: float = 0.0) -> Channel:
         info["tdp_w"] = estimate_tdp_w
         # Estimated power series carry domain "estimate" (device still says which GPU), so they
         # can never be summed with measured "gpu" samples by accident.
-        return Channel("estimate", device, "power", SOURCE_ESTIMATED, "estimate", read_estimate, info=info)
+        return Channel("estimate", device, "power", SOURCE_ESTIMATED, "estimate", read_estimate, info=info,
+                       handle=handle)
     raise RuntimeError(f"{device}: NVML offers no energy source ({'; '.join(tried)}); "
                        "set estimate_energy and gpu_tdp_w to estimate it")
 

@@ -6,7 +6,9 @@ Prints one JSON line. ``sampler`` runs the background sampler for S seconds at t
 interval twice: on this machine's real counters (whatever NVML and RAPL expose, possibly none)
 and on a fake powercap tree with two packages and two DRAM zones (so a number exists on machines
 without RAPL). The figure is the sampler thread's own CPU time (``time.thread_time`` inside the
-thread) over wall time: 0.005 = 0.5 % of one core, the target.
+thread) over wall time: 0.005 = 0.5 % of one core, the target. It includes the per-rank
+telemetry the sampler reads at every pass (``energy.telemetry``); ``telemetry_without_gpu``
+gives that read's own CPU cost per pass (process and CPU-frequency files; NVML adds its queries).
 
 With ``--workload``, ``throughput`` runs ``FUNCTION()`` (it returns how many items it processed,
 e.g. showers) alternately with no meter and with a started meter, ``--repeats`` times each, and
@@ -31,6 +33,7 @@ from energy.config import MAX_INTERVAL_S, MIN_INTERVAL_S, EnergyConfig
 from common.vocab import ENERGY_DOMAINS, SOURCE_MEASURED
 from energy.meter import EnergyMeter
 from energy.nvml import all_visible_indices
+from energy.telemetry import TelemetryReader
 
 TARGET_CPU_FRACTION = 0.005
 TARGET_SLOWDOWN = 0.01
@@ -72,12 +75,29 @@ def sampler_cost(config: EnergyConfig, seconds: float, *, real: bool) -> dict[st
         "channels": sum(len(info["domains"][d]["devices"]) for d in ENERGY_DOMAINS),
         "samples": stats.samples,
         "power_samples": len(meter.drain_samples()),
+        "telemetry_rows": len(meter.drain_telemetry()),
+        "telemetry_fields_read": sorted(k for k, v in info["telemetry"]["fields"].items() if v == "read"),
         "thread_cpu_s": round(stats.thread_cpu_s, 6),
         "wall_s": round(stats.wall_s, 3),
         "cpu_fraction": round(stats.cpu_fraction, 6),
         "cpu_us_per_sample": round(stats.thread_cpu_s / stats.samples * 1e6, 1) if stats.samples else None,
         "meets_target": stats.cpu_fraction <= TARGET_CPU_FRACTION,
     }
+
+
+def telemetry_cost(passes: int = 500) -> dict[str, Any]:
+    """CPU time of one telemetry read (this process, this node's /proc and /sys, no GPU), the
+    share of each sampler pass that telemetry adds; microseconds per pass."""
+    reader = TelemetryReader(rank=0, node="overhead", clock=time.monotonic, phase=lambda: "")
+    try:
+        cpu0 = time.thread_time()
+        for _ in range(passes):
+            reader.sample()
+        cpu_s = time.thread_time() - cpu0
+    finally:
+        reader.close()
+    return {"passes": passes, "cpu_us_per_pass": round(cpu_s / passes * 1e6, 1),
+            "fields_read": sorted(k for k, v in reader.describe()["fields"].items() if v == "read")}
 
 
 def throughput_on_off(workload: Callable[[], int], *, repeats: int = 3,
@@ -170,7 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     real_config = EnergyConfig(sample_interval_s=args.interval, powercap_root=args.powercap_root)
     result: dict[str, Any] = {"interval_s": args.interval, "seconds": args.seconds,
                               "target_cpu_fraction": TARGET_CPU_FRACTION,
-                              "real": sampler_cost(real_config, args.seconds, real=True)}
+                              "real": sampler_cost(real_config, args.seconds, real=True),
+                              "telemetry_without_gpu": telemetry_cost()}
     with tempfile.TemporaryDirectory(prefix="energy-overhead-") as tmp:
         fake_config = EnergyConfig(sample_interval_s=args.interval,
                                    powercap_root=str(write_fake_powercap(Path(tmp))))

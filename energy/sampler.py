@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from energy.counters import Accumulator
 from energy.records import PowerSample
@@ -30,8 +31,10 @@ class SamplerStats:
 
 
 class Sampler:
-    def __init__(self, accumulators: list[Accumulator], *, interval_s: float, rank: int, node: str):
+    def __init__(self, accumulators: list[Accumulator], *, interval_s: float, rank: int, node: str,
+                 on_pass: Callable[[], None] | None = None):
         self.accumulators = accumulators
+        self.on_pass = on_pass          # runs in every pass after the counters (energy.telemetry)
         self.interval_s = interval_s
         self.rank = rank
         self.node = node
@@ -62,6 +65,8 @@ class Sampler:
                 ch = acc.channel
                 fresh.append(PowerSample(rank=self.rank, node=self.node, t_s=t_s, domain=ch.domain,
                                          device=ch.device, watts=float(watts), source=ch.source))
+            if self.on_pass is not None:
+                self.on_pass()
             self.stats.samples += 1
         if fresh:
             with self._samples_lock:

@@ -36,6 +36,7 @@ from common.cli import Parser
 from common.codeversion import code_version
 from common.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR, UserError
 from common.rundir import RUN_JSON, RunWriter, power_table, read_run_meta
+from common.telemetry_parts import telemetry_table, write_telemetry_part
 from common.settings import add_section_arguments, resolve_sections, sections_to_dict
 from common.vocab import (ENGINE_HOROVOD, ENGINE_MIRRORED, MODE_ENSEMBLE, NOT_WORKLOAD_KEYS, PLACEMENT_ENV, STATUS_COMPLETED, STATUS_FAILED,
                           STATUS_INTERRUPTED, STATUS_RUNNING, STATUS_TARGET_REACHED)
@@ -71,6 +72,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeline", action="store_true",
                         help="record Horovod's timeline of this start into the run directory "
                              f"({TIMELINE_FILE.format(attempt='<attempt>')}; --engine horovod only)")
+    parser.add_argument("--site", help="name of the cluster or machine, recorded in run.json site (default: "
+                                        "$BOLOGAN_SITE, else Slurm's SLURM_CLUSTER_NAME, else unknown); analysis "
+                                        "compares sites side by side")
     add_section_arguments(parser, SECTIONS)
     return parser.parse_args(argv)
 
@@ -487,6 +491,7 @@ def _now() -> str:
 def run_metadata(ctx: RunContext, *, precision: str, nodes: list[str]) -> dict[str, Any]:
     """run.json's content when a run starts; ``nodes`` holds every rank's node name."""
     from common.runinfo import cpu_model, git_commit, versions
+    from scaling.runsite import node_hardware, site_record
 
     sc, world, engine, train_cfg = ctx.sc, ctx.world, ctx.engine, ctx.cfg["train"]
     names = set(nodes)
@@ -500,7 +505,8 @@ def run_metadata(ctx: RunContext, *, precision: str, nodes: list[str]) -> dict[s
         "launcher": world.launcher, "placement": os.environ.get(PLACEMENT_ENV),
         "code_version": code_version().to_dict(), "versions": versions(),
         "hardware": {"cpu_model": cpu_model(), "cores_per_rank": world.cores,
-                     "gpus_per_rank": 1 if engine.on_gpu else 0},
+                     "gpus_per_rank": 1 if engine.on_gpu else 0, **node_hardware()},
+        "site": site_record(ctx.args.site),
         "engine_details": engine.describe(), "git_commit": git_commit(),
         "start_time": _now(), "end_time": None, "exit_status": None, "restarts": [],
         "timing": TIMING_NOTE,
@@ -550,6 +556,7 @@ def _record_failure(writer: RunWriter | None) -> None:
 def _train(ctx: RunContext, model: _Model, attempt: int, start_epoch: int, nodes: list[str], t0: float) -> int:
     """The epochs of this attempt, then run.json's final status; returns the exit code."""
     from energy.meter import EnergyMeter, tf_sync_devices
+    from scaling.baseline import record_idle_power
     from scaling.evaluation import training_monitor
     from scaling.trainer import EpochPlan, run_epochs
 
@@ -573,7 +580,9 @@ def _train(ctx: RunContext, model: _Model, attempt: int, start_epoch: int, nodes
         due = checkpoint_due(epoch, sc.iterations_per_epoch, train_cfg.checkpoint_every, sc.epochs)
         if (due or coll.any(ctx.stop.raised)) and model.checkpoints is not None:
             iteration = (epoch + 1) * sc.iterations_per_epoch
+            meter.begin(f"checkpoint-{epoch}")      # marks the save in the telemetry timeline
             checkpoints.timed_save(lambda: model.save(iteration), epoch, iteration)
+            meter.end(f"checkpoint-{epoch}")
 
     ctx.log(f"{sc.engine} {sc.mode}: {ctx.replicas} replicas on {len(set(nodes))} node(s), batch {ctx.batch} per "
             f"replica, {ctx.cfg['model'].particle}, epochs {start_epoch + 1}..{sc.epochs} x "
@@ -588,10 +597,13 @@ def _train(ctx: RunContext, model: _Model, attempt: int, start_epoch: int, nodes
     if timeline is not None:
         engine.start_timeline(timeline)
     try:
+        record_idle_power(ctx, meter, attempt)
         completed = monitor.before_first_epoch(start_epoch) or run_epochs(
             world=ctx.world, plan=plan, start_epoch=start_epoch, step=model.step, engine=engine,
             iterators=iterators, meter=meter, coll=coll, writer=ctx.writer, save_checkpoint=save_checkpoint,
             stop=ctx.stop, log=ctx.log, after_epoch=monitor.after_epoch)
+        if completed:
+            record_idle_power(ctx, meter, attempt, after=True)
     finally:
         if timeline is not None:
             engine.stop_timeline()
@@ -625,6 +637,7 @@ def _finish(ctx: RunContext, meter, completed: bool, attempt: int, at_target: bo
     (``at_target``: the run ended early because an evaluation met --target)."""
     coll, writer, out = ctx.coll, ctx.writer, ctx.out
     leftover = coll.gather(power_table(meter.drain_samples(), attempt))
+    telemetry = coll.gather(telemetry_table(meter.drain_telemetry(), attempt))
     # Described again after the run: now with the sampler's cost, wraps seen and read errors.
     descriptions = coll.gather(meter.describe())
     status, code = (STATUS_COMPLETED, EXIT_OK) if completed else (STATUS_INTERRUPTED, EXIT_INTERRUPTED)
@@ -632,6 +645,7 @@ def _finish(ctx: RunContext, meter, completed: bool, attempt: int, at_target: bo
         status = STATUS_TARGET_REACHED
     if writer is not None:
         writer.add_power(leftover, attempt=attempt, label="end")
+        write_telemetry_part(writer.path, telemetry, attempt=attempt, label="end")
         writer.write_meta(status=status, end_time=_now(), exit_status=code, energy=descriptions)
         if at_target:
             ctx.log(f"target reached: {writer.meta.get('target_reached')}")

@@ -21,6 +21,7 @@ import numpy as np
 
 from energy.records import EnergyWindow
 from common.rundir import STEP_TIME_QUANTILES, EpochRecord, RunWriter, power_table
+from common.telemetry_parts import telemetry_table, write_telemetry_part
 from common.vocab import ENERGY_DOMAINS, SOURCE_ESTIMATED, SOURCES_WITH_VALUE
 from scaling.world import World
 
@@ -159,12 +160,14 @@ def run_epochs(*, world: World, plan: EpochPlan, start_epoch: int, step: Callabl
         # Each rank sends its samples as a table (columns, not one object per sample), and
         # rank 0 writes them as this epoch's power part and keeps none of them.
         power = coll.gather(power_table(meter.drain_samples(), plan.attempt))
+        telemetry = coll.gather(telemetry_table(meter.drain_telemetry(), plan.attempt))
         # Records before the checkpoint: a crash in between leaves an epoch that is recorded and
         # run again after --resume (its old row then flagged), never a checkpointed epoch
         # without a record.
         if writer is not None:
             writer.add_epochs(records)
             writer.add_power(power, attempt=plan.attempt, label=f"{epoch:06d}")
+            write_telemetry_part(writer.path, telemetry, attempt=plan.attempt, label=f"{epoch:06d}")
             done += 1
             log(_progress(records, epoch, plan, done, time.perf_counter() - run_t0))
         if not interrupted:

@@ -70,6 +70,9 @@ class FakeMeter:
     def drain_samples(self) -> list:
         return []
 
+    def drain_telemetry(self) -> list:
+        return []
+
 @pytest.fixture
 def frozen_code_version(monkeypatch):
     """launch.study sees today's code as one fixed version: the sources of this tree may change

@@ -92,3 +92,26 @@ def test_nvml_window_matches_nvidia_smi_power(tmp_path):
     print(f"NVML {info['domains']['gpu']['method']}: {window.gpu_energy_j:.1f} J; nvidia-smi mean "
           f"{statistics.fmean(readings):.1f} W x {window.time_s:.2f} s = {smi_energy_j:.1f} J; diff {rel:.2%}")
     assert rel <= 0.05
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(shutil.which("nvidia-smi") is None, reason="no nvidia-smi: not an NVIDIA GPU machine")
+def test_real_nvml_telemetry_reads_every_gpu_field_and_agrees_with_nvidia_smi_temperature():
+    if _nvml_gpu_count() == 0:
+        pytest.skip("NVML finds no GPU on this machine")
+    index = _physical_gpu0()
+    meter = EnergyMeter(EnergyConfig(), rank=0, local_rank=0, node="gpu-test", read_node_counters=False,
+                        gpu_index=index, t0=time.monotonic())
+    try:
+        meter.sample_now()
+        row = meter.drain_telemetry()[-1]
+        fields = meter.describe()["telemetry"]["fields"]
+    finally:
+        meter.stop()
+    gpu_fields = {k: v for k, v in fields.items() if k.startswith("gpu_")}
+    assert set(gpu_fields.values()) == {"read"}, gpu_fields
+    assert 0 <= row.gpu_util_ratio <= 1 and row.gpu_mem_used_bytes > 0 and row.gpu_sm_clock_mhz > 0
+    smi = subprocess.run(["nvidia-smi", "-i", str(index), "--query-gpu=temperature.gpu", "--format=csv,noheader,nounits"],
+                         capture_output=True, text=True, timeout=30, check=True)
+    assert abs(float(smi.stdout.strip()) - row.gpu_temp_c) <= 5
+    assert row.gpu_throttle_reasons is not None

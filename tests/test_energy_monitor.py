@@ -97,6 +97,9 @@ def test_overhead_prints_one_json_line():
     assert fake["domains"] == {"gpu": "unavailable", "cpu": "measured", "dram": "measured"}
     assert 0 <= fake["cpu_fraction"] < 0.5
     assert "real" in result and result["interval_s"] == 0.05
+    # Telemetry rides on the same passes: one row per pass, its own cost reported.
+    assert fake["telemetry_rows"] == fake["samples"] and "rss_bytes" in fake["telemetry_fields_read"]
+    assert result["telemetry_without_gpu"]["cpu_us_per_pass"] > 0
     assert run_module("energy.overhead", "--seconds", "0").returncode == 2
 
 

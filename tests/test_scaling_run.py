@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
 
 from conftest import run_module
 from common.rundir import load_run
+from common.telemetry_parts import read_telemetry
 
 TINY = ["--synthetic-events", "1500", "--threads", "1", "--critic-widths", "64,64,64",
         "--generator", "relu", "--n-disc", "2"]
@@ -38,6 +40,14 @@ def test_one_rank_records_and_timing_parts(tmp_path):
     assert (e.showers == 3 * 2 * 32).all() and (e.iterations == 3).all()
     assert run.meta["status"] == "completed" and run.meta["world_size"] == 1
     assert e.gpu_energy_source.iloc[0] in ("unavailable", "measured")
+    # Idle power measured before the first epoch; telemetry beside power, phases marked.
+    (idle,) = run.meta["idle_power_w"]
+    assert idle["when"] == "before_first_epoch" and idle["seconds"] >= 1.9 and idle["rank"] == 0
+    telemetry = read_telemetry(out)
+    phases = set(telemetry["phase"])
+    assert {"baseline-before_first_epoch", "epoch-0", "checkpoint-0"} <= phases
+    assert telemetry["rss_bytes"].gt(0).all() and telemetry["t_s"].is_monotonic_increasing
+    assert run.meta["site"]["name"] == "unknown" or os.environ.get("SLURM_CLUSTER_NAME")
 
 
 def _equivalence_runs(tmp_path, label, ranks, extra, env=None):
@@ -82,6 +92,10 @@ def test_horovod_two_ranks_equal_one_rank_with_double_batch(tmp_path, reference_
     _assert_comm_measured(two, 2)
     meta = json.loads((two / "run.json").read_text())
     assert meta["launcher"] == "mpirun" and meta["processes"] == 2
+    # Every rank measured its idle power and sent its telemetry; node counters on the reader only.
+    idle = {e["rank"]: e for e in meta["idle_power_w"]}
+    assert sorted(idle) == [0, 1] and idle[1]["cpu_source"] == "not_reader"
+    assert set(read_telemetry(two)["rank"]) == {0, 1}
 
 
 def test_mirrored_two_logical_devices_equal_one_rank(tmp_path, reference_run):

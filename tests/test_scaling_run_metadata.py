@@ -38,3 +38,15 @@ def test_run_metadata_describes_the_job_and_loads_as_a_run(ctx):
     writer.write_meta()
     writer.add_epochs([])
     assert load_run(ctx.out).meta["ranks_per_node"] == 2     # every key the reader requires is there
+
+
+def test_run_metadata_says_where_the_run_ran(ctx, monkeypatch):
+    monkeypatch.setenv("SLURM_CLUSTER_NAME", "leonardo")
+    monkeypatch.setenv("APPTAINER_CONTAINER", "/images/bologan.sif")
+    meta = scaling_run.run_metadata(ctx, precision="float32", nodes=["a"])
+    assert meta["site"]["name"] == "leonardo" and meta["site"]["from"] == "SLURM_CLUSTER_NAME"
+    assert meta["site"]["in_container"] and meta["site"]["runtime"] == "apptainer"
+    hw = meta["hardware"]
+    assert hw["cpu_model"] and hw["logical_cpus"] >= 1 and "gpu_models" in hw and "memory_bytes" in hw
+    ctx.args.site = "oph"
+    assert scaling_run.run_metadata(ctx, precision="float32", nodes=["a"])["site"]["name"] == "oph"

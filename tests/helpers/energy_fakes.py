@@ -58,6 +58,8 @@ NVML_ERROR_UNINITIALIZED = 1
 NVML_ERROR_INVALID_ARGUMENT = 2
 NVML_ERROR_NOT_SUPPORTED = 3
 NVML_ERROR_LIBRARY_NOT_FOUND = 12
+NVML_CLOCK_SM = 1            # nvml.h values: the reader must pass these, not guess
+NVML_TEMPERATURE_GPU = 0
 
 
 class NVMLError(Exception):
@@ -76,9 +78,14 @@ class NVMLError(Exception):
 
 class FakeGpu:
     def __init__(self, name="NVIDIA H200", uuid="GPU-00000000-1111-2222-3333-444444444444",
-                 energy_mj: int | None = 0, power_mw: int | None = 100_000, util_pct: int | None = 50):
+                 energy_mj: int | None = 0, power_mw: int | None = 100_000, util_pct: int | None = 50,
+                 mem_util_pct: int = 20, mem_used_bytes: int | None = 2 << 30, mem_total_bytes: int = 141 << 30,
+                 sm_clock_mhz: int | None = 1980, temp_c: int | None = 41, clock_event_mask: int | None = 0):
         self.name, self.uuid = name, uuid
         self.energy_mj, self.power_mw, self.util_pct = energy_mj, power_mw, util_pct
+        # Telemetry (energy.telemetry); None makes that query NOT_SUPPORTED.
+        self.mem_util_pct, self.mem_used_bytes, self.mem_total_bytes = mem_util_pct, mem_used_bytes, mem_total_bytes
+        self.sm_clock_mhz, self.temp_c, self.clock_event_mask = sm_clock_mhz, temp_c, clock_event_mask
 
 
 def fake_nvml(gpus: list[FakeGpu] | None = None, *, init_error: int | None = None) -> types.SimpleNamespace:
@@ -135,7 +142,30 @@ def fake_nvml(gpus: list[FakeGpu] | None = None, *, init_error: int | None = Non
         return _value(h.power_mw)
 
     def nvmlDeviceGetUtilizationRates(h):
-        return types.SimpleNamespace(gpu=_value(h.util_pct), memory=0)
+        return types.SimpleNamespace(gpu=_value(h.util_pct), memory=h.mem_util_pct)
+
+    def nvmlDeviceGetMemoryInfo(h):
+        return types.SimpleNamespace(used=_value(h.mem_used_bytes), total=h.mem_total_bytes,
+                                     free=h.mem_total_bytes - (h.mem_used_bytes or 0))
+
+    def nvmlDeviceGetClockInfo(h, clock_type):
+        assert clock_type == NVML_CLOCK_SM
+        return _value(h.sm_clock_mhz)
+
+    def nvmlDeviceGetTemperature(h, sensor):
+        assert sensor == NVML_TEMPERATURE_GPU
+        return _value(h.temp_c)
+
+    def nvmlDeviceGetCurrentClocksEventReasons(h):
+        return _value(h.clock_event_mask)
+
+    def nvmlSystemGetDriverVersion():
+        need_init()
+        return "550.54.15"
+
+    def nvmlSystemGetCudaDriverVersion():
+        need_init()
+        return 12040
 
     return types.SimpleNamespace(
         NVMLError=NVMLError, NVML_ERROR_NOT_SUPPORTED=NVML_ERROR_NOT_SUPPORTED,
@@ -145,4 +175,9 @@ def fake_nvml(gpus: list[FakeGpu] | None = None, *, init_error: int | None = Non
         nvmlDeviceGetUUID=nvmlDeviceGetUUID,
         nvmlDeviceGetTotalEnergyConsumption=nvmlDeviceGetTotalEnergyConsumption,
         nvmlDeviceGetPowerUsage=nvmlDeviceGetPowerUsage,
-        nvmlDeviceGetUtilizationRates=nvmlDeviceGetUtilizationRates, state=state)
+        nvmlDeviceGetUtilizationRates=nvmlDeviceGetUtilizationRates, nvmlDeviceGetMemoryInfo=nvmlDeviceGetMemoryInfo,
+        nvmlDeviceGetClockInfo=nvmlDeviceGetClockInfo, nvmlDeviceGetTemperature=nvmlDeviceGetTemperature,
+        nvmlDeviceGetCurrentClocksEventReasons=nvmlDeviceGetCurrentClocksEventReasons,
+        nvmlSystemGetDriverVersion=nvmlSystemGetDriverVersion,
+        nvmlSystemGetCudaDriverVersion=nvmlSystemGetCudaDriverVersion,
+        NVML_CLOCK_SM=NVML_CLOCK_SM, NVML_TEMPERATURE_GPU=NVML_TEMPERATURE_GPU, state=state)
