@@ -36,13 +36,13 @@ from analysis.energy_intervals import per_repeat
 from analysis.epochs import used_epochs
 from analysis.numbers import duration, energy, interval, percent, rate, ratio, significant
 from analysis.plots import PALETTE, PlotFile
+from common.telemetry_parts import read_telemetry
 from analysis.report import Document
 from analysis.summary import Column, SeriesResult
 from common.plotting import new_figure, save_figure
 from common.rundir import Run
 from common.target import Target
 
-TELEMETRY_DIR = "telemetry"
 PLOT_NAME = "variants"
 OBJECTIVES = (("time", "time_per_1000_showers", "s"), ("energy", "energy_per_1000_showers", "j"),
               ("EDP", "edp_per_1000_showers", "j_s"))
@@ -100,18 +100,10 @@ class VariantsResult:
         return len(self.table) > 0
 
 
-def read_telemetry(run_dir: Path) -> pd.DataFrame | None:
-    """Every telemetry part of a run (written by the sampler beside power/), or None."""
-    parts = sorted((Path(run_dir) / TELEMETRY_DIR).glob("*.parquet"))
-    if not parts:
-        return None
-    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
-
-
 def _peak(runs: Sequence[Run], column: str) -> float:
     values = []
     for run in runs:
-        t = read_telemetry(run.path)
+        t = read_telemetry(run.path)   # common.telemetry_parts: the one reader of the sampler's parts
         if t is not None and column in t.columns:
             v = t[column].astype(float)
             if v.notna().any():

@@ -21,6 +21,8 @@ from analysis.checkpoints import daly_interval_s, young_interval_s  # noqa: E402
 from analysis.compare import compare, permutation_p_value  # noqa: E402
 from analysis.pipeline import analyse  # noqa: E402
 from analysis.variants import compile_time_s  # noqa: E402
+from common.records import TelemetrySample  # noqa: E402
+from common.telemetry_parts import telemetry_table, write_telemetry_part  # noqa: E402
 
 
 def variant_config(name: str, **train) -> dict:
@@ -134,9 +136,11 @@ def test_variants_table_best_per_objective_and_labels(tmp_path):
 
 def test_variant_peak_memory_from_telemetry(tmp_path):
     run = make_run(tmp_path, "v", epochs=3, config=variant_config("only"))
-    (run / "telemetry").mkdir()
-    pd.DataFrame({"t_s": [0.0, 1.0], "rank": [0, 0], "rss_bytes": [100.0, 300.0],
-                  "gpu_mem_used_bytes": [np.nan, np.nan]}).to_parquet(run / "telemetry" / "part-0-000000.parquet")
+    samples = [TelemetrySample(rank=0, node="n1", t_s=t_s, phase="epoch-1", cpu_util_ratio=1.0, rss_bytes=rss,
+                               cpu_freq_mhz=np.nan, gpu_util_ratio=np.nan, gpu_mem_busy_ratio=np.nan,
+                               gpu_mem_used_bytes=np.nan, gpu_sm_clock_mhz=np.nan, gpu_temp_c=np.nan,
+                               gpu_throttle_reasons=None) for t_s, rss in ((0.0, 100.0), (1.0, 300.0))]
+    write_telemetry_part(run, [telemetry_table(samples, attempt=0)], attempt=0, label="000000")
     row = analyse([tmp_path]).variants.table.iloc[0]
     assert row.peak_host_memory_bytes == 300.0 and math.isnan(row.peak_gpu_memory_bytes)
 
