@@ -41,6 +41,9 @@ class ScalingConfig:
                 "pattern with {member}, or list one file per member"})
     worker_base_port: int = field(default=0, metadata={
         "help": "mirrored engine across processes: first worker port (0 = pick free ports)"})
+    share_gpu: bool = field(default=False, metadata={
+        "help": "allow more ranks than GPUs on a node: ranks share a GPU and each reports its share of "
+                "the GPU's energy (refused without it)"})
     steps_per_call: int = field(default=1, metadata={
         "help": "training iterations per compiled call (an in-graph loop; results read back and the stop "
                 "flag agreed once per call); must divide --iterations-per-epoch; horovod engine only"})
