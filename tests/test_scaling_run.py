@@ -38,6 +38,11 @@ def test_one_rank_records_and_timing_parts(tmp_path):
     assert (e.showers == 3 * 2 * 32).all() and (e.iterations == 3).all()
     assert run.meta["status"] == "completed" and run.meta["world_size"] == 1
     assert e.gpu_energy_source.iloc[0] in ("unavailable", "measured")
+    # The device every rank trained on: run.json (per rank and in the hardware summary the
+    # report shows) and the progress line.
+    assert [(d["rank"], d["device"], d["gpus"]) for d in run.meta["devices"]] == [(0, "CPU", [])]
+    assert run.meta["hardware"]["device"] == "1 rank(s) on CPU"
+    assert "iterations on 1 rank(s) on CPU ->" in res.stdout
 
 
 def _equivalence_runs(tmp_path, label, ranks, extra, env=None):
