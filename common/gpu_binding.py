@@ -55,9 +55,11 @@ class GpuChoice:
     mig_uuid: str | None = None           # set when the process runs on a MIG instance
 
     @property
-    def identity(self) -> str:
-        """What tells two ranks' GPUs apart on one node (bus id when known)."""
-        return self.pci_bus_id or self.uuid or f"position-{self.position}"
+    def identity(self) -> str | None:
+        """What tells two ranks' GPUs apart on one node: bus id, else UUID; None when neither is
+        known (without NVML every rank bound to one GPU sees it as position 0, which says
+        nothing about whether they share it)."""
+        return self.pci_bus_id or self.uuid
 
     def to_dict(self) -> dict:
         return {"position": self.position, "pci_bus_id": self.pci_bus_id, "uuid": self.uuid,

@@ -178,6 +178,7 @@ def _job_key(env: Mapping[str, str]) -> str:
 def worker_port(local_rank: int, base_port: int = 0, env: Mapping[str, str] = os.environ) -> int:
     """The port this rank's tf.distribute worker listens on, known without binding a probe socket.
 
+    ``local_rank``: the process's index among the job's processes on its host. Ports:
     ``SLURM_STEP_RESV_PORTS`` (srun --resv-ports) when set: its ``local_rank``-th port; else
     ``base_port`` + local rank when the user gave one; else ``PORT_BASE`` + an offset derived
     from the job id (so two jobs on one node differ) + local rank.

@@ -192,7 +192,9 @@ class MirroredEngine(SingleEngine):
         if w.size > 1:
             # Pinned before the cluster spec: the strategy initialises TensorFlow's devices.
             self.on_gpu = _pin(w, self.cfg)
-            port = worker_port(w.local_rank, self.cfg.worker_base_port)
+            # One port per process of a host, counted by hostname: emulated nodes share one.
+            hosts = self.coll.allgather(w.hostname)
+            port = worker_port(hosts[:w.rank].count(w.hostname), self.cfg.worker_base_port)
             addresses = self.coll.allgather(f"{w.hostname}:{port}")
             os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": addresses},
                                                   "task": {"type": "worker", "index": w.rank}})

@@ -366,6 +366,9 @@ def _agree(coll, world: World, problem: str | None) -> None:
 
 def _configure_tensorflow(cfg: dict[str, Any], world: World) -> None:
     from bologan.tfsetup import configure
+    from scaling.devices import prepare_cuda_environment
+
+    prepare_cuda_environment()     # before CUDA starts: TensorFlow's GPU order = NVML's
 
     configure(cfg["train"].threads or world.cores, cfg["train"].seed, cfg["scaling"].inter_op_threads)
 

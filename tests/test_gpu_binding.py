@@ -107,6 +107,7 @@ def test_gpu_node_whose_tensorflow_sees_none_is_refused():
 def test_without_nvml_or_in_another_order_positions_only_and_said_so():
     d = decide(local_rank=1, local_size=2, tf_gpu_count=2, visible=None)
     assert [(g.position, g.pci_bus_id) for g in d.gpus] == [(1, None)] and "NVML unavailable" in d.warning
+    assert d.gpus[0].identity is None           # nothing to compare ranks by: no false sharing refusal
     visible, _ = visible_gpus(None, NODE[:2])
     d = decide(local_rank=1, local_size=2, tf_gpu_count=2, visible=visible, cuda_device_order="FASTEST_FIRST")
     assert d.gpus[0].pci_bus_id is None and "CUDA_DEVICE_ORDER=FASTEST_FIRST" in d.warning

@@ -132,3 +132,24 @@ def test_devices_summary_names_every_rank_device():
     rows = [{"gpus": [{"name": "NVIDIA A100"}], "gpu_sharers": 1}] * 3 + [{"gpus": [], "gpu_sharers": 0}]
     assert devices_summary(rows) == "3 rank(s) on NVIDIA A100; 1 rank(s) on CPU"
     assert devices_summary([{"gpus": [{"name": "H100"}], "gpu_sharers": 2}]) == "1 rank(s) on H100 shared by 2 ranks"
+
+
+def test_decision_from_what_tensorflow_nvml_and_the_node_report(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+    from energy_fakes import FakeGpu, bus_id_of_slot, fake_nvml
+
+    from common.gpu_binding import normalise_bus_id
+    from scaling.devices import decide_for_process
+
+    nvml = fake_nvml([FakeGpu(uuid="GPU-a"), FakeGpu(uuid="GPU-b")])
+    env = {"CUDA_VISIBLE_DEVICES": "1,0", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+    d = decide_for_process(0, 2, 2, share=False, env=env, nvml_module=nvml)
+    assert [g.pci_bus_id for g in d.gpus] == [normalise_bus_id(bus_id_of_slot(1))] and d.warning is None
+    d = decide_for_process(2, 3, 2, share=False, env=env, nvml_module=nvml)
+    assert d.refusal.startswith("3 ranks on this node but 2 GPUs")
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    (dev / "nvidia0").write_text("")
+    d = decide_for_process(0, 1, 0, share=False, env={}, nvml_module=nvml, dev_dir=str(dev))
+    assert "TensorFlow sees none" in d.refusal
+    assert nvml.state["init"] == 0
