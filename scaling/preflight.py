@@ -282,6 +282,9 @@ def check_network(report: RankReport, world: World, nodes: list[str], network: N
     if network is None:
         report.warn("several nodes but no --network file: the inter-node all-reduce speed is not checked")
         return
+    if world.launcher == "horovodrun":
+        report.warn("the inter-node all-reduce check uses MPI: run the preflight under mpirun or srun for it")
+        return
     import numpy as np
     from mpi4py import MPI
 
@@ -354,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
     prefer_yielding_mpi()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    coll = for_world(world, "mpi" if world.size > 1 else "local")
+    coll = for_world(world, args.engine)     # as scaling.run: Horovod's collectives under horovodrun --gloo
     report = run_checks(args, world, coll, network)
     reports = coll.gather(report)
     if world.rank == 0:
