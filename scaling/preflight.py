@@ -110,17 +110,37 @@ def ring_allreduce_s(nbytes: int, ranks: int, net: Network) -> float:
 
 def parse_args(argv: list[str] | None):
     parser = Parser("python -m scaling.preflight", __doc__)
-    parser.add_argument("--engine", choices=ENGINES, default=ENGINE_HOROVOD, help="the engine the training will use")
-    parser.add_argument("--share-gpu", action="store_true", help="ranks may share a GPU (as scaling.run --share-gpu)")
+    parser.add_argument("--config", help="the training's TOML file: engine, share_gpu, particle, n_disc and "
+                                         "powercap_root come from it (flags given here win)")
+    parser.add_argument("--engine", choices=ENGINES, default=None,
+                        help=f"the engine the training will use (default {ENGINE_HOROVOD})")
+    parser.add_argument("--share-gpu", action="store_true", default=None,
+                        help="ranks may share a GPU (as scaling.run --share-gpu)")
     parser.add_argument("--network", default=None,
                         help="network file the inter-node all-reduce is compared with (name in analysis/networks "
                              "or a TOML path); needed on several nodes")
-    parser.add_argument("--particle", choices=PARTICLE_NAMES, default="photons",
-                        help="whose gradient sizes the inter-node all-reduce uses")
-    parser.add_argument("--n-disc", type=positive_int, default=5, help="critic steps per iteration")
-    parser.add_argument("--powercap-root", default="/sys/class/powercap", help="where RAPL is read")
+    parser.add_argument("--particle", choices=PARTICLE_NAMES, default=None,
+                        help="whose gradient sizes the inter-node all-reduce uses (default: the training's)")
+    parser.add_argument("--n-disc", type=positive_int, default=None,
+                        help="critic steps per iteration (default: the training's)")
+    parser.add_argument("--powercap-root", default=None, help="where RAPL is read (default: the training's)")
     add_json_flag(parser, "one object per rank")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    _fill_from_training_settings(args)
+    return args
+
+
+def _fill_from_training_settings(args) -> None:
+    """Unset flags take the training's values: its --config file, else scaling.run's defaults."""
+    from common.settings import resolve_sections
+    from scaling.run import SECTIONS
+
+    cfg = resolve_sections(SECTIONS, args.config)
+    for flag, value in (("engine", cfg["scaling"].engine), ("share_gpu", cfg["scaling"].share_gpu),
+                        ("particle", cfg["model"].particle), ("n_disc", cfg["train"].n_disc),
+                        ("powercap_root", cfg["energy"].powercap_root)):
+        if getattr(args, flag) is None:
+            setattr(args, flag, value)
 
 
 # -- the checks (each appends to the rank's report; none raises for a finding) -----------------

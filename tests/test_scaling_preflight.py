@@ -113,3 +113,19 @@ def test_comm_fence_check_catches_a_timer_that_holds_the_kernel(timer):
         assert res.stdout.startswith("True"), res.stdout
     else:
         assert res.stdout.startswith("False") and "comm timing holds the preceding compute" in res.stdout, res.stdout
+
+
+def test_settings_come_from_the_training_config_unless_flags_say_otherwise(tmp_path):
+    from scaling.preflight import parse_args
+
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('[scaling]\nengine = "mirrored"\nshare_gpu = true\n[model]\nparticle = "pions"\n[train]\nn_disc = 3\n')
+    args = parse_args(["--config", str(cfg)])
+    assert (args.engine, args.share_gpu, args.particle, args.n_disc) == ("mirrored", True, "pions", 3)
+    args = parse_args(["--config", str(cfg), "--engine", "horovod", "--n-disc", "7"])
+    assert (args.engine, args.n_disc) == ("horovod", 7)
+    args = parse_args([])
+    assert (args.engine, args.share_gpu, args.powercap_root) == ("horovod", False, "/sys/class/powercap")
+    cfg.write_text("[scaling]\nshare_gpus = true\n")
+    with pytest.raises(UserError, match="share_gpus"):
+        parse_args(["--config", str(cfg)])
