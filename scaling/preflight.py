@@ -145,14 +145,13 @@ def _fill_from_training_settings(args) -> None:
 
 # -- the checks (each appends to the rank's report; none raises for a finding) -----------------
 
-def check_device(report: RankReport, world: World, share: bool):
+def check_device(report: RankReport, world: World, share: bool, all_local: bool = False):
     """Pin as training will; a refusal (shared GPU, CPU TensorFlow on a GPU node) is a failure."""
-    from common.errors import UserError as _UserError
     from scaling.devices import pin_rank
 
     try:
-        pin = pin_rank(world.local_rank, world.local_size, share=share)
-    except _UserError as exc:
+        pin = pin_rank(world.local_rank, world.local_size, share=share, all_local=all_local)
+    except UserError as exc:
         report.fail(str(exc))
         report.device = "refused"
         return None
@@ -336,9 +335,12 @@ def check_network(report: RankReport, world: World, nodes: list[str], network: N
 # -- running it --------------------------------------------------------------------------------
 
 def run_checks(args, world: World, coll, network: Network | None) -> RankReport:
+    """Every check on this rank. A check that crashes where no peer waits on this rank becomes
+    a failure of the report; one that crashes inside collective work ends the job (exit 1),
+    since its peers would otherwise wait for it forever."""
     report = RankReport(world.rank, world.local_rank, world.node, world.size)
-    pin = check_device(report, world, args.share_gpu)
-    sharers = 1
+    all_local = args.engine != ENGINE_HOROVOD and world.size == 1     # as scaling.engines.pin_devices
+    pin = _local(report, "device pinning", check_device, report, world, args.share_gpu, all_local)
     rows = coll.allgather(RankGpu(world.rank, world.node, pin.identity if pin else None))
     shares, problem = node_sharing(rows, args.share_gpu)
     if problem:
@@ -347,13 +349,27 @@ def run_checks(args, world: World, coll, network: Network | None) -> RankReport:
     if sharers > 1 and not problem:
         report.warn(f"{sharers} ranks share this GPU (--share-gpu): its energy is split between them")
     on_gpu = bool(pin and pin.on_gpu)
-    check_tensorflow_gpu(report, pin)
-    hvd = check_horovod(report, args.engine, on_gpu)
-    if hvd is not None:
-        check_comm_fence(report, hvd, coll, on_gpu)
-    check_nvml(report, world, pin, sharers, args.powercap_root)
-    check_network(report, world, coll.allgather(world.node), network, args.particle, args.n_disc)
+    _local(report, "TensorFlow GPU check", check_tensorflow_gpu, report, pin)
+    _local(report, "NVML/RAPL check", check_nvml, report, world, pin, sharers, args.powercap_root)
+    try:
+        hvd = check_horovod(report, args.engine, on_gpu)
+        if hvd is not None:
+            check_comm_fence(report, hvd, coll, on_gpu)
+        check_network(report, world, coll.allgather(world.node), network, args.particle, args.n_disc)
+    except Exception as exc:  # noqa: BLE001 - peers wait in a collective: end them all
+        print(f"preflight: rank {world.rank} on {world.node}: collective check failed: "
+              f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        coll.abort(EXIT_FAILURE)
     return report
+
+
+def _local(report: RankReport, label: str, check, *args):
+    """Run a check that involves no other rank; a crash is this rank's failure, not the job's."""
+    try:
+        return check(*args)
+    except Exception as exc:  # noqa: BLE001 - named in the report, so the table still comes
+        report.fail(f"{label} crashed: {type(exc).__name__}: {exc}")
+        return None
 
 
 def table(reports: list[RankReport]) -> str:
