@@ -22,11 +22,11 @@ from bologan.step import Replicas, timed
 from common.vocab import COMM_TIMING_GRAPH, ENGINE_HOROVOD, ENGINE_MIRRORED, MODE_ENSEMBLE
 from scaling.collectives import LocalCollectives
 from scaling.config import ScalingConfig
-from scaling.devices import pin_rank, worker_port
+from scaling.devices import Pinned, pin_rank, worker_port
 from scaling.world import World
 
 
-def pin_devices(world: World, cfg: ScalingConfig):
+def pin_devices(world: World, cfg: ScalingConfig) -> Pinned:
     """This rank's device by the one rule (``scaling.devices.pin_rank``, applied once): one GPU
     per process, except tf.distribute in one process, which drives every local GPU."""
     all_local = cfg.engine == ENGINE_MIRRORED and cfg.mode != MODE_ENSEMBLE and world.size == 1
