@@ -1,4 +1,5 @@
-"""NVIDIA GPU energy through NVML (module ``pynvml`` from nvidia-ml-py), and rank -> GPU mapping.
+"""NVIDIA GPU energy through NVML (module ``pynvml`` from nvidia-ml-py), and the node's GPUs as
+NVML lists them (PCI bus ids, UUIDs, MIG instances) for the one rule of ``common.gpu_binding``.
 
 Per GPU, the best available source is used and recorded as the channel's ``method``:
 
@@ -9,6 +10,7 @@ Per GPU, the best available source is used and recorded as the channel's ``metho
 3. ``estimate`` (opt-in, ``gpu_tdp_w`` > 0): utilisation x TDP, flagged ``estimated``.
 
 Failures (module missing, no driver, bad index) make the GPU domain unavailable with a reason.
+A rank's meter opens the GPU it trains on by PCI bus id (``index_of_bus_id``).
 """
 from __future__ import annotations
 
