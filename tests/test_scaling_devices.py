@@ -7,6 +7,7 @@ pinning fails here just as it would on a GPU node.
 """
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -153,3 +154,20 @@ def test_decision_from_what_tensorflow_nvml_and_the_node_report(tmp_path):
     d = decide_for_process(0, 1, 0, share=False, env={}, nvml_module=nvml, dev_dir=str(dev))
     assert "TensorFlow sees none" in d.refusal
     assert nvml.state["init"] == 0
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(not (Path(sys.executable).parent / "horovodrun").exists(), reason="no horovodrun next to python")
+def test_horovodrun_gloo_run_pins_before_its_collectives(tmp_path):
+    """Issue 22, item 1, for real: under horovodrun --gloo scaling.run agrees on its settings
+    through Horovod's object collectives; pinning (which fails once TensorFlow initialised its
+    devices) comes first, and run.json names every rank's device."""
+    out = tmp_path / "gloo"
+    cmd = [str(Path(sys.executable).parent / "horovodrun"), "-np", "2", "-H", "localhost:2", "--gloo",
+           sys.executable, "-m", "scaling.run", "--epochs", "2", "--warmup-epochs", "1", "--iterations-per-epoch", "1",
+           "--batch-per-rank", "16", "--out", str(out)]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["launcher"] == "horovodrun" and [d["device"] for d in meta["devices"]] == ["CPU", "CPU"]
