@@ -355,7 +355,7 @@ def _meters_section(doc: Document, a: Analysis) -> None:
             if isinstance(domains, dict):
                 for name, d in domains.items():
                     d = d if isinstance(d, dict) else {}
-                    why = "; ".join(str(d[k]) for k in ("reason", "hint") if d.get(k))
+                    why = "; ".join(str(d[k]) for k in ("reason", "hint", "note") if d.get(k))
                     key = (name, str(d.get("source") or "-"), str(d.get("method") or "-"), why)
                     meters[key] = meters.get(key, 0) + 1
             else:   # a writer that describes its meter differently: show it verbatim

@@ -23,21 +23,22 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from common.runinfo import cpu_model
 from common.vocab import (DOMAIN_CPU, DOMAIN_DRAM, DOMAIN_GPU, ENERGY_DOMAINS, SOURCE_ESTIMATED, SOURCE_MEASURED,
                           SOURCE_NOT_READER, SOURCE_UNAVAILABLE, SOURCES_WITH_VALUE)
 from energy.config import EnergyConfig
 from energy.counters import Accumulator, Channel
+from common.gpu_binding import GpuChoice
 from energy.estimate import choose_cpu_tdp, open_cpu_estimate
-from energy.nvml import all_visible_indices, load_nvml, open_gpus, resolve_gpu_index, shutdown_nvml
+from energy.nvml import gpus_of_process, index_of_bus_id, load_nvml, open_gpus, shutdown_nvml
 from energy.rapl import OpenFn, default_open, interval_warning, open_rapl, wrap_period_s
 from energy.records import EnergyWindow, PowerSample
 from energy.sampler import Sampler
 from energy.telemetry import TelemetrySample, open_telemetry
 
-__all__ = ["EnergyMeter", "Placement", "RankPlacement", "resolve_gpu_index", "tf_sync_devices"]
+__all__ = ["EnergyMeter", "Placement", "RankPlacement", "tf_sync_devices"]
 
 # The one rank per node that reads the node-wide counters, so no node is counted twice.
 NODE_READER_LOCAL_RANK = 0
@@ -93,6 +94,42 @@ def tf_sync_devices() -> Callable[[], None] | None:
     return fn if callable(fn) else None
 
 
+def _nvml_indices(gpus: Sequence[GpuChoice], nvml_module: Any) -> tuple[list[int], str | None]:
+    """NVML indices of the GPUs a process trains on, found by PCI bus id; ``([], reason)`` when
+    one cannot be metered (no bus id, a MIG instance, NVML missing)."""
+    if not gpus:
+        return [], "the rank's GPU could not be matched to an NVML device (NVML unavailable)"
+    for gpu in gpus:
+        if gpu.mig_uuid is not None:
+            return [], (f"{gpu.mig_uuid} is a MIG instance of GPU {gpu.pci_bus_id}: NVML's energy counter "
+                        "covers the whole GPU and its other instances")
+        if gpu.pci_bus_id is None:
+            return [], f"GPU {gpu.position} has no known PCI bus id (NVML unavailable or CUDA_DEVICE_ORDER not PCI_BUS_ID)"
+    nvml, reason, _hint = load_nvml(nvml_module)
+    if nvml is None:
+        return [], reason
+    try:
+        indices = [index_of_bus_id(nvml, g.pci_bus_id) for g in gpus]
+    except Exception as exc:  # noqa: BLE001 - an NVML query failure makes the domain unavailable
+        return [], f"NVML device query failed: {exc}"
+    finally:
+        shutdown_nvml(nvml)
+    missing = [g.pci_bus_id for g, i in zip(gpus, indices) if i is None]
+    if missing:
+        return [], f"NVML lists no GPU at PCI bus id {missing[0]}"
+    return [i for i in indices if i is not None], None
+
+
+def _shared(channel: Channel, sharers: int) -> Channel:
+    """``channel`` reporting 1/``sharers`` of its GPU's energy or power (ranks sharing a GPU)."""
+    if sharers == 1:
+        return channel
+    read = channel.read
+    info = {**channel.info, "shared_by_ranks": sharers, "energy_fraction": 1 / sharers}
+    return Channel(channel.domain, channel.device, channel.kind, channel.source, channel.method,
+                   (lambda: read() / sharers), channel.max_range_uj, channel.close, info)
+
+
 def _domain_source(channels: list[Channel]) -> str:
     # One estimated device makes the whole sum an estimate: it is flagged, never passed as measured.
     return SOURCE_ESTIMATED if any(c.source == SOURCE_ESTIMATED for c in channels) else SOURCE_MEASURED
@@ -110,7 +147,10 @@ class EnergyMeter:
     callers that decide both themselves (a whole-node monitor, tests).
 
     ``t0`` is ``time.monotonic()`` at run start: every timestamp is seconds since ``t0``.
-    ``gpu_index`` is this rank's NVML index (see ``resolve_gpu_index``) or ``None``.
+    ``gpu_index`` is this rank's NVML index or ``None``; ``gpu_sharers`` > 1 says that many
+    ranks use that GPU (``--share-gpu``): each then reports 1/``gpu_sharers`` of its energy and
+    power, so the job's sum counts the GPU once; ``no_gpu_reason`` replaces the reason given
+    when ``gpu_index`` is None.
 
     Extra keyword arguments (defaults are right for training): ``gpu_indices`` measures several
     GPUs as one domain (``energy.monitor``); ``open_fn`` opens sysfs files (tests inject
@@ -123,8 +163,13 @@ class EnergyMeter:
                  sync: Callable[[], None] | None = None, nvml_module: Any = None,
                  gpu_indices: list[int] | None = None, open_fn: OpenFn = default_open,
                  proc_stat: str = "/proc/stat", cpu_packages: int | None = None,
-                 clock: Callable[[], float] = time.monotonic, proc_root: str = "/proc", sys_root: str = "/sys"):
+                 clock: Callable[[], float] = time.monotonic, proc_root: str = "/proc", sys_root: str = "/sys",
+                 gpu_sharers: int = 1, no_gpu_reason: str | None = None):
         config.check()
+        if gpu_sharers < 1:
+            raise ValueError(f"gpu_sharers must be >= 1, got {gpu_sharers}")
+        self.gpu_sharers = gpu_sharers
+        self._no_gpu_reason = no_gpu_reason
         self._monotonic = clock
         self.config = config
         self.rank = rank
@@ -168,27 +213,33 @@ class EnergyMeter:
 
     @classmethod
     def for_rank(cls, world: RankPlacement, config: EnergyConfig, *, t0: float, on_gpu: bool,
-                 gpus_in_process: int = 1, sync: Callable[[], None] | None = None,
-                 env: Mapping[str, str] = os.environ, nvml_module: Any = None, **kwargs: Any) -> "EnergyMeter":
+                 gpus_in_process: int = 1, gpus: Sequence[GpuChoice] | None = None, gpu_sharers: int = 1,
+                 sync: Callable[[], None] | None = None, env: Mapping[str, str] = os.environ,
+                 nvml_module: Any = None, **kwargs: Any) -> "EnergyMeter":
         """The meter of one rank of a job, placed by ``world``.
 
         - node counters (RAPL) are read by the node's local rank 0 only; the others report
           ``not_reader``;
-        - ``on_gpu=False``: no GPU domain; a process that drives ``gpus_in_process`` > 1 GPUs
-          (tf.distribute in one process) meters every GPU visible to it as one domain; any other
-          process meters the GPU of its local rank (``resolve_gpu_index``).
+        - ``on_gpu=False``: no GPU domain. Otherwise the GPU domain is the GPU(s) the process
+          trains on: ``gpus``, the choice its pinning made (``scaling.devices``), opened in
+          NVML by PCI bus id; without ``gpus`` the same rule (``common.gpu_binding``) is asked
+          here from CUDA_VISIBLE_DEVICES in ``env`` (a process that drives ``gpus_in_process``
+          > 1 GPUs meters every GPU visible to it as one domain).
+        - ``gpu_sharers``: ranks that use this rank's GPU (``common.gpu_binding.node_sharing``).
 
-        ``env`` holds CUDA_VISIBLE_DEVICES; ``t0``, ``sync``, ``nvml_module`` and other keyword
-        arguments go to the constructor.
+        ``t0``, ``sync``, ``nvml_module`` and other keyword arguments go to the constructor.
         """
-        gpu_index, gpu_indices = None, None
-        if on_gpu and gpus_in_process > 1:
-            gpu_indices = all_visible_indices(env, nvml_module=nvml_module)[0]
-        elif on_gpu:
-            gpu_index = resolve_gpu_index(world.local_rank, env, nvml_module=nvml_module)
+        gpu_indices: list[int] = []
+        why = None
+        if on_gpu:
+            if gpus is None:
+                gpus = gpus_of_process(world.local_rank, getattr(world, "local_size", 1), env,
+                                       all_local=gpus_in_process > 1, nvml_module=nvml_module)
+            gpu_indices, why = _nvml_indices(gpus, nvml_module)
         return cls(config, rank=world.rank, local_rank=world.local_rank, node=world.node,
-                   read_node_counters=world.local_rank == NODE_READER_LOCAL_RANK, gpu_index=gpu_index,
-                   gpu_indices=gpu_indices, t0=t0, sync=sync, nvml_module=nvml_module, **kwargs)
+                   read_node_counters=world.local_rank == NODE_READER_LOCAL_RANK, gpu_index=None,
+                   gpu_indices=gpu_indices, t0=t0, sync=sync, nvml_module=nvml_module, gpu_sharers=gpu_sharers,
+                   no_gpu_reason=why, **kwargs)
 
     # -- construction -------------------------------------------------------------------------
     def _clock(self) -> float:
@@ -199,8 +250,8 @@ class EnergyMeter:
 
     def _open_gpu_domain(self, indices: list[int], nvml_module: Any) -> _Domain:
         if not indices:
-            return _Domain(SOURCE_UNAVAILABLE, reason="no GPU assigned to this rank",
-                           hint="GPU energy needs an NVIDIA GPU mapped to the rank (resolve_gpu_index)")
+            return _Domain(SOURCE_UNAVAILABLE, reason=self._no_gpu_reason or "no GPU assigned to this rank",
+                           hint="GPU energy needs the NVIDIA GPU the rank trains on (scaling.devices pins it)")
         nvml, reason, hint = load_nvml(nvml_module)
         if nvml is None:
             return _Domain(SOURCE_UNAVAILABLE, reason=reason, hint=hint)
@@ -209,8 +260,8 @@ class EnergyMeter:
         opened = open_gpus(nvml, indices, estimate_tdp_w=tdp)
         if opened.reason is not None:
             return _Domain(SOURCE_UNAVAILABLE, reason=opened.reason, hint=opened.hint)
-        return _Domain(_domain_source(opened.channels), _method(opened.channels),
-                       self._accumulate(opened.channels))
+        channels = [_shared(c, self.gpu_sharers) for c in opened.channels]
+        return _Domain(_domain_source(channels), _method(channels), self._accumulate(channels))
 
     def _open_node_domains(self, open_fn: OpenFn, proc_stat: str,
                            cpu_packages: int | None) -> tuple[_Domain, _Domain]:
@@ -383,6 +434,10 @@ class EnergyMeter:
             if state.hint:
                 domains[name]["hint"] = state.hint
         gpu = domains[DOMAIN_GPU]
+        if self.gpu_sharers > 1:
+            gpu["shared_by_ranks"] = self.gpu_sharers
+            gpu["note"] = (f"{self.gpu_sharers} ranks share this GPU (--share-gpu): each reports "
+                           f"1/{self.gpu_sharers} of its energy and power")
         if no_gpu_reason is not None and gpu["source"] == SOURCE_UNAVAILABLE:
             gpu["reason"] = no_gpu_reason
             gpu.pop("hint", None)

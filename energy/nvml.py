@@ -1,4 +1,5 @@
-"""NVIDIA GPU energy through NVML (module ``pynvml`` from nvidia-ml-py), and rank -> GPU mapping.
+"""NVIDIA GPU energy through NVML (module ``pynvml`` from nvidia-ml-py), and the node's GPUs as
+NVML lists them (PCI bus ids, UUIDs, MIG instances) for the one rule of ``common.gpu_binding``.
 
 Per GPU, the best available source is used and recorded as the channel's ``method``:
 
@@ -9,6 +10,7 @@ Per GPU, the best available source is used and recorded as the channel's ``metho
 3. ``estimate`` (opt-in, ``gpu_tdp_w`` > 0): utilisation x TDP, flagged ``estimated``.
 
 Failures (module missing, no driver, bad index) make the GPU domain unavailable with a reason.
+A rank's meter opens the GPU it trains on by PCI bus id (``index_of_bus_id``).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from common.gpu_binding import CUDA_ORDER, GpuChoice, NodeGpu, decide, normalise_bus_id, visible_gpus
 from common.vocab import DOMAIN_GPU, SOURCE_ESTIMATED, SOURCE_MEASURED
 from energy.counters import Channel
 
@@ -131,82 +134,77 @@ def open_gpus(nvml: Any, indices: list[int], *, estimate_tdp_w: float = 0.0) -> 
     return result
 
 
-def _parse_visible(text: str) -> list[str]:
-    """CUDA_VISIBLE_DEVICES entries up to the first invalid one (CUDA ignores the rest too)."""
-    entries: list[str] = []
-    for raw in text.split(","):
-        item = raw.strip()
-        if item.lstrip("-").isdigit():
-            if int(item) < 0:
-                break
-            entries.append(str(int(item)))
-        elif item.startswith(("GPU-", "MIG-")):
-            entries.append(item)
-        else:
-            break
-    return entries
-
-
-def _uuid_to_index(nvml: Any, wanted: str) -> int | None:
-    """NVML index of the GPU whose UUID starts with ``wanted`` (CUDA accepts unique prefixes)."""
-    matches = []
+def node_gpus(nvml: Any) -> list[NodeGpu]:
+    """Every GPU of the node as NVML lists it (index order = PCI bus order), with bus id, UUID,
+    name and MIG instances: the plain input ``common.gpu_binding`` decides from."""
+    out = []
     for i in range(nvml.nvmlDeviceGetCount()):
-        uuid = _text(nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetHandleByIndex(i)))
-        if uuid.startswith(wanted):
-            matches.append(i)
-    return matches[0] if len(matches) == 1 else None
+        handle = nvml.nvmlDeviceGetHandleByIndex(i)
+        bus = normalise_bus_id(_text(nvml.nvmlDeviceGetPciInfo(handle).busId)) or ""
+        try:
+            name = _text(nvml.nvmlDeviceGetName(handle))
+        except Exception:
+            name = ""       # descriptive only
+        out.append(NodeGpu(i, bus, _text(nvml.nvmlDeviceGetUUID(handle)), name, _mig_uuids(nvml, handle)))
+    return out
 
 
-def resolve_gpu_index(local_rank: int, env: Mapping[str, str] = os.environ, visible_count: int | None = None,
-                      *, nvml_module: Any = None) -> int | None:
-    """NVML (physical) index of the GPU that local rank ``local_rank`` uses, or ``None`` for none.
-
-    - ``CUDA_VISIBLE_DEVICES`` unset: GPU ``local_rank`` if it exists (``visible_count`` GPUs on
-      the node; queried from NVML when ``None``).
-    - set to one entry: that GPU, whatever the local rank (the launcher bound one GPU per task).
-    - set to several entries: entry number ``local_rank``; ``None`` when there are fewer entries
-      than local ranks (ranks must not share a GPU's energy).
-    - empty, ``-1`` or ``NoDevFiles``: ``None``.
-    Entries are integers or GPU UUIDs (prefixes allowed); MIG instances give ``None`` because
-    NVML's energy counter belongs to the whole GPU. Integer entries are taken as NVML indices,
-    which equal CUDA's when ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` or all GPUs of the node are alike.
-    """
-    visible = env.get("CUDA_VISIBLE_DEVICES")
-    need_nvml = visible is None and visible_count is None
-    if visible is not None:
-        entries = _parse_visible(visible)
-        if not entries:
-            return None
-        if len(entries) == 1:
-            chosen = entries[0]
-        elif 0 <= local_rank < len(entries):
-            chosen = entries[local_rank]
-        else:
-            return None
-        if chosen.startswith("MIG-"):
-            return None
-        if chosen.isdigit():
-            index = int(chosen)
-            if visible_count is not None and index >= visible_count:
-                return None
-            return index
-        need_nvml = True
-    else:
-        chosen = ""
-    if not need_nvml:
-        return local_rank if 0 <= local_rank < (visible_count or 0) else None
-    nvml, _reason, _hint = load_nvml(nvml_module)
-    if nvml is None:
-        return None
+def _mig_uuids(nvml: Any, handle: Any) -> tuple[str, ...]:
+    """UUIDs of the MIG instances on one GPU (empty when MIG is off or NVML cannot say)."""
     try:
-        if chosen:
-            return _uuid_to_index(nvml, chosen)
-        count = nvml.nvmlDeviceGetCount()
-        return local_rank if 0 <= local_rank < count else None
+        current, _pending = nvml.nvmlDeviceGetMigMode(handle)
+        if not current:
+            return ()
+        uuids = []
+        for j in range(nvml.nvmlDeviceGetMaxMigDeviceCount(handle)):
+            try:
+                uuids.append(_text(nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, j))))
+            except Exception:
+                continue    # an empty MIG slot
+        return tuple(uuids)
     except Exception:
-        return None
+        return ()           # no MIG support (older GPU or driver)
+
+
+def read_node_gpus(nvml_module: Any = None) -> tuple[list[NodeGpu] | None, str | None]:
+    """``node_gpus`` with NVML loaded and released here; ``(None, reason)`` when NVML fails."""
+    nvml, reason, _hint = load_nvml(nvml_module)
+    if nvml is None:
+        return None, reason
+    try:
+        return node_gpus(nvml), None
+    except Exception as exc:
+        return None, f"NVML device query failed: {_err_text(exc)}"
     finally:
         shutdown_nvml(nvml)
+
+
+def index_of_bus_id(nvml: Any, pci_bus_id: str) -> int | None:
+    """NVML index of the GPU at ``pci_bus_id`` (any format), or None."""
+    wanted = normalise_bus_id(pci_bus_id)
+    for gpu in node_gpus(nvml):
+        if normalise_bus_id(gpu.pci_bus_id) == wanted:
+            return gpu.nvml_index
+    return None
+
+
+def gpus_of_process(local_rank: int, local_size: int, env: Mapping[str, str] = os.environ, *,
+                    all_local: bool = False, share: bool = True,
+                    nvml_module: Any = None) -> tuple[GpuChoice, ...]:
+    """The GPU(s) a process that runs on the GPU uses, by the one rule (``common.gpu_binding``),
+    for callers that do not pin TensorFlow themselves (one process: inference, benchmarks): the
+    GPUs CUDA_VISIBLE_DEVICES leaves visible stand for TensorFlow's list. Empty when NVML cannot
+    say."""
+    gpus, _reason = read_node_gpus(nvml_module)
+    if gpus is None:
+        return ()
+    visible, problem = visible_gpus(env.get("CUDA_VISIBLE_DEVICES"), gpus)
+    if problem:
+        return ()
+    decision = decide(local_rank=local_rank, local_size=local_size, tf_gpu_count=len(visible), visible=visible,
+                      share=share, all_local=all_local, cuda_visible_devices=env.get("CUDA_VISIBLE_DEVICES"),
+                      cuda_device_order=env.get("CUDA_DEVICE_ORDER", CUDA_ORDER))
+    return decision.gpus
 
 
 def all_visible_indices(env: Mapping[str, str] = os.environ, *,
@@ -218,19 +216,14 @@ def all_visible_indices(env: Mapping[str, str] = os.environ, *,
     nvml, reason, hint = load_nvml(nvml_module)
     if nvml is None:
         return [], reason, hint
+    visible = env.get("CUDA_VISIBLE_DEVICES")
     try:
-        count = nvml.nvmlDeviceGetCount()
-        visible = env.get("CUDA_VISIBLE_DEVICES")
-        if visible is None:
-            indices = list(range(count))
-        else:
-            indices = []
-            for entry in _parse_visible(visible):
-                if entry.startswith("MIG-"):
-                    continue
-                index = int(entry) if entry.isdigit() else _uuid_to_index(nvml, entry)
-                if index is not None and index < count and index not in indices:
-                    indices.append(index)
+        chosen, _problem = visible_gpus(visible, node_gpus(nvml))
+        indices = []
+        for gpu in chosen:
+            # A MIG instance's energy is its whole GPU's, shared with the other instances.
+            if gpu.mig_uuid is None and gpu.nvml_index is not None and gpu.nvml_index not in indices:
+                indices.append(gpu.nvml_index)
     except Exception as exc:
         return [], f"NVML device query failed: {_err_text(exc)}", HINT_NO_DRIVER
     finally:

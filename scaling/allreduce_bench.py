@@ -37,7 +37,8 @@ from common.cli import Parser, comma_list, positive_int
 from common.errors import EXIT_USER_ERROR, UserError
 from common.vocab import PARTICLE_NAMES
 from scaling.collectives import for_world, prefer_yielding_mpi
-from scaling.world import discover
+from scaling.devices import pin_rank
+from scaling.world import World, discover
 
 SCHEMA = "allreduce-bench/1"
 ELEMENT_BYTES = 4          # float32: every size must be a whole number of elements
@@ -179,7 +180,7 @@ class Reducer:
     fetch: Callable[[Any], np.ndarray]
 
 
-def _reducer(engine: str) -> Reducer:
+def _reducer(engine: str, world: World, share_gpu: bool = False) -> Reducer:
     prefer_yielding_mpi()  # as in training, so the timings match what a training step sees
     if engine == "horovod":
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -187,7 +188,9 @@ def _reducer(engine: str) -> Reducer:
         import tensorflow as tf
 
         hvd.init()
-        device = "/GPU:0" if tf.config.list_physical_devices("GPU") else "/CPU:0"
+        # The same device as training (one GPU per rank, by PCI bus id); after pinning, this
+        # rank's GPU is the only one TensorFlow sees, as /GPU:0.
+        device = "/GPU:0" if pin_rank(world.local_rank, world.local_size, share=share_gpu).on_gpu else "/CPU:0"
 
         def place(buf):
             with tf.device(device):
@@ -226,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=20, help="timed repeats per size")
     parser.add_argument("--warmup", type=int, default=3, help="untimed repeats per size")
     parser.add_argument("--budget-s", type=float, default=20.0, help="time budget per size, s")
+    parser.add_argument("--share-gpu", action="store_true",
+                        help="allow more ranks than GPUs on a node (as scaling.run --share-gpu)")
     parser.add_argument("--out", help="JSON file written by rank 0 (default: print only)")
     try:
         args = parser.parse_args(argv)   # inside: every rank refuses, only rank 0 says why
@@ -240,7 +245,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     coll = for_world(world, "mpi" if world.size > 1 else "local")
-    reducer = _reducer(args.engine)
+    try:
+        reducer = _reducer(args.engine, world, args.share_gpu)
+    except UserError as exc:      # the device rule refused (same answer on every rank of a node)
+        print(f"error: rank {world.rank} on {world.node}: {exc}", file=sys.stderr, flush=True)
+        return EXIT_USER_ERROR
     nodes = coll.allgather(world.node)
     results = []
     for i, size in enumerate(sizes):

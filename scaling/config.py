@@ -40,7 +40,11 @@ class ScalingConfig:
         "help": "ensemble mode: member names in member order (default m0,m1,...); --data may then be a "
                 "pattern with {member}, or list one file per member"})
     worker_base_port: int = field(default=0, metadata={
-        "help": "mirrored engine across processes: first worker port (0 = pick free ports)"})
+        "help": "mirrored engine across processes: first worker port on each node, + local rank (0 = Slurm's "
+                "reserved step ports when srun --resv-ports, else 8888 + an offset from the job id)"})
+    share_gpu: bool = field(default=False, metadata={
+        "help": "allow more ranks than GPUs on a node: ranks share a GPU and each reports its share of "
+                "the GPU's energy (refused without it)"})
     variant: str = field(default="", metadata={
         "help": "name of the study variant this run measures (launch.study [variants]); labels its series"})
     steps_per_call: int = field(default=1, metadata={

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from typing import Any, Callable
 
 
@@ -23,20 +22,20 @@ from bologan.step import Replicas, timed
 from common.vocab import COMM_TIMING_GRAPH, ENGINE_HOROVOD, ENGINE_MIRRORED, MODE_ENSEMBLE
 from scaling.collectives import LocalCollectives
 from scaling.config import ScalingConfig
+from scaling.devices import Pinned, pin_rank, worker_port
 from scaling.world import World
 
 
-def _pin_gpu(local_rank: int) -> bool:
-    """Make only this rank's GPU visible (one GPU per local rank). Returns True if one is."""
-    import tensorflow as tf
+def pin_devices(world: World, cfg: ScalingConfig) -> Pinned:
+    """This rank's device by the one rule (``scaling.devices.pin_rank``, applied once): one GPU
+    per process, except tf.distribute in one process, which drives every local GPU."""
+    all_local = cfg.engine == ENGINE_MIRRORED and cfg.mode != MODE_ENSEMBLE and world.size == 1
+    return pin_rank(world.local_rank, world.local_size, share=cfg.share_gpu, all_local=all_local)
 
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        return False
-    gpu = gpus[local_rank % len(gpus)]
-    tf.config.set_visible_devices(gpu, "GPU")
-    tf.config.experimental.set_memory_growth(gpu, True)
-    return True
+
+def _pin(world: World, cfg: ScalingConfig) -> bool:
+    """``pin_devices`` (done already when scaling.run pinned first); True on a GPU."""
+    return pin_devices(world, cfg).on_gpu
 
 
 class SingleEngine:
@@ -47,7 +46,7 @@ class SingleEngine:
         self.on_gpu = False
 
     def setup(self) -> None:
-        self.on_gpu = _pin_gpu(self.world.local_rank)
+        self.on_gpu = _pin(self.world, self.cfg)
 
     @property
     def replicas(self) -> int:
@@ -132,7 +131,7 @@ class HorovodEngine(SingleEngine):
         if hvd.size() != self.world.size or hvd.rank() != self.world.rank:
             raise RuntimeError(f"Horovod sees rank {hvd.rank()}/{hvd.size()} but the launcher says "
                                f"{self.world.rank}/{self.world.size}")
-        self.on_gpu = _pin_gpu(hvd.local_rank())
+        self.on_gpu = _pin(self.world, self.cfg)
 
     @property
     def replicas(self) -> int:
@@ -183,12 +182,6 @@ class _StrategyReplicas(Replicas):
         return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.MEAN, grads)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
-
-
 class MirroredEngine(SingleEngine):
     name = ENGINE_MIRRORED
 
@@ -197,19 +190,22 @@ class MirroredEngine(SingleEngine):
 
         w = self.world
         if w.size > 1:
-            port = self.cfg.worker_base_port + w.rank if self.cfg.worker_base_port else _free_port()
+            # Pinned before the cluster spec: the strategy initialises TensorFlow's devices.
+            self.on_gpu = _pin(w, self.cfg)
+            # One port per process of a host, counted by hostname: emulated nodes share one.
+            hosts = self.coll.allgather(w.hostname)
+            port = worker_port(hosts[:w.rank].count(w.hostname), self.cfg.worker_base_port)
             addresses = self.coll.allgather(f"{w.hostname}:{port}")
             os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": addresses},
                                                   "task": {"type": "worker", "index": w.rank}})
-            self.on_gpu = _pin_gpu(w.local_rank)
             impl = (tf.distribute.experimental.CommunicationImplementation.NCCL if self.on_gpu
                     else tf.distribute.experimental.CommunicationImplementation.RING)
             self.strategy = tf.distribute.MultiWorkerMirroredStrategy(
                 communication_options=tf.distribute.experimental.CommunicationOptions(implementation=impl))
         else:
-            gpus = tf.config.list_physical_devices("GPU")
-            self.on_gpu = bool(gpus)
-            if gpus:
+            # One process drives every local GPU itself.
+            self.on_gpu = _pin(w, self.cfg)
+            if self.on_gpu:
                 self.strategy = tf.distribute.MirroredStrategy()
             else:
                 cpu = tf.config.list_physical_devices("CPU")[0]

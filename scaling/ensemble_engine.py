@@ -16,7 +16,7 @@ from typing import Any
 
 from bologan.step import Replicas
 from common.vocab import COMM_TIMING_GRAPH
-from scaling.engines import HorovodEngine, SingleEngine, _HorovodReplicas, _pin_gpu
+from scaling.engines import HorovodEngine, SingleEngine, _HorovodReplicas, _pin
 
 
 class MemberEngine(SingleEngine):
@@ -76,7 +76,7 @@ class GroupEngine(HorovodEngine):
         if self.process_set.size() != self.group_size or self.process_set.rank() != self.rank_in_group:
             raise RuntimeError(f"Horovod process set of member {self.member} has rank {self.process_set.rank()}/"
                                f"{self.process_set.size()}, expected {self.rank_in_group}/{self.group_size}")
-        self.on_gpu = _pin_gpu(hvd.local_rank())
+        self.on_gpu = _pin(self.world, self.cfg)
 
     @property
     def replicas(self) -> int:

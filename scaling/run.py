@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -164,6 +164,7 @@ def _run(argv: list[str] | None, world: World, coll, stop: StopFlag) -> int:
     #    process known, and what depends on it is checked again.
     engine = _start_engine(checked.cfg, world, coll)
     ctx = _context(checked, engine, world, coll, stop)
+    ctx.devices, ctx.gpu_sharers = _devices_of_every_rank(world, coll, ctx.sc.share_gpu)
     # 3. Every check passed: only now is anything created on disk.
     problem = coll.bcast(create_out(ctx.out) if world.rank == 0 else None)
     if problem:
@@ -206,6 +207,8 @@ class RunContext:
     log: Callable[[str], None]    # progress lines: rank 0 prints them, the others stay quiet
     ensemble: EnsembleLayout | None = None   # --mode ensemble: the members; cfg is then this rank's member's
     reference: Any = None         # [eval]: reference showers (bologan.dataio.Showers), None without evaluation
+    devices: list = field(default_factory=list)   # every rank's device (scaling.devices.Pinned.describe)
+    gpu_sharers: int = 1          # ranks that use this rank's GPU (--share-gpu)
 
     @property
     def sc(self) -> ScalingConfig:
@@ -271,8 +274,10 @@ def _checked_by_every_rank(argv: list[str] | None, world: World, coll) -> _Check
     except UserError as exc:
         problem = str(exc)
     if checked is not None and isinstance(coll, HorovodCollectives):
-        # Horovod's Gloo collectives run TensorFlow ops, which fix the thread pools: set them first.
+        # Horovod's Gloo collectives run TensorFlow ops, which fix the thread pools and the
+        # visible devices: set them and pin this rank's GPU first.
         _configure_tensorflow(checked.cfg, world)
+        problem = _pin_problem(checked.cfg, world)
     _agree(coll, world, problem)
     assert checked is not None
     return checked
@@ -368,6 +373,9 @@ def _agree(coll, world: World, problem: str | None) -> None:
 
 def _configure_tensorflow(cfg: dict[str, Any], world: World) -> None:
     from bologan.tfsetup import configure
+    from scaling.devices import prepare_cuda_environment
+
+    prepare_cuda_environment()     # before CUDA starts: TensorFlow's GPU order = NVML's
 
     configure(cfg["train"].threads or world.cores, cfg["train"].seed, cfg["scaling"].inter_op_threads)
 
@@ -381,8 +389,36 @@ def _start_engine(cfg: dict[str, Any], world: World, coll):
 
     engine = make_engine(cfg["scaling"], world, coll)
     _configure_tensorflow(cfg, world)
+    _agree(coll, world, _pin_problem(cfg, world))     # before any TensorFlow op (MPI collectives run none)
     engine.setup()
     return engine
+
+
+def _pin_problem(cfg: dict[str, Any], world: World) -> str | None:
+    """Pin this rank's device (scaling.devices, once per process); the refusal's line, or None."""
+    from scaling.engines import pin_devices
+
+    try:
+        pin_devices(world, cfg["scaling"])
+    except UserError as exc:
+        return str(exc)
+    return None
+
+
+def _devices_of_every_rank(world: World, coll, share: bool) -> tuple[list[dict], int]:
+    """Every rank's device (run.json) and how many ranks use this rank's GPU; ranks of a node on
+    one GPU without --share-gpu are refused on every rank."""
+    from scaling.devices import check_node_sharing, pinned
+
+    pin = pinned()
+    assert pin is not None, "the engine pins the device before this"
+    try:
+        sharers = check_node_sharing(coll, world.rank, world.node, pin, share)
+    except UserError as exc:
+        raise _AgreedError(str(exc)) from None
+    rows = coll.allgather({"rank": world.rank, "node": world.node, "local_rank": world.local_rank,
+                           "gpu_sharers": sharers if pin.on_gpu else 0, **pin.describe()})
+    return rows, sharers
 
 
 def _context(checked: _Checked, engine, world: World, coll, stop: StopFlag) -> RunContext:
@@ -491,6 +527,7 @@ def _now() -> str:
 def run_metadata(ctx: RunContext, *, precision: str, nodes: list[str]) -> dict[str, Any]:
     """run.json's content when a run starts; ``nodes`` holds every rank's node name."""
     from common.runinfo import cpu_model, git_commit, versions
+    from scaling.devices import devices_summary
     from scaling.runsite import node_hardware, site_record
 
     sc, world, engine, train_cfg = ctx.sc, ctx.world, ctx.engine, ctx.cfg["train"]
@@ -504,9 +541,10 @@ def run_metadata(ctx: RunContext, *, precision: str, nodes: list[str]) -> dict[s
         "iterations_per_epoch": sc.iterations_per_epoch, "precision": precision,
         "launcher": world.launcher, "placement": os.environ.get(PLACEMENT_ENV),
         "code_version": code_version().to_dict(), "versions": versions(),
-        "hardware": {"cpu_model": cpu_model(), "cores_per_rank": world.cores,
+        "hardware": {"device": devices_summary(ctx.devices), "cpu_model": cpu_model(), "cores_per_rank": world.cores,
                      "gpus_per_rank": 1 if engine.on_gpu else 0, **node_hardware()},
         "site": site_record(ctx.args.site),
+        "devices": ctx.devices,
         "engine_details": engine.describe(), "git_commit": git_commit(),
         "start_time": _now(), "end_time": None, "exit_status": None, "restarts": [],
         "timing": TIMING_NOTE,
@@ -561,8 +599,12 @@ def _train(ctx: RunContext, model: _Model, attempt: int, start_epoch: int, nodes
     from scaling.trainer import EpochPlan, run_epochs
 
     sc, train_cfg, engine, coll = ctx.sc, ctx.cfg["train"], ctx.engine, ctx.coll
+    from scaling.devices import devices_summary, pinned
+
+    pin = pinned()
     meter = EnergyMeter.for_rank(ctx.world, ctx.cfg["energy"], t0=t0, on_gpu=engine.on_gpu,
-                                 gpus_in_process=len(engine.local_replica_ids()), sync=tf_sync_devices())
+                                 gpus_in_process=len(engine.local_replica_ids()), sync=tf_sync_devices(),
+                                 gpus=pin.decision.gpus if pin is not None else None, gpu_sharers=ctx.gpu_sharers)
     descriptions = coll.gather(meter.describe())
     if ctx.writer is not None:
         ctx.writer.write_meta(energy=descriptions)
@@ -586,7 +628,7 @@ def _train(ctx: RunContext, model: _Model, attempt: int, start_epoch: int, nodes
 
     ctx.log(f"{sc.engine} {sc.mode}: {ctx.replicas} replicas on {len(set(nodes))} node(s), batch {ctx.batch} per "
             f"replica, {ctx.cfg['model'].particle}, epochs {start_epoch + 1}..{sc.epochs} x "
-            f"{sc.iterations_per_epoch} iterations -> {ctx.out}")
+            f"{sc.iterations_per_epoch} iterations on {devices_summary(ctx.devices)} -> {ctx.out}")
     if ctx.ensemble:
         ctx.log(ctx.ensemble.describe(ctx.out))
     timeline = ctx.out / TIMELINE_FILE.format(attempt=attempt) if ctx.args.timeline else None

@@ -144,7 +144,10 @@ def test_horovod_reduction_is_timed_on_the_placed_buffer_without_copying_it_back
 import numpy as np
 import tensorflow as tf
 from scaling.allreduce_bench import _reducer
-r = _reducer("horovod")
+from scaling.devices import pinned
+from scaling.world import discover
+r = _reducer("horovod", discover())
+assert pinned() is not None      # the training's pinning, before the first op
 placed = r.place(np.ones(1024, np.float32))
 out = r.reduce(placed)
 assert isinstance(placed, tf.Tensor) and isinstance(out, tf.Tensor), (type(placed), type(out))

@@ -1,10 +1,14 @@
-"""On a real NVIDIA GPU: NVML window energy agrees with nvidia-smi power x time within 5 %.
+"""On a real NVIDIA GPU (``pytest -m gpu tests/test_energy_gpu.py``): the GPU a rank trains on is
+the one it meters, NVML's window energy agrees with nvidia-smi, the comm fence times the
+all-reduce and not the kernel before it, and Horovod has NCCL.
 
-Skipped where there is no GPU, no nvidia-smi or no GPU TensorFlow; the same code paths are
-tested on a fake NVML module in test_energy_nvml.py.
+Skipped where there is no GPU, no nvidia-smi or no GPU TensorFlow (the reason is given); the same
+decisions are tested with faithful fakes in test_gpu_binding.py, test_energy_meter.py,
+test_energy_nvml.py, test_scaling_devices.py and test_scaling_preflight.py.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import statistics
@@ -16,12 +20,17 @@ from pathlib import Path
 
 import pytest
 
+from common.gpu_binding import GpuChoice
+from conftest import run_module
 from energy.config import EnergyConfig
-from energy.meter import EnergyMeter
+from energy.meter import EnergyMeter, Placement
 
 REPO = Path(__file__).resolve().parents[1]
 LOAD = REPO / "tests" / "helpers" / "energy_gpu_load.py"
 WINDOW_S = 10.0
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(shutil.which("nvidia-smi") is None, reason="no nvidia-smi: not an NVIDIA GPU machine")]
 
 
 def _nvml_gpu_count() -> int:
@@ -36,27 +45,53 @@ def _nvml_gpu_count() -> int:
         pynvml.nvmlShutdown()
 
 
-def _physical_gpu0() -> int:
-    """NVML index of the GPU the load runs on (its first visible GPU)."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
-    return int(visible) if visible.isdigit() else 0
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(shutil.which("nvidia-smi") is None, reason="no nvidia-smi: not an NVIDIA GPU machine")
-def test_nvml_window_matches_nvidia_smi_power(tmp_path):
+@pytest.fixture(scope="module")
+def preflight_report() -> dict:
+    """``python -m scaling.preflight --json`` alone on this machine: rank 0's object."""
     if _nvml_gpu_count() == 0:
         pytest.skip("NVML finds no GPU on this machine")
-    index = _physical_gpu0()
+    res = run_module("scaling.preflight", ["--json"], timeout=600)
+    if res.returncode == 2:
+        pytest.fail(f"preflight refused: {res.stderr.strip()}")
+    (report,) = json.loads(res.stdout)
+    if not report["checks"].get("tf_built_with_cuda"):
+        pytest.skip("TensorFlow here is a CPU build (make install TF_BUILD=gpu)")
+    return report
+
+
+def test_pinned_gpu_is_the_trained_and_the_metered_one(preflight_report):
+    r = preflight_report
+    assert r["device"].startswith("GPU "), r
+    assert r["gpu_pci_bus_id"] and r["checks"]["tf_gpu_bus_ids"] == [r["gpu_pci_bus_id"]], r["checks"]
+    assert "GPU:0" in r["checks"]["tiny_op_device"]
+    assert r["nvml_energy"] in ("nvml-energy-counter", "nvml-power-integrated"), r["warnings"]
+    assert r["ok"], r["problems"]
+
+
+def test_comm_fence_times_the_allreduce_not_the_kernel(preflight_report):
+    fence = preflight_report["checks"]["fence"]
+    print(f"kernel {1e3 * fence['kernel_s']:.1f} ms, timed all-reduce after it {1e3 * fence['timed_allreduce_s']:.2f} ms")
+    assert fence["timed_allreduce_s"] < 0.5 * fence["kernel_s"]
+
+
+def test_horovod_has_nccl_on_a_gpu_machine(preflight_report):
+    assert preflight_report["checks"]["horovod_built"]["nccl"], "Horovod without NCCL operations"
+
+
+def test_nvml_window_of_the_pinned_gpu_matches_nvidia_smi_power(tmp_path):
+    if _nvml_gpu_count() == 0:
+        pytest.skip("NVML finds no GPU on this machine")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
     load = subprocess.Popen([sys.executable, str(LOAD), "300"], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
+                            stderr=subprocess.DEVNULL, text=True, env=env)
     smi = None
     try:
-        first = load.stdout.readline().strip()
-        if first != "ready":
-            pytest.skip(f"GPU load did not start ({first or 'TensorFlow without GPU support?'})")
+        first = load.stdout.readline().split()
+        if not first or first[0] != "ready":
+            pytest.skip(f"GPU load did not start ({' '.join(first) or 'TensorFlow without GPU support?'})")
+        bus_id = first[1]
         readings: list[float] = []
-        smi = subprocess.Popen(["nvidia-smi", "-i", str(index), "--query-gpu=power.draw",
+        smi = subprocess.Popen(["nvidia-smi", "-i", bus_id, "--query-gpu=power.draw",
                                 "--format=csv,noheader,nounits", "-lms", "100"],
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         collecting = threading.Event()
@@ -71,8 +106,9 @@ def test_nvml_window_matches_nvidia_smi_power(tmp_path):
 
         thread = threading.Thread(target=reader, daemon=True)
         thread.start()
-        meter = EnergyMeter(EnergyConfig(), rank=0, local_rank=0, node="gpu-check", read_node_counters=False,
-                            gpu_index=index, t0=time.monotonic())
+        # The meter opens the GPU the load trains on by its bus id, as a run's meter does.
+        meter = EnergyMeter.for_rank(Placement(node="gpu-check"), EnergyConfig(), t0=time.monotonic(), on_gpu=True,
+                                     gpus=(GpuChoice(0, bus_id, None, None),))
         meter.start()
         collecting.set()
         meter.begin("steady")
@@ -89,7 +125,7 @@ def test_nvml_window_matches_nvidia_smi_power(tmp_path):
     assert len(readings) >= 0.5 * WINDOW_S / 0.1, f"too few nvidia-smi readings: {len(readings)}"
     smi_energy_j = statistics.fmean(readings) * window.time_s
     rel = abs(window.gpu_energy_j - smi_energy_j) / smi_energy_j
-    print(f"NVML {info['domains']['gpu']['method']}: {window.gpu_energy_j:.1f} J; nvidia-smi mean "
+    print(f"GPU {bus_id} NVML {info['domains']['gpu']['method']}: {window.gpu_energy_j:.1f} J; nvidia-smi mean "
           f"{statistics.fmean(readings):.1f} W x {window.time_s:.2f} s = {smi_energy_j:.1f} J; diff {rel:.2%}")
     assert rel <= 0.05
 
@@ -99,7 +135,7 @@ def test_nvml_window_matches_nvidia_smi_power(tmp_path):
 def test_real_nvml_telemetry_reads_every_gpu_field_and_agrees_with_nvidia_smi_temperature():
     if _nvml_gpu_count() == 0:
         pytest.skip("NVML finds no GPU on this machine")
-    index = _physical_gpu0()
+    index = 0      # NVML's first GPU; nvidia-smi -i numbers GPUs the same way (PCI order)
     meter = EnergyMeter(EnergyConfig(), rank=0, local_rank=0, node="gpu-test", read_node_counters=False,
                         gpu_index=index, t0=time.monotonic())
     try:

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
-from energy_fakes import FakeGpu, fake_nvml, two_socket_tree  # noqa: E402
+from energy_fakes import FakeGpu, bus_id_of_slot, fake_nvml, two_socket_tree  # noqa: E402
 
 from bologan.config import BOLOGAN_SECTIONS  # noqa: E402
 from common.errors import UserError  # noqa: E402
+from common.gpu_binding import GpuChoice, normalise_bus_id  # noqa: E402
 from common.settings import section_from_mapping  # noqa: E402
 from energy.config import EnergyConfig  # noqa: E402
 from energy.meter import EnergyMeter, Placement  # noqa: E402
@@ -116,16 +117,52 @@ def test_placement_default_is_a_process_alone_on_its_node(tmp_path):
     assert d["reads_node_counters"] and d["domains"]["cpu"]["source"] == "measured"
 
 
-def test_for_rank_gpu_from_visible_devices_or_none(tmp_path):
-    # The launcher bound one GPU per task: each rank meters that one, whatever its local rank.
-    d = meters_by_local_rank(tmp_path / "bound", {"CUDA_VISIBLE_DEVICES": "GPU-bbbb"}, on_gpu=True)
+def test_for_rank_meters_the_gpu_tensorflow_trains_on_matched_by_bus_id(tmp_path):
+    # The pinning's choice names the GPU by PCI bus id (TensorFlow's format); NVML lists it as
+    # index 1 with its own format: the meter opens that one, whatever the local rank.
+    trained = GpuChoice(position=0, pci_bus_id=normalise_bus_id(bus_id_of_slot(1)), uuid="GPU-bbbb", nvml_index=None)
+    d = meters_by_local_rank(tmp_path / "bound", {"CUDA_VISIBLE_DEVICES": "0"}, on_gpu=True, gpus=(trained,))
     assert [d[i]["domains"]["gpu"]["devices"] for i in (0, 1)] == [["gpu1"], ["gpu1"]]
-    # Reordered list: entry number local rank.
+    # Reordered list, no explicit choice: the same rule picks entry number local rank.
     d = meters_by_local_rank(tmp_path / "list", {"CUDA_VISIBLE_DEVICES": "1,0"}, on_gpu=True)
     assert [d[i]["domains"]["gpu"]["devices"] for i in (0, 1)] == [["gpu1"], ["gpu0"]]
     d = meters_by_local_rank(tmp_path / "cpu", {}, on_gpu=False)
     assert [d[i]["domains"]["gpu"]["source"] for i in (0, 1)] == ["unavailable", "unavailable"]
     assert d[0]["domains"]["gpu"]["reason"] == "no GPU assigned to this rank"
+
+
+def test_for_rank_refuses_to_meter_what_it_cannot_attribute(tmp_path):
+    unknown = GpuChoice(position=0, pci_bus_id=None, uuid=None, nvml_index=None)
+    d = meters_by_local_rank(tmp_path / "nobus", {}, on_gpu=True, gpus=(unknown,))
+    assert d[0]["domains"]["gpu"]["source"] == "unavailable" and "no known PCI bus id" in d[0]["domains"]["gpu"]["reason"]
+    mig = GpuChoice(0, normalise_bus_id(bus_id_of_slot(0)), "GPU-aaaa", 0, mig_uuid="MIG-1")
+    d = meters_by_local_rank(tmp_path / "mig", {}, on_gpu=True, gpus=(mig,))
+    assert "MIG instance" in d[0]["domains"]["gpu"]["reason"]
+    gone = GpuChoice(0, "0000:99:00.0", None, None)
+    d = meters_by_local_rank(tmp_path / "gone", {}, on_gpu=True, gpus=(gone,))
+    assert d[0]["domains"]["gpu"]["reason"] == "NVML lists no GPU at PCI bus id 0000:99:00.0"
+
+
+def test_ranks_sharing_a_gpu_count_its_energy_once(tmp_path):
+    """Two ranks on one GPU (--share-gpu): each reports half, so the job's sum is the GPU's
+    energy once (not twice, as when every rank metered it whole)."""
+    gpu = FakeGpu(uuid="GPU-aaaa", energy_mj=1000)
+    nvml = fake_nvml([gpu])
+    shared = GpuChoice(0, normalise_bus_id(bus_id_of_slot(0)), "GPU-aaaa", 0)
+    config = EnergyConfig(powercap_root=str(tmp_path / "none"))
+    meters = [EnergyMeter.for_rank(Placement(r, r, "n1"), config, t0=time.monotonic(), on_gpu=True, gpus=(shared,),
+                                   gpu_sharers=2, nvml_module=nvml) for r in (0, 1)]
+    for m in meters:
+        m.begin("e")
+    gpu.energy_mj += 6000                       # the GPU used 6 J during the window
+    windows = [m.end("e") for m in meters]
+    assert [w.gpu_energy_j for w in windows] == [3.0, 3.0]
+    assert sum(w.gpu_energy_j for w in windows) == 6.0
+    d = meters[0].describe()["domains"]["gpu"]
+    assert d["shared_by_ranks"] == 2 and "1/2 of its energy" in d["note"]
+    assert d["details"][0]["energy_fraction"] == 0.5
+    for m in meters:
+        m.stop()
 
 
 def test_for_rank_one_process_driving_several_gpus_meters_them_all(tmp_path):

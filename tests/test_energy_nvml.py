@@ -1,4 +1,4 @@
-"""GPU energy through a fake NVML module; GPU index mapping; the TensorFlow fence."""
+"""GPU energy through a fake NVML module; the node's GPUs as NVML lists them; the TensorFlow fence."""
 from __future__ import annotations
 
 import math
@@ -13,8 +13,8 @@ sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 from energy_fakes import NVML_ERROR_LIBRARY_NOT_FOUND, FakeGpu, fake_nvml  # noqa: E402
 
 from energy.config import EnergyConfig  # noqa: E402
-from energy.meter import EnergyMeter, resolve_gpu_index, tf_sync_devices  # noqa: E402
-from energy.nvml import all_visible_indices  # noqa: E402
+from energy.meter import EnergyMeter, tf_sync_devices  # noqa: E402
+from energy.nvml import all_visible_indices, gpus_of_process, read_node_gpus  # noqa: E402
 
 
 class Clock:
@@ -171,42 +171,42 @@ UUIDS = ["GPU-aaaa1111-0000-0000-0000-000000000000", "GPU-bbbb2222-0000-0000-000
          "GPU-bbbb3333-0000-0000-0000-000000000000"]
 
 
-@pytest.mark.parametrize("visible, local_rank, count, expected", [
-    (None, 0, 4, 0),
-    (None, 3, 4, 3),
-    (None, 4, 4, None),           # more local ranks than GPUs: none rather than a shared GPU
-    (None, 0, 0, None),
-    ("", 0, 4, None),
-    ("-1", 0, 4, None),
-    ("NoDevFiles", 0, 4, None),
-    ("2,3", 0, 4, 2),
-    ("2,3", 1, 4, 3),
-    ("2,3", 2, 4, None),
-    (" 1 , 0 ", 1, 4, 0),
-    ("3", 5, 4, 3),               # one GPU per task bound by the launcher: use it whatever the local rank
-    ("0,7,1", 1, 4, None),        # index beyond the node's GPUs
-    ("1,-1,2", 1, 4, 1),          # CUDA stops at the first invalid entry: only "1" counts
-    ("MIG-1234", 0, 4, None),
+def test_node_gpus_lists_bus_ids_normalised_uuids_and_mig_instances():
+    nvml = fake_nvml([FakeGpu(uuid=UUIDS[0]), FakeGpu(uuid=UUIDS[1], mig_uuids=("MIG-x1", "MIG-x2")),
+                      FakeGpu(uuid=UUIDS[2], bus_id="00000001:C1:00.0")])
+    gpus, reason = read_node_gpus(nvml)
+    assert reason is None and nvml.state["init"] == 0
+    assert [(g.nvml_index, g.pci_bus_id, g.uuid, g.mig_uuids) for g in gpus] == [
+        (0, "0000:1b:00.0", UUIDS[0], ()), (1, "0000:3b:00.0", UUIDS[1], ("MIG-x1", "MIG-x2")),
+        (2, "0001:c1:00.0", UUIDS[2], ())]
+    assert read_node_gpus(fake_nvml(init_error=NVML_ERROR_LIBRARY_NOT_FOUND))[0] is None
+
+
+@pytest.mark.parametrize("visible, local_rank, local_size, expected", [
+    (None, 0, 3, ["0000:1b:00.0"]),
+    (None, 2, 3, ["0000:5b:00.0"]),
+    ("2,0", 0, 2, ["0000:5b:00.0"]),                  # CUDA order: entry 0 is NVML's GPU 2
+    ("2,0", 1, 2, ["0000:1b:00.0"]),
+    (UUIDS[2], 3, 4, ["0000:5b:00.0"]),              # --gpu-bind: one GPU, whatever the local rank
+    (f"{UUIDS[1]},{UUIDS[0]}", 1, 2, ["0000:1b:00.0"]),
+    ("GPU-aaaa", 0, 1, ["0000:1b:00.0"]),            # a unique UUID prefix
+    ("GPU-bbbb", 0, 1, []),                          # an ambiguous one: no GPU rather than a guess
+    ("", 0, 1, []),
 ])
-def test_resolve_gpu_index_integers(visible, local_rank, count, expected):
-    env = {} if visible is None else {"CUDA_VISIBLE_DEVICES": visible}
-    assert resolve_gpu_index(local_rank, env, visible_count=count) == expected
-
-
-def test_resolve_gpu_index_uuids_and_nvml_count():
+def test_gpus_of_process_follows_the_one_rule(visible, local_rank, local_size, expected):
     nvml = fake_nvml([FakeGpu(uuid=u) for u in UUIDS])
-    env = {"CUDA_VISIBLE_DEVICES": f"{UUIDS[2]},{UUIDS[0]}"}
-    assert resolve_gpu_index(0, env, nvml_module=nvml) == 2
-    assert resolve_gpu_index(1, env, nvml_module=nvml) == 0
-    assert resolve_gpu_index(0, {"CUDA_VISIBLE_DEVICES": "GPU-aaaa"}, nvml_module=nvml) == 0   # unique prefix
-    assert resolve_gpu_index(0, {"CUDA_VISIBLE_DEVICES": "GPU-bbbb"}, nvml_module=nvml) is None  # ambiguous
-    assert resolve_gpu_index(2, {}, nvml_module=nvml) == 2            # count asked from NVML
-    assert resolve_gpu_index(3, {}, nvml_module=nvml) is None
-    assert resolve_gpu_index(0, {}, nvml_module=fake_nvml(init_error=NVML_ERROR_LIBRARY_NOT_FOUND)) is None
+    env = {} if visible is None else {"CUDA_VISIBLE_DEVICES": visible}
+    assert [g.pci_bus_id for g in gpus_of_process(local_rank, local_size, env, nvml_module=nvml)] == expected
     assert nvml.state["init"] == 0
+
+
+def test_all_visible_indices_for_a_whole_node_monitor():
+    nvml = fake_nvml([FakeGpu(uuid=u) for u in UUIDS])
     assert all_visible_indices({"CUDA_VISIBLE_DEVICES": f"2,{UUIDS[0]},2"}, nvml_module=nvml)[0] == [2, 0]
+    assert all_visible_indices({}, nvml_module=nvml)[0] == [0, 1, 2]
     indices, reason, _ = all_visible_indices({"CUDA_VISIBLE_DEVICES": ""}, nvml_module=nvml)
     assert indices == [] and "selects no GPU" in reason
+    assert nvml.state["init"] == 0
 
 
 def test_tf_sync_devices_never_imports_tensorflow(monkeypatch):

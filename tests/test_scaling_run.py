@@ -48,6 +48,11 @@ def test_one_rank_records_and_timing_parts(tmp_path):
     assert {"baseline-before_first_epoch", "epoch-0", "checkpoint-0"} <= phases
     assert telemetry["rss_bytes"].gt(0).all() and telemetry["t_s"].is_monotonic_increasing
     assert run.meta["site"]["name"] == "unknown" or os.environ.get("SLURM_CLUSTER_NAME")
+    # The device every rank trained on: run.json (per rank and in the hardware summary the
+    # report shows) and the progress line.
+    assert [(d["rank"], d["device"], d["gpus"]) for d in run.meta["devices"]] == [(0, "CPU", [])]
+    assert run.meta["hardware"]["device"] == "1 rank(s) on CPU"
+    assert "iterations on 1 rank(s) on CPU ->" in res.stdout
 
 
 def _equivalence_runs(tmp_path, label, ranks, extra, env=None):

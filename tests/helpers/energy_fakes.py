@@ -57,15 +57,21 @@ def two_socket_tree(root: Path) -> FakePowercap:
 NVML_ERROR_UNINITIALIZED = 1
 NVML_ERROR_INVALID_ARGUMENT = 2
 NVML_ERROR_NOT_SUPPORTED = 3
+NVML_ERROR_NOT_FOUND = 6
 NVML_ERROR_LIBRARY_NOT_FOUND = 12
 NVML_CLOCK_SM = 1            # nvml.h values: the reader must pass these, not guess
 NVML_TEMPERATURE_GPU = 0
 
 
+def bus_id_of_slot(i: int) -> str:
+    """NVML's bus id format for the i-th GPU of a fake node (upper-case hex, 8-digit domain)."""
+    return f"00000000:{0x1B + 0x20 * i:02X}:00.0"
+
+
 class NVMLError(Exception):
     """Like pynvml's: ``value`` carries the NVML return code, ``str()`` its text."""
 
-    _TEXT = {1: "Uninitialized", 2: "Invalid Argument", 3: "Not Supported",
+    _TEXT = {1: "Uninitialized", 2: "Invalid Argument", 3: "Not Supported", 6: "Not Found",
              12: "NVML Shared Library Not Found"}
 
     def __init__(self, value: int):
@@ -80,8 +86,11 @@ class FakeGpu:
     def __init__(self, name="NVIDIA H200", uuid="GPU-00000000-1111-2222-3333-444444444444",
                  energy_mj: int | None = 0, power_mw: int | None = 100_000, util_pct: int | None = 50,
                  mem_util_pct: int = 20, mem_used_bytes: int | None = 2 << 30, mem_total_bytes: int = 141 << 30,
-                 sm_clock_mhz: int | None = 1980, temp_c: int | None = 41, clock_event_mask: int | None = 0):
+                 sm_clock_mhz: int | None = 1980, temp_c: int | None = 41, clock_event_mask: int | None = 0,
+                 bus_id: str | None = None, mig_uuids: tuple[str, ...] = ()):
         self.name, self.uuid = name, uuid
+        self.bus_id = bus_id                    # NVML's format; None: fake_nvml numbers the GPUs' slots
+        self.mig_uuids = tuple(mig_uuids)       # MIG mode on with these instances
         self.energy_mj, self.power_mw, self.util_pct = energy_mj, power_mw, util_pct
         # Telemetry (energy.telemetry); None makes that query NOT_SUPPORTED.
         self.mem_util_pct, self.mem_used_bytes, self.mem_total_bytes = mem_util_pct, mem_used_bytes, mem_total_bytes
@@ -96,6 +105,9 @@ def fake_nvml(gpus: list[FakeGpu] | None = None, *, init_error: int | None = Non
     """
     gpus = [FakeGpu()] if gpus is None else gpus
     state = {"init": 0, "calls": 0}
+    for i, gpu in enumerate(gpus):
+        if gpu.bus_id is None:
+            gpu.bus_id = bus_id_of_slot(i)
 
     def need_init():
         state["calls"] += 1
@@ -128,6 +140,24 @@ def fake_nvml(gpus: list[FakeGpu] | None = None, *, init_error: int | None = Non
     def nvmlDeviceGetUUID(h):
         need_init()
         return h.uuid
+
+    def nvmlDeviceGetPciInfo(h):
+        need_init()
+        return types.SimpleNamespace(busId=h.bus_id.encode(), busIdLegacy=h.bus_id[4:].encode())
+
+    def nvmlDeviceGetMigMode(h):
+        need_init()
+        return (1, 1) if h.mig_uuids else (0, 0)
+
+    def nvmlDeviceGetMaxMigDeviceCount(h):
+        need_init()
+        return 7 if h.mig_uuids else 0
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(h, j):
+        need_init()
+        if j >= len(h.mig_uuids):
+            raise NVMLError(NVML_ERROR_NOT_FOUND)
+        return types.SimpleNamespace(uuid=h.mig_uuids[j], name=h.name + " MIG")
 
     def _value(v):
         need_init()
@@ -172,7 +202,9 @@ def fake_nvml(gpus: list[FakeGpu] | None = None, *, init_error: int | None = Non
         NVML_ERROR_LIBRARY_NOT_FOUND=NVML_ERROR_LIBRARY_NOT_FOUND,
         nvmlInit=nvmlInit, nvmlShutdown=nvmlShutdown, nvmlDeviceGetCount=nvmlDeviceGetCount,
         nvmlDeviceGetHandleByIndex=nvmlDeviceGetHandleByIndex, nvmlDeviceGetName=nvmlDeviceGetName,
-        nvmlDeviceGetUUID=nvmlDeviceGetUUID,
+        nvmlDeviceGetUUID=nvmlDeviceGetUUID, nvmlDeviceGetPciInfo=nvmlDeviceGetPciInfo,
+        nvmlDeviceGetMigMode=nvmlDeviceGetMigMode, nvmlDeviceGetMaxMigDeviceCount=nvmlDeviceGetMaxMigDeviceCount,
+        nvmlDeviceGetMigDeviceHandleByIndex=nvmlDeviceGetMigDeviceHandleByIndex,
         nvmlDeviceGetTotalEnergyConsumption=nvmlDeviceGetTotalEnergyConsumption,
         nvmlDeviceGetPowerUsage=nvmlDeviceGetPowerUsage,
         nvmlDeviceGetUtilizationRates=nvmlDeviceGetUtilizationRates, nvmlDeviceGetMemoryInfo=nvmlDeviceGetMemoryInfo,

@@ -1,7 +1,8 @@
-"""A steady GPU load for the NVML cross-check: float32 matmuls on GPU 0 of this process.
+"""A steady GPU load for the NVML cross-check: float32 matmuls on the GPU this process is
+pinned to by the training's rule (scaling.devices.pin_rank, local rank 0 of 1).
 
-Prints ``ready`` once warmed up, then keeps the GPU busy until killed (or ``SECONDS`` elapse).
-Exits 3 when TensorFlow sees no GPU.
+Prints ``ready <PCI bus id>`` once warmed up, then keeps the GPU busy until killed (or
+``SECONDS`` elapse). Exits 3 when TensorFlow sees no GPU.
 """
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ import time
 
 import tensorflow as tf
 
+from scaling.devices import pin_rank
+
 SECONDS = float(sys.argv[1]) if len(sys.argv) > 1 else 120.0
 
 
 def main() -> int:
-    if not tf.config.list_physical_devices("GPU"):
+    pin = pin_rank(0, 1)
+    if not pin.on_gpu:
         print("no-gpu", flush=True)
         return 3
     with tf.device("/GPU:0"):
@@ -33,7 +37,7 @@ def main() -> int:
         while time.monotonic() < warm_end:
             x = step(a)
         _ = x.numpy()
-        print("ready", flush=True)
+        print(f"ready {pin.decision.gpus[0].pci_bus_id}", flush=True)
         end = time.monotonic() + SECONDS
         while time.monotonic() < end:
             x = step(a)
