@@ -84,11 +84,13 @@ class EvaluationResult:
 
 def evaluate_checkpoints(reference: ReferenceShowers, iterations: Sequence[int], generate_fn: GenerateFn,
                          particle: str, events_per_energy: int | None = None, bins: int = DEFAULT_BINS,
-                         on_checkpoint: Callable[[CheckpointResult], None] | None = None) -> EvaluationResult:
+                         on_checkpoint: Callable[[CheckpointResult], None] | None = None,
+                         fpd_kpd: bool = True) -> EvaluationResult:
     """Generate and score every iteration in ``iterations`` (in the order given).
 
     ``events_per_energy`` showers are generated per reference momentum; by default as many as
     the reference holds at that momentum. ``on_checkpoint`` sees each result as it is ready.
+    ``fpd_kpd`` False leaves FPD and KPD NaN (they cost seconds per checkpoint).
     """
     from common.rundir import EvalRecord  # pyarrow is only needed once there is something to score
 
@@ -109,7 +111,7 @@ def evaluate_checkpoints(reference: ReferenceShowers, iterations: Sequence[int],
         if voxels.ndim != 2 or voxels.shape[0] != requested.size:
             raise RuntimeError(f"iteration {it}: generator returned shape {voxels.shape}, "
                                f"expected ({requested.size}, n_voxels)")
-        per_energy, total = score_showers(scoring, requested, voxels, bins)
+        per_energy, total = score_showers(scoring, requested, voxels, bins, fpd_kpd)
         result = CheckpointResult(record=EvalRecord(**total.eval_fields(int(it))), per_energy=per_energy,
                                   score=total)
         out.results.append(result)
@@ -219,7 +221,7 @@ def run_evaluation(train_dir: str | Path, reference: ReferenceShowers, iteration
                    generate_fn: GenerateFn, particle: str, out_dir: str | Path | None = None,
                    events_per_energy: int | None = None, seed: int | None = None,
                    reference_path: str | None = None, bins: int = DEFAULT_BINS,
-                   echo: Callable[[str], None] | None = print) -> EvaluationResult:
+                   echo: Callable[[str], None] | None = print, fpd_kpd: bool = True) -> EvaluationResult:
     """Evaluate ``iterations``, write every output, copy the best checkpoint; return the scores."""
     train_dir = Path(train_dir)
     out = Path(out_dir) if out_dir is not None else train_dir / EVAL_SUBDIR
@@ -234,7 +236,7 @@ def run_evaluation(train_dir: str | Path, reference: ReferenceShowers, iteration
 
     say(TABLE_HEADER)
     result = evaluate_checkpoints(reference, iterations, generate_fn, particle, events_per_energy,
-                                  bins, on_checkpoint=progress)
+                                  bins, on_checkpoint=progress, fpd_kpd=fpd_kpd)
     best = result.best()
     write_per_energy_csv(out / "per_energy.csv", result)
     plot_chi2_ndf(result.records, best.record.iteration, out / "chi2_ndf",
@@ -300,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0,
                         help="noise seed, the same for every checkpoint so their scores differ by the "
                              "model, not the draw")
+    parser.add_argument("--fpd-kpd", action=argparse.BooleanOptionalAction, default=True,
+                        help="CaloChallenge FPD and KPD per checkpoint (seconds each; default: on)")
     compare_files.add_arguments(parser)
     return parser
 
@@ -354,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     run_evaluation(train_dir, reference, iterations, generate, particle, out_dir=args.out,
                    events_per_energy=args.events_per_energy, seed=args.seed,
-                   reference_path=str(args.reference))
+                   reference_path=str(args.reference), fpd_kpd=args.fpd_kpd)
     return 0
 
 
