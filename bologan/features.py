@@ -1,4 +1,4 @@
-"""CaloChallenge high-level shower features, their separation power and a Fréchet distance.
+"""CaloChallenge high-level shower features, their separation power and a standardised Fréchet distance.
 
 Features per shower (CaloChallenge ``HighLevelFeatures`` definitions, reference: quality.md
 section 3), computed after zeroing voxels below ``VOXEL_THRESHOLD_MEV`` as the CaloChallenge
@@ -274,8 +274,8 @@ def feature_frechet_distance(reference: Features, generated: Features) -> float:
 
     Standardising makes the features (MeV, mm, fractions) commensurate, so no layer energy
     dominates by its units, and the number reads as "in units of the reference spread". It is
-    not the CaloChallenge's published FPD (jetnet scales differently and extrapolates to
-    infinite samples); compare it only with itself.
+    not the CaloChallenge's published FPD (``bologan.physics_distance`` computes that one); it is
+    recorded as ``frechet_hlf_std`` and compares only with itself.
     """
     if reference.names != generated.names:
         raise ValueError("reference and generated features differ in their names")
