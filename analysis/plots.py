@@ -43,7 +43,9 @@ DOMAIN_COLOURS = {"gpu": "#009E73", "cpu": "#0072B2", "dram": "#CC79A7"}
 DOMAIN_LABELS = {"gpu": "GPU", "cpu": "CPU package", "dram": "DRAM"}
 SOURCE_HATCH = {em.MEASURED: "", em.ESTIMATED: "///", em.MIXED: "//", em.PARTIAL: "..", em.UNAVAILABLE: ""}
 FRONT_STYLES = ("-", "--", "-.", ":")
-METRIC_LABELS = {"chi2_ndf": "chi2 / NDF", "chi2_ndf_overflow": "chi2 / NDF with under- and overflow bins"}
+METRIC_LABELS = {"chi2_ndf": "chi2 / NDF", "chi2_ndf_overflow": "chi2 / NDF with under- and overflow bins",
+                 "fpd": "CaloChallenge FPD x 10^3", "kpd": "CaloChallenge KPD x 10^3",
+                 "frechet_hlf_std": "Fréchet distance of standardised high-level features"}
 PROJECTION_MIN_WORLD_SIZE = 8
 """Projection plots start here: below it the measurements speak for themselves."""
 PROJECTION_PARTS = ("compute", "straggler", "fixed", "latency", "bandwidth")

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import series_key
-from analysis.plots import MARKERS, PALETTE, PlotFile, Plotter, tidy_log_axis, unit_scale
+from analysis.plots import MARKERS, METRIC_LABELS, PALETTE, PlotFile, Plotter, tidy_log_axis, unit_scale
 from common.plotting import new_figure, save_figure
 from common.rundir import Run
 from common.target import Target
@@ -73,7 +73,7 @@ def quality_curves_figure(runs: Iterable[Run], target: Target) -> tuple[Any, str
         ax.set_yscale("log")
         ax.set_xlabel(f"{label} [{t_unit}]" if unit == "s" else label)
     tidy_log_axis(axes[0, 0])
-    axes[0, 0].set_ylabel(target.metric)
+    axes[0, 0].set_ylabel(METRIC_LABELS.get(target.metric, target.metric))
     # Series labels are long: more than two side by side run off the figure.
     fig.legend(loc="outside lower center", ncols=1 if len(labelled) < 6 else 2, fontsize=8)
     caption = (f"{target.metric} at each training-time evaluation (eval.parquet) against training wall time "

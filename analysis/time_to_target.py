@@ -11,7 +11,7 @@ fraction f for iterations, showers, time and energy, so they stay consistent wit
 
     f = (g(v0) - g(target)) / (g(v0) - g(v1)),   x = x0 + f (x1 - x0),   g = log
 
-Interpolation is in the log of the metric: chi2/NDF, the Fréchet distance and W1 fall by
+Interpolation is in the log of the metric: chi2/NDF, FPD and W1 fall by
 factors, not by steps, between checkpoints (a run going from chi2/NDF 50 to 5 spends as long
 from 50 to 16 as from 16 to 5), and a straight line in the metric would place every crossing
 too early. When a value is 0 the log is undefined and g is the identity (linear); when the

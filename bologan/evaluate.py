@@ -3,13 +3,13 @@
 For each checkpoint: restore the generator once, generate showers at every momentum present in
 the reference file and score them against the reference with ``bologan.metrics``: chi2/NDF of
 the total energy (BoloGAN's rule and the overflow variant), W1, KS, and the CaloChallenge
-high-level-feature separation powers and Fréchet distance. The checkpoint with the lowest
+high-level-feature separation powers, CaloChallenge's FPD and KPD (x 10^3). The checkpoint with the lowest
 ``bologan.metrics.SELECTION_METRIC`` (ties: the later one) is copied to ``EVAL_DIR/best_checkpoint/``.
 
 Outputs in EVAL_DIR (default TRAIN_DIR/eval), each replaced atomically:
     eval.parquet      one row per checkpoint (common.rundir.EVAL_SCHEMA), rewritten after each
     per_energy.csv    one row per (checkpoint, momentum)
-    chi2_ndf.png/.pdf chi2/NDF against iteration, best marked
+    chi2_ndf.png/.pdf the selecting chi2/NDF (with overflow bins) against iteration, best starred
     best.json         the best iteration and its scores
     best_checkpoint/  ckpt-<best>.* copied from TRAIN_DIR/checkpoints
 
@@ -34,8 +34,9 @@ import numpy as np
 from common.atomic import atomic_write_json, atomic_write_text
 from common.cli import Parser, comma_list
 from common.errors import UserError, main_guard
-from common.plotting import new_figure, save_figure
 from common.vocab import BEST_JSON, CHECKPOINT_PREFIX, CHECKPOINT_SUBDIR, EVAL_FILE
+from bologan import compare_files
+from bologan.selection_plot import plot_chi2_ndf
 from bologan.metrics import (DEFAULT_BINS, SELECTION_METRIC, CheckpointScore, EnergyScore, Reference,
                              best_iteration, score_showers)
 
@@ -83,11 +84,13 @@ class EvaluationResult:
 
 def evaluate_checkpoints(reference: ReferenceShowers, iterations: Sequence[int], generate_fn: GenerateFn,
                          particle: str, events_per_energy: int | None = None, bins: int = DEFAULT_BINS,
-                         on_checkpoint: Callable[[CheckpointResult], None] | None = None) -> EvaluationResult:
+                         on_checkpoint: Callable[[CheckpointResult], None] | None = None,
+                         fpd_kpd: bool = True) -> EvaluationResult:
     """Generate and score every iteration in ``iterations`` (in the order given).
 
     ``events_per_energy`` showers are generated per reference momentum; by default as many as
     the reference holds at that momentum. ``on_checkpoint`` sees each result as it is ready.
+    ``fpd_kpd`` False leaves FPD and KPD NaN (they cost seconds per checkpoint).
     """
     from common.rundir import EvalRecord  # pyarrow is only needed once there is something to score
 
@@ -108,7 +111,7 @@ def evaluate_checkpoints(reference: ReferenceShowers, iterations: Sequence[int],
         if voxels.ndim != 2 or voxels.shape[0] != requested.size:
             raise RuntimeError(f"iteration {it}: generator returned shape {voxels.shape}, "
                                f"expected ({requested.size}, n_voxels)")
-        per_energy, total = score_showers(scoring, requested, voxels, bins)
+        per_energy, total = score_showers(scoring, requested, voxels, bins, fpd_kpd)
         result = CheckpointResult(record=EvalRecord(**total.eval_fields(int(it))), per_energy=per_energy,
                                   score=total)
         out.results.append(result)
@@ -204,49 +207,21 @@ def write_per_energy_csv(path: Path, result: EvaluationResult) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def plot_chi2_ndf(records: Sequence["EvalRecord"], best: int, stem: Path, title: str = "") -> list[Path]:
-    """chi2/NDF against iteration with the best point marked; writes ``stem``.png and .pdf."""
-    pts = sorted((r.iteration, r.chi2_ndf) for r in records if math.isfinite(r.chi2_ndf))
-    fig, axes = new_figure(6.4, 4.2)
-    ax = axes[0, 0]
-    if pts:
-        x, y = zip(*pts, strict=True)
-        ax.plot(x, y, marker="o", markersize=3, linewidth=1, label="checkpoint")
-        positive = [v for v in y if v > 0]
-        if positive and max(positive) / min(positive) >= 10:
-            ax.set_yscale("log")
-    best_rec = next((r for r in records if r.iteration == best), None)
-    if best_rec is not None and math.isfinite(best_rec.chi2_ndf):
-        ax.plot([best], [best_rec.chi2_ndf], marker="*", markersize=14, color="tab:red", linestyle="none",
-                label=f"best: iteration {best}, $\\chi^2$/NDF = {best_rec.chi2_ndf:.3g}")
-    ax.set_xlabel("iteration (n_disc critic steps + 1 generator step)")
-    ax.set_ylabel(r"$\chi^2$/NDF of total shower energy (dimensionless)")
-    if not pts:
-        ax.text(0.5, 0.5, "no checkpoint has a finite $\\chi^2$/NDF\n(generated energies outside the reference range)",
-                transform=ax.transAxes, ha="center", va="center")
-    if title:
-        ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    if pts:
-        ax.legend(loc="best", fontsize="small")
-    return save_figure(fig, stem)
-
-
 def _format_row(rec: "EvalRecord") -> str:
     return (f"{rec.iteration:>10d}  {rec.chi2_ndf:>10.4g}  {rec.chi2_ndf_overflow:>10.4g}  "
             f"{100 * rec.out_of_range_fraction:>8.2f}  {rec.w1:>10.4g}  {rec.ks:>6.4f}  "
-            f"{rec.fpd:>8.4g}  {rec.sep_power_max:>7.4f}")
+            f"{rec.fpd:>9.4g}  {rec.kpd:>9.3g}  {rec.sep_power_max:>7.4f}")
 
 
 TABLE_HEADER = (f"{'iteration':>10}  {'chi2/NDF':>10}  {'+overflow':>10}  {'out [%]':>8}  "
-                f"{'W1 [GeV]':>10}  {'KS':>6}  {'FPD':>8}  {'sep max':>7}")
+                f"{'W1 [GeV]':>10}  {'KS':>6}  {'FPD x1e3':>9}  {'KPD x1e3':>9}  {'sep max':>7}")
 
 
 def run_evaluation(train_dir: str | Path, reference: ReferenceShowers, iterations: Sequence[int],
                    generate_fn: GenerateFn, particle: str, out_dir: str | Path | None = None,
                    events_per_energy: int | None = None, seed: int | None = None,
                    reference_path: str | None = None, bins: int = DEFAULT_BINS,
-                   echo: Callable[[str], None] | None = print) -> EvaluationResult:
+                   echo: Callable[[str], None] | None = print, fpd_kpd: bool = True) -> EvaluationResult:
     """Evaluate ``iterations``, write every output, copy the best checkpoint; return the scores."""
     train_dir = Path(train_dir)
     out = Path(out_dir) if out_dir is not None else train_dir / EVAL_SUBDIR
@@ -261,7 +236,7 @@ def run_evaluation(train_dir: str | Path, reference: ReferenceShowers, iteration
 
     say(TABLE_HEADER)
     result = evaluate_checkpoints(reference, iterations, generate_fn, particle, events_per_energy,
-                                  bins, on_checkpoint=progress)
+                                  bins, on_checkpoint=progress, fpd_kpd=fpd_kpd)
     best = result.best()
     write_per_energy_csv(out / "per_energy.csv", result)
     plot_chi2_ndf(result.records, best.record.iteration, out / "chi2_ndf",
@@ -286,7 +261,8 @@ def run_evaluation(train_dir: str | Path, reference: ReferenceShowers, iteration
     say(f"best: iteration {b.iteration} (lowest {SELECTION_METRIC})  chi2/NDF with overflow "
         f"{b.chi2_ndf_overflow:.4g} ({100 * b.out_of_range_fraction:.2f} % of showers outside the range)  "
         f"BoloGAN chi2/NDF {b.chi2_ndf:.4g} (chi2 {b.chi2:.4g} / NDF {b.ndf})  W1 {b.w1:.4g} GeV  "
-        f"KS {b.ks:.4f}  FPD {b.fpd:.4g}  -> {out / BEST_DIR}")
+        f"KS {b.ks:.4f}  FPD x1e3 {b.fpd:.4g} +- {b.fpd_err:.2g}  KPD x1e3 {b.kpd:.3g} +- {b.kpd_err:.2g}  "
+        f"-> {out / BEST_DIR}")
     return result
 
 
@@ -296,9 +272,12 @@ EPILOG = """\
 example:
   python -m bologan.evaluate results/local/photons-1 --reference data/photons_test.parquet \\
       --every 1000 --events-per-energy 5000
+  python -m bologan.evaluate --generated gen.hdf5 --reference dataset_1_photons_2.hdf5 --json
 
 TRAIN_DIR must hold checkpoints/ckpt-<iteration>.* and the training configuration; the reference
-must be showers of the particle the run was trained on. Exit codes: 0 ok, 2 bad input.
+must be showers of the particle the run was trained on. With --generated, two CaloChallenge
+dataset-1 files are compared (FPD, KPD, chi2/NDF; --classifier adds the AUC). Exit codes: 0 ok,
+2 bad input.
 """
 
 
@@ -308,9 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Score the checkpoints of a training run by the chi2/NDF of the generated total "
                     "shower energy against Geant4 showers, and keep the best checkpoint.",
         epilog=EPILOG)
-    parser.add_argument("train_dir", metavar="TRAIN_DIR", help="training output directory")
+    parser.add_argument("train_dir", metavar="TRAIN_DIR", nargs="?",
+                        help="training output directory (not with --generated)")
     parser.add_argument("--reference", required=True, metavar="DATA.parquet",
-                        help="Geant4 showers to compare with (held-out showers of the same particle)")
+                        help="Geant4 showers to compare with (held-out showers of the same particle); "
+                             "with --generated a CaloChallenge HDF5 file")
     parser.add_argument("--out", metavar="EVAL_DIR", help="output directory (default: TRAIN_DIR/eval)")
     parser.add_argument("--events-per-energy", type=int, metavar="N",
                         help="showers generated per momentum (default: as many as the reference has there)")
@@ -321,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0,
                         help="noise seed, the same for every checkpoint so their scores differ by the "
                              "model, not the draw")
+    parser.add_argument("--fpd-kpd", action=argparse.BooleanOptionalAction, default=True,
+                        help="CaloChallenge FPD and KPD per checkpoint (seconds each; default: on)")
+    compare_files.add_arguments(parser)
     return parser
 
 
@@ -341,6 +325,10 @@ def _read_reference(path: Path) -> Any:
 @main_guard
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.generated is not None:
+        return compare_files.run(args)
+    if args.train_dir is None:
+        raise UserError("give TRAIN_DIR (score its checkpoints) or --generated GEN.hdf5 (score a file)")
     train_dir = Path(args.train_dir)
     if not train_dir.is_dir():
         raise UserError(f"{train_dir}: training directory not found")
@@ -370,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     run_evaluation(train_dir, reference, iterations, generate, particle, out_dir=args.out,
                    events_per_energy=args.events_per_energy, seed=args.seed,
-                   reference_path=str(args.reference))
+                   reference_path=str(args.reference), fpd_kpd=args.fpd_kpd)
     return 0
 
 

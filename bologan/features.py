@@ -1,4 +1,4 @@
-"""CaloChallenge high-level shower features, their separation power and a Fréchet distance.
+"""CaloChallenge high-level shower features, their separation power and a standardised Fréchet distance.
 
 Features per shower (CaloChallenge ``HighLevelFeatures`` definitions, reference: quality.md
 section 3), computed after zeroing voxels below ``VOXEL_THRESHOLD_MEV`` as the CaloChallenge
@@ -50,6 +50,9 @@ class Features:
     names: tuple[str, ...]
     groups: tuple[str, ...]       # FEATURE_GROUPS entry of each feature
     values: np.ndarray            # (N, n_features) float64
+    # The file's incident energy of each shower (CaloChallenge ``incident_energies``: the
+    # momentum, MeV), which the FPD/KPD feature vector starts with (bologan.physics_distance).
+    incident_energies_mev: np.ndarray | None = None
 
     def column(self, name: str) -> np.ndarray:
         return self.values[:, self.names.index(name)]
@@ -108,8 +111,11 @@ def feature_names(part: Particle) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 def high_level_features(part: Particle, voxels_mev: np.ndarray, incident_energy_mev: np.ndarray,
-                        threshold_mev: float = VOXEL_THRESHOLD_MEV) -> Features:
-    """Features of every shower; ``voxels_mev`` (N, n_voxels) MeV, ``incident_energy_mev`` (N,) MeV."""
+                        threshold_mev: float = VOXEL_THRESHOLD_MEV,
+                        incident_energies_mev: np.ndarray | None = None) -> Features:
+    """Features of every shower; ``voxels_mev`` (N, n_voxels) MeV, ``incident_energy_mev`` (N,) MeV
+    (the E_inc of ``e_ratio``). ``incident_energies_mev`` (N,) MeV is the file's incident energy,
+    kept for the FPD/KPD feature vector; by default ``incident_energy_mev``."""
     voxels = np.asarray(voxels_mev, dtype=np.float64)
     e_inc = np.asarray(incident_energy_mev, dtype=np.float64).reshape(-1)
     if voxels.ndim != 2 or voxels.shape != (e_inc.size, part.n_voxels):
@@ -139,7 +145,11 @@ def high_level_features(part: Particle, voxels_mev: np.ndarray, incident_energy_
     names, groups = feature_names(part)
     values = np.concatenate(columns, axis=1)
     assert values.shape[1] == len(names)
-    return Features(names=names, groups=groups, values=values)
+    file_e_inc = e_inc if incident_energies_mev is None else \
+        np.asarray(incident_energies_mev, dtype=np.float64).reshape(-1)
+    if file_e_inc.shape != e_inc.shape:
+        raise ValueError(f"expected {e_inc.size} incident energies, got {file_e_inc.size}")
+    return Features(names=names, groups=groups, values=values, incident_energies_mev=file_e_inc)
 
 
 # ----------------------------------------------------------------------- separation power
@@ -264,8 +274,8 @@ def feature_frechet_distance(reference: Features, generated: Features) -> float:
 
     Standardising makes the features (MeV, mm, fractions) commensurate, so no layer energy
     dominates by its units, and the number reads as "in units of the reference spread". It is
-    not the CaloChallenge's published FPD (jetnet scales differently and extrapolates to
-    infinite samples); compare it only with itself.
+    not the CaloChallenge's published FPD (``bologan.physics_distance`` computes that one); it is
+    recorded as ``frechet_hlf_std`` and compares only with itself.
     """
     if reference.names != generated.names:
         raise ValueError("reference and generated features differ in their names")

@@ -25,7 +25,9 @@ rank checkpoints at all, and later it ignores how many showers miss the range; t
 variant ranks every checkpoint and coincides with BoloGAN's once the showers fall inside.
 
 ``score_showers`` adds the CaloChallenge high-level-feature metrics (``bologan.features``):
-per-feature separation powers and the Fréchet distance over the standardised feature vector.
+per-feature separation powers, FPD and KPD exactly as CaloChallenge publishes them (x 10^3,
+with errors; ``bologan.physics_distance``), and the package's earlier Fréchet distance over the
+reference-standardised features under the name ``frechet_hlf_std`` (comparable only with itself).
 This module is the one place evaluation scores come from (``bologan.evaluate``, training-time
 evaluation, tests).
 """
@@ -40,6 +42,7 @@ from scipy.stats import wasserstein_distance
 
 from bologan import features as hlf
 from bologan.geometry import particle as lookup_particle
+from bologan.physics_distance import PhysicsDistances, feature_physics_distances
 
 MEV_PER_GEV = 1000.0
 
@@ -164,9 +167,15 @@ class EnergyScore:
 @dataclass
 class FeatureScore:
     """High-level-feature agreement of one checkpoint, all momenta pooled (dimensionless)."""
-    fpd: float                            # Fréchet distance, reference-standardised features
+    distances: PhysicsDistances           # CaloChallenge FPD and KPD x 10^3, with errors
+    frechet_hlf_std: float                # Fréchet distance of reference-standardised features
     separation: dict[str, float]          # per feature name
     groups: dict[str, str]                # feature name -> bologan.features.FEATURE_GROUPS entry
+
+    @property
+    def fpd(self) -> float:
+        """CaloChallenge FPD x 10^3."""
+        return self.distances.fpd_x1e3
 
     @property
     def sep_power_mean(self) -> float:
@@ -189,7 +198,10 @@ class FeatureScore:
         return out
 
     def eval_fields(self) -> dict[str, Any]:
-        fields: dict[str, Any] = {"fpd": self.fpd, "sep_power_mean": self.sep_power_mean,
+        d = self.distances
+        fields: dict[str, Any] = {"fpd": d.fpd_x1e3, "fpd_err": d.fpd_err_x1e3, "kpd": d.kpd_x1e3,
+                                  "kpd_err": d.kpd_err_x1e3, "frechet_hlf_std": self.frechet_hlf_std,
+                                  "sep_power_mean": self.sep_power_mean,
                                   "sep_power_max": self.sep_power_max,
                                   "sep_power_max_feature": self.sep_power_max_feature}
         fields.update({f"sep_{g}": v for g, v in self.group_means().items()})
@@ -295,10 +307,12 @@ def etot_by_momentum(momentum_mev: np.ndarray, voxels_mev: np.ndarray) -> dict[f
 
 
 def shower_features(particle: str, momentum_mev: np.ndarray, voxels_mev: np.ndarray) -> hlf.Features:
-    """High-level features of showers, E_inc being the kinetic energy of the momentum (MeV)."""
+    """High-level features of showers, E_inc of ``e_ratio`` being the kinetic energy of the
+    momentum (MeV); the momentum itself is kept as the file's incident energy (FPD/KPD)."""
     part = lookup_particle(particle)
-    ekin = np.asarray(part.ekin_mev(np.asarray(momentum_mev, dtype=np.float64).ravel()), dtype=np.float64)
-    return hlf.high_level_features(part, voxels_mev, np.atleast_1d(ekin))
+    momentum = np.atleast_1d(np.asarray(momentum_mev, dtype=np.float64).ravel())
+    ekin = np.atleast_1d(np.asarray(part.ekin_mev(momentum), dtype=np.float64))
+    return hlf.high_level_features(part, voxels_mev, ekin, incident_energies_mev=momentum)
 
 
 @dataclass
@@ -316,41 +330,62 @@ class Reference:
                    features=feats, feature_edges=hlf.feature_bin_edges(feats))
 
 
-def score_features(reference: Reference, generated: hlf.Features) -> FeatureScore:
-    """Separation power per feature and the Fréchet distance (``bologan.features``)."""
-    return FeatureScore(fpd=hlf.feature_frechet_distance(reference.features, generated),
+def by_incident_energy(features: hlf.Features) -> hlf.Features:
+    """The rows ordered by incident energy (stable). FPD and KPD draw rows by index, so row order
+    enters them; ordering makes a checkpoint's scores the same however its showers were split
+    into parts and pooled (momenta dealt over ranks), since each momentum's showers keep their
+    own order."""
+    if features.incident_energies_mev is None:
+        return features
+    order = np.argsort(features.incident_energies_mev, kind="stable")
+    return hlf.Features(names=features.names, groups=features.groups, values=features.values[order],
+                        incident_energies_mev=features.incident_energies_mev[order])
+
+
+def score_features(reference: Reference, generated: hlf.Features, fpd_kpd: bool = True) -> FeatureScore:
+    """Separation power per feature, FPD and KPD (NaN when not ``fpd_kpd``: they cost seconds,
+    the rest milliseconds), and the standardised Fréchet distance."""
+    distances = (feature_physics_distances(reference.features, by_incident_energy(generated)) if fpd_kpd
+                 else PhysicsDistances(math.nan, math.nan, math.nan, math.nan))
+    return FeatureScore(distances=distances,
+                        frechet_hlf_std=hlf.feature_frechet_distance(reference.features, generated),
                         separation=hlf.separation_powers(reference.features, generated,
                                                          reference.feature_edges),
                         groups=dict(zip(generated.names, generated.groups, strict=True)))
 
 
 def score_showers(reference: Reference, momentum_mev: np.ndarray, voxels_mev: np.ndarray,
-                  bins: int = DEFAULT_BINS) -> tuple[list[EnergyScore], CheckpointScore]:
+                  bins: int = DEFAULT_BINS, fpd_kpd: bool = True) -> tuple[list[EnergyScore], CheckpointScore]:
     """Every metric of one checkpoint's generated showers (momentum MeV (N,), voxels MeV (N, n_voxels))."""
     return score_summaries(reference, etot_by_momentum(momentum_mev, voxels_mev),
-                           shower_features(reference.particle, momentum_mev, voxels_mev), bins)
+                           shower_features(reference.particle, momentum_mev, voxels_mev), bins, fpd_kpd)
 
 
 def score_summaries(reference: Reference, gen_etot_by_momentum: Mapping[float, np.ndarray],
-                    generated: hlf.Features, bins: int = DEFAULT_BINS) -> tuple[list[EnergyScore], CheckpointScore]:
+                    generated: hlf.Features, bins: int = DEFAULT_BINS,
+                    fpd_kpd: bool = True) -> tuple[list[EnergyScore], CheckpointScore]:
     """``score_showers`` from what it reduces the voxels to: the total energy per shower by
     momentum (MeV) and the high-level features. Every score depends on the showers only through
     these, so showers generated in parts (e.g. by many ranks, each some momenta) are scored by
     pooling the parts' summaries (``pool_features``) instead of their voxels."""
     per_energy, total = score_checkpoint(reference.etot_by_momentum, gen_etot_by_momentum, reference.particle, bins)
-    total.features = score_features(reference, generated)
+    total.features = score_features(reference, generated, fpd_kpd)
     return per_energy, total
 
 
 def pool_features(parts: Iterable[hlf.Features]) -> hlf.Features:
-    """The features of several sets of showers as one set (row order does not enter any score)."""
+    """The features of several sets of showers as one set (``score_features`` orders the rows)."""
     parts = list(parts)
     if not parts:
         raise ValueError("no features to pool")
     names, groups = parts[0].names, parts[0].groups
     if any(p.names != names for p in parts):
         raise ValueError("feature sets of different particles cannot be pooled")
-    return hlf.Features(names=names, groups=groups, values=np.concatenate([p.values for p in parts], axis=0))
+    values = np.concatenate([p.values for p in parts], axis=0)
+    if not all(p.incident_energies_mev is not None for p in parts):
+        return hlf.Features(names=names, groups=groups, values=values)
+    return hlf.Features(names=names, groups=groups, values=values,
+                        incident_energies_mev=np.concatenate([p.incident_energies_mev for p in parts]))
 
 
 def best_iteration(records: Iterable[Any], metric: str = SELECTION_METRIC) -> int:

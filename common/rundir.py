@@ -97,9 +97,11 @@ class EvalRecord:
 
     chi2/ndf: BoloGAN's total-energy test (+inf when some momentum has no generated shower in
     the reference range); *_overflow: the same with underflow/overflow bins, finite from the
-    first checkpoint; out_of_range_fraction: generated showers outside that range. fpd and
-    sep_*: CaloChallenge high-level features (Fréchet distance of the reference-standardised
-    feature vector; separation power mean and max over features, and mean per feature group).
+    first checkpoint; out_of_range_fraction: generated showers outside that range. fpd, kpd
+    (and their _err): CaloChallenge's FPD and KPD x 10^3, as published (bologan.physics_distance);
+    frechet_hlf_std: the package's earlier Fréchet distance of the reference-standardised
+    high-level features (comparable only with itself); sep_*: separation power mean and max over
+    the high-level features, and mean per feature group.
     The EVAL_CONTEXT_FIELDS columns place the evaluation in the training (iterations, time,
     showers, energy so far) and give the evaluation's own cost.
     """
@@ -113,7 +115,11 @@ class EvalRecord:
     ndf_overflow: int = 0
     chi2_ndf_overflow: float = math.nan
     out_of_range_fraction: float = math.nan
-    fpd: float = math.nan
+    fpd: float = math.nan             # CaloChallenge FPD x 10^3
+    fpd_err: float = math.nan
+    kpd: float = math.nan             # CaloChallenge KPD x 10^3
+    kpd_err: float = math.nan
+    frechet_hlf_std: float = math.nan
     sep_power_mean: float = math.nan
     sep_power_max: float = math.nan
     sep_power_max_feature: str = ""
@@ -381,4 +387,7 @@ def load_run(path: str | Path, require_epochs: bool = True, read_power: bool = T
     power = _read_power(p) if read_power else None
     # Evaluation columns were added over time; older eval.parquet files get the defaults.
     evals = _read_parquet(p / EVAL_FILE, EVAL_SCHEMA, required=False, defaults=_field_defaults(EvalRecord))
+    if evals is not None and "kpd" not in pq.read_schema(p / EVAL_FILE).names:
+        # Written before CaloChallenge's FPD/KPD: its "fpd" is the standardised Fréchet distance.
+        evals["frechet_hlf_std"], evals["fpd"] = evals["fpd"], math.nan
     return Run(path=p, meta=meta, epochs=epochs, power=power, eval=evals)

@@ -1,4 +1,5 @@
-"""A quality target for training, ``METRIC<=VALUE`` (``--target chi2_ndf<=5``, ``--target fpd<=0.05``).
+"""A quality target for training, ``METRIC<=VALUE`` (``--target chi2_ndf<=5``, ``--target fpd<=150``:
+CaloChallenge's FPD x 10^3, the published table's scale).
 
 The metric is an eval.parquet score column (``common.vocab.EVAL_TARGET_METRICS``, which also
 says whether lower or higher is better); the comparison must be the one that reads "good

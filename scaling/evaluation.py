@@ -332,7 +332,7 @@ class Evaluator:
 
         etot = {p: e for part in parts for p, e in zip(part.momenta, part.etot_mev)}
         features = pool_features(part.features for part in parts if part.features is not None)
-        _, score = score_summaries(self.reference, etot, features)
+        _, score = score_summaries(self.reference, etot, features, fpd_kpd=self.cfg.fpd_kpd)
         return _Scored(self.member, score.eval_fields(iteration), max(part.generate_s for part in parts))
 
     def evaluate(self, epoch: int) -> list[EvalRecord]:
@@ -395,7 +395,7 @@ class Evaluator:
 
 def _progress(r: EvalRecord, target: Target | None, generate_s: float, label: str = "") -> str:
     line = (f"{label}eval at iteration {r.iteration}: chi2/NDF {r.chi2_ndf:.4g} (with overflow "
-            f"{r.chi2_ndf_overflow:.4g}), FPD {r.fpd:.4g}, W1 {r.w1:.4g} GeV  [{r.eval_time_s:.2f} s, "
+            f"{r.chi2_ndf_overflow:.4g}), FPD x1e3 {r.fpd:.4g}, KPD x1e3 {r.kpd:.3g}, W1 {r.w1:.4g} GeV  [{r.eval_time_s:.2f} s, "
             f"generation {generate_s:.2f} s]")
     if target is not None:
         value = getattr(r, target.metric)
@@ -482,7 +482,11 @@ def _evaluation_meta(cfg: EvalConfig, references: dict[int, dict[str, Any]], ran
     if not cfg.enabled:
         return None
     common = {"eval_every_iterations": cfg.eval_every, "reference": cfg.reference or None,
-              "showers_per_momentum": cfg.showers_per_momentum, "stop_at_target": cfg.stop_at_target}
+              "showers_per_momentum": cfg.showers_per_momentum, "stop_at_target": cfg.stop_at_target,
+              "fpd_kpd": cfg.fpd_kpd,
+              "fpd_kpd_sampling": ("CaloChallenge settings: batches of 10,000-50,000 (FPD) and 10,000 (KPD) "
+                                   "drawn with replacement from the generated and the reference showers")
+              if cfg.fpd_kpd else None}
     if ensemble is None:
         ref = references.get(0, _reference_meta(None))
         return {**common, **ref, "ranks_generating": min(ranks, ref["momenta"]),

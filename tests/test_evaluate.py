@@ -77,7 +77,7 @@ def _train_dir(tmp_path: Path, iterations=tuple(DISTORTION)) -> Path:
 
 def test_picks_the_checkpoint_that_reproduces_the_reference():
     gen = FakeGenerator()
-    result = evaluate.evaluate_checkpoints(_reference(), list(DISTORTION), gen, "photons")
+    result = evaluate.evaluate_checkpoints(_reference(), list(DISTORTION), gen, "photons", fpd_kpd=False)
     scores = {r.iteration: r.chi2_ndf for r in result.records}
     assert result.best_iteration == BEST
     assert scores[BEST] < 3.0 < min(v for k, v in scores.items() if k != BEST)
@@ -92,6 +92,8 @@ def test_events_per_energy_sets_generated_count():
     result = evaluate.evaluate_checkpoints(_reference(), [BEST], FakeGenerator(), "photons",
                                            events_per_energy=500)
     assert [s.n_gen for s in result.best().per_energy] == [500, 500]
+    rec = result.best().record        # FPD and KPD are on by default
+    assert rec.fpd >= 0 and rec.fpd_err >= 0 and rec.kpd_err >= 0 and rec.frechet_hlf_std >= 0
 
 
 def test_run_evaluation_writes_outputs_and_copies_best(tmp_path, capsys):
@@ -100,7 +102,7 @@ def test_run_evaluation_writes_outputs_and_copies_best(tmp_path, capsys):
     train = _train_dir(tmp_path)
     out = tmp_path / "eval"
     evaluate.run_evaluation(train, _reference(), list(DISTORTION), FakeGenerator(), "photons",
-                            out_dir=out, seed=0)
+                            out_dir=out, seed=0, fpd_kpd=False)
 
     table = pq.read_table(out / "eval.parquet")
     assert table.schema.equals(EVAL_SCHEMA)
@@ -125,7 +127,7 @@ def test_run_evaluation_writes_outputs_and_copies_best(tmp_path, capsys):
 
     # A second scan without the old best replaces the copy as a whole.
     evaluate.run_evaluation(train, _reference(), [100, 200], FakeGenerator(), "photons", out_dir=out,
-                            echo=None)
+                            echo=None, fpd_kpd=False)
     copied = sorted(p.name for p in (out / "best_checkpoint").iterdir())
     assert copied == ["checkpoint", "ckpt-200.data-00000-of-00001", "ckpt-200.index"]
     assert not any(p.name.startswith(".") for p in out.iterdir())
@@ -197,7 +199,7 @@ def fake_stack(tmp_path, monkeypatch):
 
 def test_main_with_fake_model(fake_stack, capsys):
     train, ref_file, state = fake_stack
-    rc = evaluate.main([str(train), "--reference", str(ref_file), "--every", "100", "--seed", "5"])
+    rc = evaluate.main([str(train), "--reference", str(ref_file), "--every", "100", "--seed", "5", "--no-fpd-kpd"])
     assert rc == 0
     assert state["restores"] == Counter({it: 1 for it in DISTORTION})
     best = json.loads((train / "eval" / "best.json").read_text())
@@ -255,7 +257,7 @@ rc = train.main(["--particle", "photons", "--out", str(tmp / "train"), "--iterat
                  "--synthetic-events", "400", "--threads", "1", "--log-every", "10"])
 assert rc == 0, rc
 rc = evaluate.main([str(tmp / "train"), "--reference", str(tmp / "ref.parquet"),
-                    "--events-per-energy", "200", "--out", str(tmp / "eval")])
+                    "--events-per-energy", "200", "--out", str(tmp / "eval"), "--no-fpd-kpd"])
 assert rc == 0, rc
 
 import tensorflow as tf

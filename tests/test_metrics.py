@@ -229,7 +229,9 @@ def test_score_showers_fills_every_eval_column():
     assert same.chi2 == 0.0 and same.chi2_overflow == 0.0
     # only the reference's own tails lie outside its peak -+ 3 RMS range
     assert 0.0 < same.out_of_range_fraction < 0.01
-    assert same.features.fpd == pytest.approx(0.0, abs=1e-9) and same.features.sep_power_max == 0.0
+    assert same.features.frechet_hlf_std == pytest.approx(0.0, abs=1e-9) and same.features.sep_power_max == 0.0
+    # FPD x 10^3 of a sample against itself: batches drawn independently, so only near 0
+    assert 0.0 <= same.features.fpd < 0.5 and abs(same.features.distances.kpd_x1e3) < 0.5
 
     gen_momentum, gen_voxels = _photon_showers(rng, 1000, scale=1.3)
     _, worse = score_showers(ref, gen_momentum, gen_voxels)
@@ -239,7 +241,8 @@ def test_score_showers_fills_every_eval_column():
     # caller's), the group columns follow FEATURE_GROUPS
     assert set(fields) == {f.name for f in EvalRecord.__dataclass_fields__.values()} - set(EVAL_CONTEXT_FIELDS)
     assert {f"sep_{g}" for g in FEATURE_GROUPS} <= set(fields)
-    assert record.fpd > 0.1 and record.sep_e_ratio > 0.5 and record.out_of_range_fraction > 0.5
+    assert record.fpd > 10 * (same.features.fpd + record.fpd_err) and record.kpd > 3 * record.kpd_err
+    assert record.frechet_hlf_std > 0.1 and record.sep_e_ratio > 0.5 and record.out_of_range_fraction > 0.5
     assert record.sep_power_max >= record.sep_power_mean > 0
     assert record.sep_power_max == worse.features.separation[record.sep_power_max_feature]
     assert math.isinf(record.chi2_ndf) or record.chi2_ndf > 0
