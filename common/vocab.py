@@ -13,7 +13,10 @@ ENGINES = (ENGINE_HOROVOD, ENGINE_MIRRORED)
 # How the gradient all-reduce is timed (``scaling.run --comm-timing``).
 COMM_TIMING_GRAPH = "graph"   # between in-graph timestamps: comm_s measured, no overlap with backprop
 COMM_TIMING_OFF = "off"       # untimed: Horovod may overlap; comm_s is NaN
-COMM_TIMING_MODES = (COMM_TIMING_GRAPH, COMM_TIMING_OFF)
+# Timestamps ordered by control dependencies only: right on CPUs, holds queued compute on GPUs;
+# only to measure what the fence costs (tools/ab_comm_timing.py).
+COMM_TIMING_UNFENCED = "graph-unfenced"
+COMM_TIMING_MODES = (COMM_TIMING_GRAPH, COMM_TIMING_OFF, COMM_TIMING_UNFENCED)
 
 MODE_STRONG = "strong"
 MODE_WEAK = "weak"

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from common.settings import Range
-from common.vocab import (COMM_TIMING_GRAPH, COMM_TIMING_MODES, DEFAULT_BATCH_PER_RANK, DEFAULT_EPOCHS, DEFAULT_GLOBAL_BATCH, DEFAULT_ITERATIONS_PER_EPOCH,
+from common.vocab import (COMM_TIMING_GRAPH, COMM_TIMING_MODES, COMM_TIMING_OFF, COMM_TIMING_UNFENCED, DEFAULT_BATCH_PER_RANK, DEFAULT_EPOCHS, DEFAULT_GLOBAL_BATCH, DEFAULT_ITERATIONS_PER_EPOCH,
                           DEFAULT_WARMUP_EPOCHS, ENGINE_HOROVOD, ENGINE_MIRRORED, ENGINES, MODE_ENSEMBLE, MODE_WEAK, RUN_MODES)
 
 
@@ -33,7 +33,9 @@ class ScalingConfig:
         "choices": COMM_TIMING_MODES,
         "help": "graph: time Horovod's all-reduce between in-graph timestamps (comm_s per epoch; the "
                 "reduction starts once every gradient exists); off: Horovod's own overlap of the "
-                "all-reduce with back-propagation, comm_s NaN (use --timeline for where time goes)"})
+                "all-reduce with back-propagation, comm_s NaN (use --timeline for where time goes); "
+                "graph-unfenced: timestamps not waiting for the values, only to measure the fence's cost "
+                "(comm_s then holds queued compute on GPUs)"})
     group_size: int = field(default=1, metadata={
         "help": "ensemble mode: ranks per member (each member trains its own GAN; --batch-per-rank per rank)"})
     member_names: list[str] = field(default_factory=list, metadata={
@@ -75,6 +77,16 @@ class ScalingConfig:
             # in-graph loop does not carry (bologan.step); an ensemble member uses no strategy.
             raise ValueError(f"{what} {self.steps_per_call} needs --engine {ENGINE_HOROVOD} (tf.distribute "
                              f"runs one iteration per call)")
+
+    @property
+    def comm_timed(self) -> bool:
+        """Whether the all-reduce is timed between in-graph timestamps."""
+        return self.comm_timing != COMM_TIMING_OFF
+
+    @property
+    def comm_fenced(self) -> bool:
+        """Whether those timestamps wait for the values (bologan.step.host_fence)."""
+        return self.comm_timing != COMM_TIMING_UNFENCED
 
     def set_horovod_environment(self) -> None:
         """Put the Horovod settings where ``hvd.init()`` reads them (the environment). Done
