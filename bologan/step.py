@@ -138,8 +138,9 @@ class WganGpStep:
         self.loss_scale = loss_scale
         self._compiled = self._pieces(False, False)   # compile() decides what XLA compiles
 
-    def _draw(self, step: int, batch: int) -> tuple[tf.Tensor, tf.Tensor]:
-        """(z (batch, latent), alpha (batch, 1)) for critic step ``step`` of this iteration."""
+    def _draw(self, step: int, batch: int, offset: int = 0) -> tuple[tf.Tensor, tf.Tensor]:
+        """(z (batch, latent), alpha (batch, 1)) for critic step ``step`` of this iteration
+        (``offset`` iterations after the counter: the iterations one per-replica call runs)."""
         m = self.model
         if not self.noise.global_noise:
             # Two seeds from the checkpointed generator, whose state advances alike on every
@@ -154,7 +155,7 @@ class WganGpStep:
             alpha = tf.random.stateless_uniform((batch, 1), seed=a_seed)
             return z, alpha
         n = self.replicas.count()
-        seed = tf.stack([tf.constant(self.noise.seed, tf.int64), self.gan.iteration * 64 + step])
+        seed = tf.stack([tf.constant(self.noise.seed, tf.int64), (self.gan.iteration + offset) * 64 + step])
         z_all = tf.random.stateless_normal((n * batch, m.latent_dim), seed=seed,
                                            mean=m.latent_mean, stddev=m.latent_std)
         a_all = tf.random.stateless_uniform((n * batch, 1), seed=seed + tf.constant([0, 31], tf.int64))
@@ -201,7 +202,7 @@ class WganGpStep:
                 tf.function(self._generator_grads, jit_compile=True), apply)
 
     # ---- the iteration ---------------------------------------------------------------------
-    def replica_iteration(self, real: tf.Tensor, label: tf.Tensor) -> dict[str, tf.Tensor]:
+    def replica_iteration(self, real: tf.Tensor, label: tf.Tensor, offset: int = 0) -> dict[str, tf.Tensor]:
         """One iteration on this replica. ``real``: (n_disc, b, n_voxels) voxel fractions;
         ``label``: (n_disc, b, 1). Returns d_loss, g_loss, gp (this replica's) and comm_s."""
         gan, t = self.gan, self.train
@@ -210,13 +211,13 @@ class WganGpStep:
         comm = tf.constant(0.0, tf.float64)
         d_loss = gp = tf.constant(0.0)
         for k in range(t.n_disc):
-            z, alpha = self._draw(k, batch)
+            z, alpha = self._draw(k, batch, offset)
             grads, d_loss, gp = critic_grads(real[k], label[k], z, alpha)
             variables = gan.critic.trainable_variables
             grads, dt = self.replicas.reduce(list(grads), variables, "critic")
             comm += dt
             apply(gan.d_opt, grads, variables)
-        z, _ = self._draw(t.n_disc, batch)
+        z, _ = self._draw(t.n_disc, batch, offset)
         grads, g_loss = generator_grads(z, label[t.n_disc - 1])
         variables = gan.generator.trainable_variables
         grads, dt = self.replicas.reduce(list(grads), variables, "generator")
@@ -231,43 +232,83 @@ class WganGpStep:
     def _unscale(self, opt, grads):
         return opt.get_unscaled_gradients(grads) if self.loss_scale else grads
 
+    def _timed_iteration(self, body: Callable) -> Callable:
+        """``body`` (one replica iteration) between two timestamps; adds ``step_s``, the
+        seconds from the iteration's start until its losses and generator update exist."""
+
+        def timed_body(real, label, offset=0):
+            t_start = tf.timestamp()
+            with tf.control_dependencies([t_start]):
+                real, label = tf.identity(real), tf.identity(label)
+            out = body(real, label, offset)
+            # The last generator variable, read after the update (ordered by its resource): the
+            # iteration ends when that value exists, not when its kernels are queued.
+            updated = self.gan.generator.trainable_variables[-1].read_value()
+            with tf.control_dependencies([host_fence([*out.values(), updated])]):
+                t_end = tf.timestamp()
+            return {**out, "step_s": t_end - t_start}
+
+        return timed_body
+
     def compile(self, wrap: Callable | None = None, steps_per_call: int = 1) -> Callable:
         """The iteration as a tf.function. ``wrap(fn)`` lets an engine run ``fn`` per replica
         (tf.distribute's ``strategy.run``); the iteration counter advances once per iteration.
+        Every result holds ``step_s`` too: the iteration's seconds, timed in the graph.
 
-        ``steps_per_call`` K > 1: K iterations in one call, looped inside the graph, on K stacked
-        batches (``real`` (K, n_disc, b, n_voxels), ``label`` (K, n_disc, b, 1)); every result
-        is then a (K,) vector of per-iteration values, read back once. K = 1 is one iteration
-        per call with scalar results."""
+        ``steps_per_call`` K > 1: K iterations in one call, on K stacked batches (``real``
+        (K, n_disc, b, n_voxels), ``label`` (K, n_disc, b, 1)); every result is then a (K,)
+        vector of per-iteration values, read back once. Without ``wrap`` the K iterations are
+        a loop inside the graph; with it, K iterations unrolled in each replica's function (a
+        cross-replica reduction may not run inside a graph loop). K = 1 is one iteration per
+        call with scalar results."""
         if steps_per_call < 1:
             raise ValueError(f"steps_per_call must be >= 1, got {steps_per_call}")
-        if steps_per_call > 1 and wrap is not None:
-            # The loop carries plain tensors, not tf.distribute's per-replica results: engines
-            # that wrap the step per replica run one iteration per call (scaling.config refuses).
-            raise ValueError("steps_per_call > 1 needs an engine that does not wrap the step per replica")
-        # XLA compiles the whole iteration only where it holds no collective and no timestamp
-        # (one replica, no strategy); otherwise the per-replica pieces, with the reduction and
-        # its timestamps between them (neither has an XLA kernel).
-        whole = bool(self.train.xla) and wrap is None and not self.replicas.has_collectives()
-        self._compiled = self._pieces(bool(self.train.xla) and not whole, apply_in_xla=wrap is None)
-        inner = wrap(self.replica_iteration) if wrap else self.replica_iteration
+        # XLA compiles the whole iteration only where it holds no collective (one replica, no
+        # strategy); otherwise the per-replica pieces, with the reduction and its timestamps
+        # between them. Timestamps have no XLA kernel, so the iteration's own stay outside too.
+        xla = bool(self.train.xla)
+        whole = xla and wrap is None and not self.replicas.has_collectives()
+        self._compiled = self._pieces(xla and not whole, apply_in_xla=wrap is None)
+        body = tf.function(self.replica_iteration, jit_compile=True) if whole else self.replica_iteration
+        timed_body = self._timed_iteration(body)
+        counter = self.gan.iteration
+        if wrap is not None:
+            k = steps_per_call
+            per_replica = timed_body if k == 1 else self._unrolled(timed_body, k)
+
+            def wrapped(real, label):
+                out = wrap(per_replica)(real, label)
+                counter.assign_add(k)   # outside the replicas: tf.distribute's counter is mirrored
+                return out
+
+            return tf.function(wrapped)
 
         def iteration(real, label):
-            out = inner(real, label)
-            self.gan.iteration.assign_add(1)
+            out = timed_body(real, label)
+            counter.assign_add(1)
             return out
 
-        jit = True if whole else None
         if steps_per_call == 1:
-            return tf.function(iteration, jit_compile=jit)
-        return tf.function(self._in_graph_loop(iteration, steps_per_call), jit_compile=jit)
+            return tf.function(iteration)
+        return tf.function(self._in_graph_loop(iteration, steps_per_call))
+
+    @staticmethod
+    def _unrolled(timed_body: Callable, k: int) -> Callable:
+        """``k`` iterations unrolled in one per-replica function, their results stacked."""
+
+        def calls(real, label):
+            outs = [timed_body(real[i], label[i], i) for i in range(k)]
+            return {key: tf.stack([o[key] for o in outs]) for key in outs[0]}
+
+        return calls
 
     @staticmethod
     def _in_graph_loop(iteration: Callable, k: int) -> Callable:
         """``iteration`` run ``k`` times in a ``tf.while_loop``, its results stacked on the
         device. Every iteration's variable reads follow the previous one's updates (TensorFlow
         orders a loop body's stateful operations), so the numbers are those of k calls."""
-        dtypes = {"d_loss": tf.float32, "g_loss": tf.float32, "gp": tf.float32, "comm_s": tf.float64}
+        dtypes = {"d_loss": tf.float32, "g_loss": tf.float32, "gp": tf.float32, "comm_s": tf.float64,
+                  "step_s": tf.float64}
 
         def calls(real, label):
             acc = {key: tf.TensorArray(dtype, size=k, element_shape=()) for key, dtype in dtypes.items()}

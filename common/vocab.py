@@ -107,13 +107,13 @@ NOT_WORKLOAD_KEYS = ("train.batch_size", "train.iterations", "train.checkpoint_e
 
 # Settings outside the workload hash that still change what an epoch measures (threads and
 # thread pools, Horovod's fusion and cycle, how noise is drawn, whether the all-reduce is timed
-# in the graph, iterations per compiled call): a resumed run must keep them (scaling.outdir),
+# in the graph, iterations per compiled call and between checks): a resumed run must keep them (scaling.outdir),
 # and the runs of one series must agree on them (analysis.load), or one median would mix
 # epochs of two configurations. They stay out of config_hash, whose values the analysis groups
 # by and which must not change.
 MEASUREMENT_KEYS = ("train.threads", "scaling.inter_op_threads", "scaling.fusion_threshold_bytes",
                     "scaling.cycle_time_ms", "scaling.global_noise", "scaling.comm_timing",
-                    "scaling.steps_per_call")
+                    "scaling.steps_per_call", "scaling.check_every")
 
 # Config key names (the last dotted component, in any section) that differ between the runs of
 # one series by design: world size and placement (``cpu_replicas`` sets N for the

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from common.settings import Range
 from common.vocab import (COMM_TIMING_GRAPH, COMM_TIMING_MODES, COMM_TIMING_OFF, COMM_TIMING_UNFENCED, DEFAULT_BATCH_PER_RANK, DEFAULT_EPOCHS, DEFAULT_GLOBAL_BATCH, DEFAULT_ITERATIONS_PER_EPOCH,
-                          DEFAULT_WARMUP_EPOCHS, ENGINE_HOROVOD, ENGINE_MIRRORED, ENGINES, MODE_ENSEMBLE, MODE_WEAK, RUN_MODES)
+                          DEFAULT_WARMUP_EPOCHS, ENGINE_HOROVOD, ENGINES, MODE_ENSEMBLE, MODE_WEAK, RUN_MODES)
 
 
 @dataclass
@@ -44,8 +44,12 @@ class ScalingConfig:
     worker_base_port: int = field(default=0, metadata={
         "help": "mirrored engine across processes: first worker port (0 = pick free ports)"})
     steps_per_call: int = field(default=1, metadata={
-        "help": "training iterations per compiled call (an in-graph loop; results read back and the stop "
-                "flag agreed once per call); must divide --iterations-per-epoch; horovod engine only"})
+        "help": "training iterations per compiled call (horovod: a loop in the graph; mirrored: unrolled "
+                "per replica); must divide --iterations-per-epoch"})
+    check_every: int = field(default=0, metadata={
+        "help": "iterations between read-backs of the step results (NaN check, step times) and stop-flag "
+                "agreements; a multiple of --steps-per-call that divides --iterations-per-epoch (0 = every "
+                "call). On GPUs, a larger value keeps the host from waiting for the device every call"})
 
     def check(self) -> None:
         for name in ("global_batch", "batch_per_rank", "epochs", "iterations_per_epoch", "cpu_replicas",
@@ -72,11 +76,13 @@ class ScalingConfig:
         if self.iterations_per_epoch % self.steps_per_call:
             raise ValueError(f"{what} {self.steps_per_call} does not divide iterations_per_epoch "
                              f"{self.iterations_per_epoch} (an epoch is a whole number of calls)")
-        if self.steps_per_call > 1 and self.engine == ENGINE_MIRRORED and self.mode != MODE_ENSEMBLE:
-            # tf.distribute runs the step through strategy.run, whose per-replica results the
-            # in-graph loop does not carry (bologan.step); an ensemble member uses no strategy.
-            raise ValueError(f"{what} {self.steps_per_call} needs --engine {ENGINE_HOROVOD} (tf.distribute "
-                             f"runs one iteration per call)")
+        every = "check_every (--check-every)"
+        if self.check_every < 0:
+            raise ValueError(f"{every} must be >= 0 (0: once per call)")
+        if self.check_every and (self.check_every % self.steps_per_call
+                                 or self.iterations_per_epoch % self.check_every):
+            raise ValueError(f"{every} {self.check_every} must be a multiple of steps_per_call "
+                             f"{self.steps_per_call} that divides iterations_per_epoch {self.iterations_per_epoch}")
 
     @property
     def comm_timed(self) -> bool:

@@ -557,7 +557,8 @@ def _train(ctx: RunContext, model: _Model, attempt: int, start_epoch: int, nodes
     plan = EpochPlan(epochs=sc.epochs, iterations_per_epoch=sc.iterations_per_epoch,
                      warmup_epochs=sc.warmup_epochs, attempt=attempt,
                      showers_per_iteration=train_cfg.n_disc * ctx.batch * len(iterators),
-                     member=ctx.ensemble.member if ctx.ensemble else 0, steps_per_call=sc.steps_per_call)
+                     member=ctx.ensemble.member if ctx.ensemble else 0, steps_per_call=sc.steps_per_call,
+                     check_every=sc.check_every)
 
     def save_checkpoint(epoch: int) -> None:
         if model.checkpoints is not None:
