@@ -17,7 +17,15 @@ from common.vocab import DEFAULT_SYNTHETIC_EVENTS, DEFAULT_THREADS, PARTICLE_NAM
 
 GENERATOR_VARIANTS = ("bn_swish", "bn_relu", "relu")
 LABELS = ("maxe", "loge")
-PRECISIONS = ("float32", "mixed")
+# Training precision -> Keras dtype policy. bf16: bfloat16 compute, float32 weights, no loss
+# scaling (bfloat16 has float32's exponent range). fp16: float16 compute with dynamic loss
+# scaling (bologan.model.Gan), without which small gradients underflow to zero.
+PRECISION_POLICIES = {"float32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+PRECISIONS = tuple(PRECISION_POLICIES)
+LOSS_SCALED_PRECISIONS = ("fp16",)
+# "mixed" meant bfloat16 on CPUs and float16 on GPUs: a stored config cannot say which it got.
+RETIRED_PRECISIONS = {"mixed": "it meant bf16 on CPUs and fp16 on GPUs; write bf16 or fp16 "
+                               "(or float32); every run made without a GPU used bf16"}
 # Adam's moment decay rates: 1 or more would never forget (or grow) the moments.
 ADAM_BETA = Range(0, 1, high_open=True)
 
@@ -67,7 +75,9 @@ class TrainConfig:
     seed: int = field(default=10, metadata={"help": "random seed (BoloGAN: 10)"})
     xla: bool = field(default=False, metadata={"help": "compile the iteration with XLA (jit_compile)"})
     precision: str = field(default="float32", metadata={
-        "choices": PRECISIONS, "help": "float32, or mixed (bfloat16 on CPU, float16 on GPU)"})
+        "choices": PRECISIONS, "retired": RETIRED_PRECISIONS,
+        "help": "float32; bf16 (bfloat16 compute, float32 weights, no loss scaling: A100/H100, CPUs); "
+                "fp16 (float16 compute with dynamic loss scaling: GPUs; slow on CPUs)"})
     threads: int = field(default=DEFAULT_THREADS, metadata={"help": "TensorFlow intra-op threads (0 = decide from the cores owned)"})
 
     def check(self) -> None:
