@@ -28,6 +28,7 @@ CHANGES = {
     "scaling.global_noise": (["--global-noise"], "True", "False"),
     "scaling.comm_timing": (["--comm-timing", "off"], "'off'", "'graph'"),
     "scaling.steps_per_call": (["--steps-per-call", "2"], "2", "1"),
+    "scaling.check_every": (["--check-every", "1"], "1", "0"),
 }
 
 
