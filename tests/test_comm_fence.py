@@ -4,12 +4,14 @@ On a GPU an op is done once its kernel is queued, so a timestamp ordered after t
 a control dependency alone fires before the backward pass has run. ``bologan.step.host_fence``
 makes each timestamp wait for a host op whose data inputs are every (reduced) gradient. What is
 checked here: the graph holds that dependency (and the unfenced graph does not), and the fence
-changes no number: losses, reduced gradients and weights are bit-identical with and without it.
-That it really waits on a GPU only a GPU run can show (tests/test_energy_gpu.py, skipped here).
+changes no number: losses and weights (which follow from the reduced gradients) are bit-identical
+with and without it.
+That it really waits on a GPU only a GPU run can show (the last test here, skipped without one).
 """
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from bologan.config import ModelConfig, TrainConfig
@@ -117,3 +119,45 @@ def test_xla_compiles_the_replica_computation_around_the_timed_reduction():
     (lx, _), (lp, _) = _train(True, xla=True), _train(True, xla=False)
     # XLA fuses and reorders float operations: the same losses up to rounding.
     np.testing.assert_allclose(lx, lp, rtol=1e-4, atol=1e-5)
+
+
+def _gpu_comm_window(fence: bool) -> tuple[float, float]:
+    """(wall s, comm_s) of a call whose forward and backward pass are ~25 TFLOP of GPU matmuls
+    (tens of ms on an A100/H100, queued by the host in a few ms), its gradient then "reduced"
+    through a copy to the host: like a collective, that waits for the value it reduces."""
+    import time
+
+    with tf.device("/GPU:0"):
+        w = tf.Variable(tf.random.normal((4096, 4096), stddev=0.01, seed=1))
+        x = tf.random.normal((4096, 4096), seed=2)
+
+    def to_host(grads):
+        with tf.device("/CPU:0"):
+            return [tf.identity(g) for g in grads]
+
+    @tf.function
+    def call():
+        with tf.GradientTape() as tape:
+            y = x
+            for _ in range(60):
+                y = tf.tanh(tf.matmul(y, w))
+            loss = tf.reduce_sum(y)
+        _, dt = timed(to_host, tape.gradient(loss, [w]), fence=fence)
+        return dt
+
+    call()   # trace and warm up
+    t0 = time.perf_counter()
+    comm = float(call())
+    return time.perf_counter() - t0, comm
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not tf.config.list_physical_devices("GPU"), reason="TensorFlow sees no GPU here")
+def test_on_a_gpu_the_fenced_window_holds_no_backward_pass():
+    # Fenced: the window holds the 64 MiB copy only (a few ms).
+    wall, comm = _gpu_comm_window(fence=True)
+    assert comm < 0.15 * wall, (wall, comm)
+    # Unfenced: the opening timestamp fires once the backward kernels are queued, so the window
+    # holds most of the pass (what every GPU comm_s measured before the fix would have held).
+    wall_u, comm_u = _gpu_comm_window(fence=False)
+    assert comm_u > 0.5 * wall_u, (wall_u, comm_u)
