@@ -12,7 +12,7 @@ exists and again once every reduced gradient's value exists, before anything may
 reduced gradients, so it covers the all-reduce including the wait for the slowest replica.
 "Exists" is enforced by ``host_fence``: on a GPU an op counts as done when its kernel is
 queued, so a timestamp ordered after the gradients by a control dependency alone would fire
-before the backward pass has run (docs/scaling.md, "How comm_s is measured").
+before the backward pass has run (docs/scaling.md, "How comm_s waits for the GPU").
 
 With ``train.xla`` the per-replica computation (forward, backward, gradient penalty, and the
 optimizer update where no strategy wraps the step) is compiled with XLA, and the reduction and
