@@ -5,6 +5,11 @@ run's median non-warm-up epoch time and comm_s share, and per-repeat ratios of e
 graph / graph-unfenced is what the fence costs, graph / off what timing costs at all.
 
     .venv/bin/python tools/ab_comm_timing.py --repeats 3 --out results/ab-comm-timing
+    .venv/bin/python tools/ab_comm_timing.py --in-process --repeats 5   # the fence alone
+
+``--in-process`` times the fence by itself, which a loaded machine can still resolve: one
+process, the photon critic's gradient shapes, a timed "reduction" (x 0.5) with and without the
+fence in alternating blocks; prints microseconds per timed reduction, median and range.
 
 Say the machine's load when quoting the numbers: on a shared machine only the interleaved ratio
 means something.
@@ -53,12 +58,52 @@ def run_once(out: Path, mode: str, ranks: int) -> tuple[float, float]:
     return float(per_epoch.time_s.max().median()), float((per_epoch.comm_s.mean() / per_epoch.time_s.max()).median())
 
 
+def in_process(repeats: int, calls: int = 2000) -> None:
+    """Microseconds per timed reduction of the photon critic's gradients, fenced and unfenced."""
+    import time
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    from bologan.config import ModelConfig
+    from bologan.model import build_critic
+    from bologan.step import timed
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    grads = [tf.random.normal(v.shape) for v in build_critic(ModelConfig()).trainable_variables]
+
+    def make(fence: bool):
+        @tf.function
+        def call(gs):
+            return timed(lambda g: [t * 0.5 for t in g], gs, fence=fence)[1]
+        call(grads)
+        return call
+
+    fns = {"fenced": make(True), "unfenced": make(False)}
+    per_call: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():   # alternating blocks: both see the same load
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn(grads)
+            per_call[name].append(1e6 * (time.perf_counter() - t0) / calls)
+    for name, us in per_call.items():
+        print(f"{name:8s}: {np.median(us):.1f} us per timed reduction (range {min(us):.1f}-{max(us):.1f}; "
+              f"{len(grads)} gradients, {calls} calls x {repeats} blocks; load {os.getloadavg()[0]:.2f})")
+    diff = np.array(per_call["fenced"]) - np.array(per_call["unfenced"])
+    print(f"fence cost per timed reduction: median {np.median(diff):.1f} us, range {diff.min():.1f}-{diff.max():.1f} us")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--ranks", type=int, default=2)
     p.add_argument("--out", default="results/ab-comm-timing")
+    p.add_argument("--in-process", action="store_true", help="time the fence alone, in this process")
     args = p.parse_args()
+    if args.in_process:
+        in_process(args.repeats)
+        return 0
     out = ROOT / args.out
     times: dict[str, list[float]] = {mode: [] for mode in MODES}
     for r in range(args.repeats):
