@@ -161,3 +161,11 @@ def test_on_a_gpu_the_fenced_window_holds_no_backward_pass():
     # holds most of the pass (what every GPU comm_s measured before the fix would have held).
     wall_u, comm_u = _gpu_comm_window(fence=False)
     assert comm_u > 0.5 * wall_u, (wall_u, comm_u)
+
+
+def test_comm_timing_modes_choose_timing_and_fence():
+    from scaling.config import ScalingConfig
+
+    modes = {m: (ScalingConfig(comm_timing=m).comm_timed, ScalingConfig(comm_timing=m).comm_fenced)
+             for m in ("graph", "graph-unfenced", "off")}
+    assert modes == {"graph": (True, True), "graph-unfenced": (True, False), "off": (False, True)}
