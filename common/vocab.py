@@ -107,8 +107,8 @@ NOT_WORKLOAD_KEYS = ("train.batch_size", "train.iterations", "train.checkpoint_e
 
 # Settings outside the workload hash that still change what an epoch measures (threads and
 # thread pools, Horovod's fusion and cycle, how noise is drawn, whether the all-reduce is timed
-# in the graph, iterations per compiled call and between checks): a resumed run must keep them (scaling.outdir),
-# and the runs of one series must agree on them (analysis.load), or one median would mix
+# in the graph, iterations per compiled call and between checks): a resumed run must keep them
+# (scaling.outdir), and the runs of one series must agree on them (analysis.load), or one median would mix
 # epochs of two configurations. They stay out of config_hash, whose values the analysis groups
 # by and which must not change.
 MEASUREMENT_KEYS = ("train.threads", "scaling.inter_op_threads", "scaling.fusion_threshold_bytes",
