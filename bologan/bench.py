@@ -19,16 +19,20 @@ matrix products and element-wise ops), per iteration.
 ``--steps-per-call``): the time per iteration is the time per call / K. The JSON line records
 what a run on other hardware needs to be compared with this one: K, batch, threads, XLA,
 precision, TensorFlow's version, the device and the CPU model.
+
+``--precision`` is training's: float32, bf16 (no loss scaling) or fp16, timed with the dynamic
+loss scaling that training uses with it (scaled loss, unscaled gradients, overflow check).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 import time
 
-from bologan.config import ModelConfig, TrainConfig
+from bologan.config import LOSS_SCALED_PRECISIONS, PRECISIONS, ModelConfig, TrainConfig
 from common.cli import Parser, add_json_flag
 from common.errors import main_guard
 from common.vocab import PARTICLE_NAMES, PARTICLE_PHOTONS
@@ -50,7 +54,8 @@ def build_parser() -> Parser:
     p.add_argument("--warmup", type=int, default=5, help="untimed iterations first")
     p.add_argument("--xla", action=argparse.BooleanOptionalAction, default=False,
                    help="compile with XLA (jit_compile)")
-    p.add_argument("--precision", choices=("float32", "mixed"), default="float32")
+    p.add_argument("--precision", choices=PRECISIONS, default="float32",
+                   help="float32; bf16 (no loss scaling); fp16 (with dynamic loss scaling, as training runs it)")
     p.add_argument("--reference", action="store_true", help="time the original-code variant instead")
     p.add_argument("--compare", action="store_true",
                    help="time both variants in one process, alternating blocks; report the ratio")
@@ -110,12 +115,14 @@ def _reference_iteration(step, n_disc: int, unrolled: bool = False):
         for k in (range(n_disc) if unrolled else tf.range(n_disc)):
             with tf.GradientTape() as tape:
                 d_loss, _ = critic_loss(tf.gather(real, k), tf.gather(label, k))
-            grads = tape.gradient(d_loss, critic.trainable_variables)
+                scaled = step._scale(gan.d_opt, d_loss)
+            grads = step._unscale(gan.d_opt, tape.gradient(scaled, critic.trainable_variables))
             gan.d_opt.apply_gradients(zip(grads, critic.trainable_variables))
         with tf.GradientTape() as tape:
             d_loss, d_fake = critic_loss(real[n_disc - 1], label[n_disc - 1])
             g_loss = -tf.reduce_mean(d_fake)
-        grads = tape.gradient(g_loss, gen.trainable_variables)
+            scaled = step._scale(gan.g_opt, g_loss)
+        grads = step._unscale(gan.g_opt, tape.gradient(scaled, gen.trainable_variables))
         gan.g_opt.apply_gradients(zip(grads, gen.trainable_variables))
         gan.iteration.assign_add(1)
         # The original returns (and logs) the recomputed critic loss, so it is really computed.
@@ -139,22 +146,25 @@ def _build(args, reference: bool):
     import tensorflow as tf
 
     from bologan.geometry import particle
-    from bologan.model import Gan, set_precision
+    from bologan.model import Gan, set_precision, uses_loss_scaling
     from bologan.step import WganGpStep
 
     model = ModelConfig(particle=args.particle, generator=args.generator)
     train = TrainConfig(batch_size=args.batch_size, xla=args.xla, precision=args.precision)
-    policy = set_precision(train, on_gpu=bool(tf.config.list_physical_devices("GPU")))
-    step = WganGpStep(Gan(model, train), model, train)
+    policy = set_precision(train)
+    # fp16 as training runs it: the loss scaled, the gradients unscaled, steps with overflow skipped.
+    scaled = uses_loss_scaling(train)
+    step = WganGpStep(Gan(model, train, loss_scale=scaled), model, train, loss_scale=scaled)
     n_vox = particle(args.particle).n_voxels
     rng = np.random.default_rng(0)
     real = tf.constant(rng.random((train.n_disc, args.batch_size, n_vox), dtype=np.float32) / n_vox)
     label = tf.constant(rng.random((train.n_disc, args.batch_size, 1), dtype=np.float32))
     k = 1 if reference else args.steps_per_call
     fn = _reference_iteration(step, train.n_disc) if reference else step.compile(steps_per_call=k)
-    # Counted on one iteration's graph: the profiler counts a loop's body once, whatever K is.
+    # Counted on one iteration's graph: the profiler counts a loop's body once, whatever K is,
+    # and not inside an XLA-compiled function it calls, so the count is of the same step unjitted.
     counted = _reference_iteration(step, train.n_disc, unrolled=True) if reference else \
-        (fn if k == 1 else step.compile())
+        WganGpStep(step.gan, model, dataclasses.replace(train, xla=False), loss_scale=scaled).compile()
     flops = _graph_flops(counted.get_concrete_function(real, label))
     if k > 1:
         real = tf.constant(rng.random((k, train.n_disc, args.batch_size, n_vox), dtype=np.float32) / n_vox)
@@ -220,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         results.append({
             "variant": "reference" if ref else "bologan-scaling",
             "particle": args.particle, "n_voxels": particle(args.particle).n_voxels, "batch": args.batch_size,
-            "n_disc": n_disc, "threads": args.threads, "xla": args.xla, "precision": policy,
+            "n_disc": n_disc, "threads": args.threads, "xla": args.xla, "precision": args.precision,
+            "precision_policy": policy, "loss_scaling": args.precision in LOSS_SCALED_PRECISIONS,
             "generator": args.generator, "iterations": per_block * rounds, "rounds": rounds,
             "steps_per_call": k, "iterations_per_s": its, "iterations_per_s_blocks": rates[ref],
             "seconds_per_iteration": 1.0 / its,
@@ -251,7 +262,8 @@ def _print_text(r: dict) -> None:
     print(f"{r['variant']}: {r['iterations_per_s']:.1f} iterations/s ({1e3 * r['seconds_per_iteration']:.2f} ms "
           f"each), {r['showers_per_s']:,.0f} showers/s, "
           f"{r['flops_per_iteration'] / 1e6:.1f} MFLOP/iteration, {r['achieved_gflops']:.2f} GFLOP/s "
-          f"({r['particle']}, batch {r['batch']}, {r['threads']} thread(s), {r['precision']}, xla={r['xla']}, "
+          f"({r['particle']}, batch {r['batch']}, {r['threads']} thread(s), {r['precision']}"
+          f"{' with loss scaling' if r['loss_scaling'] else ''}, xla={r['xla']}, "
           f"{r['steps_per_call']} iteration(s) per call, {r['device']})")
 
 

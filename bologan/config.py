@@ -13,11 +13,18 @@ from typing import Any
 
 from bologan.lr_schedule import LR_NONE, LR_SCALINGS
 from common.settings import NON_NEGATIVE, POSITIVE, Range
-from common.vocab import DEFAULT_SYNTHETIC_EVENTS, DEFAULT_THREADS, PARTICLE_NAMES, PARTICLE_PHOTONS
+from common.vocab import PRECISIONS, DEFAULT_SYNTHETIC_EVENTS, DEFAULT_THREADS, PARTICLE_NAMES, PARTICLE_PHOTONS
 
 GENERATOR_VARIANTS = ("bn_swish", "bn_relu", "relu")
 LABELS = ("maxe", "loge")
-PRECISIONS = ("float32", "mixed")
+# Training precision -> Keras dtype policy. bf16: bfloat16 compute, float32 weights, no loss
+# scaling (bfloat16 has float32's exponent range). fp16: float16 compute with dynamic loss
+# scaling (bologan.model.Gan), without which small gradients underflow to zero.
+PRECISION_POLICIES = dict(zip(PRECISIONS, ("float32", "mixed_bfloat16", "mixed_float16")))
+LOSS_SCALED_PRECISIONS = ("fp16",)
+# "mixed" meant bfloat16 on CPUs and float16 on GPUs: a stored config cannot say which it got.
+RETIRED_PRECISIONS = {"mixed": "it meant bf16 on CPUs and fp16 on GPUs; write bf16 or fp16 "
+                               "(or float32); every run made without a GPU used bf16"}
 # bologan.train's checkpoint interval when [train] checkpoint_every is 0 (its default).
 TRAIN_CHECKPOINT_EVERY = 100
 # Adam's moment decay rates: 1 or more would never forget (or grow) the moments.
@@ -72,7 +79,9 @@ class TrainConfig:
     seed: int = field(default=10, metadata={"help": "random seed (BoloGAN: 10)"})
     xla: bool = field(default=False, metadata={"help": "compile the iteration with XLA (jit_compile)"})
     precision: str = field(default="float32", metadata={
-        "choices": PRECISIONS, "help": "float32, or mixed (bfloat16 on CPU, float16 on GPU)"})
+        "choices": PRECISIONS, "retired": RETIRED_PRECISIONS,
+        "help": "float32; bf16 (bfloat16 compute, float32 weights, no loss scaling: A100/H100, CPUs); "
+                "fp16 (float16 compute with dynamic loss scaling: GPUs; slow on CPUs)"})
     threads: int = field(default=DEFAULT_THREADS, metadata={"help": "TensorFlow intra-op threads (0 = decide from the cores owned)"})
 
     def check(self) -> None:

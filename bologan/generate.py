@@ -48,6 +48,7 @@ import numpy as np
 from common.cli import Parser, comma_list
 from common.errors import UserError, main_guard
 from common.vocab import BEST_JSON, CHECKPOINT_PREFIX, CHECKPOINT_SUBDIR, TRAIN_CONFIG_FILE
+from bologan.config import PRECISIONS
 from bologan.geometry import MOMENTA_MEV, is_grid_momentum
 from bologan.importers import HDF5_SUFFIXES, require_h5py
 
@@ -295,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="showers per generator call; changes the noise draw order")
     parser.add_argument("--threads", type=int, default=0,
                         help="TensorFlow intra-op threads (0 = TensorFlow's default)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32",
+                        help="the generator's compute: float32, bf16 or fp16 (weights stay float32; "
+                             "whatever precision it was trained in)")
     return parser
 
 
@@ -346,9 +350,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     quiet_tensorflow()
     configure(args.threads, args.seed)
+    from bologan.config import TrainConfig
+    from bologan.model import set_precision
+
+    set_precision(TrainConfig(precision=args.precision))   # before the layers are built
     generator, sections = load_generator(ref)
     source = (f"bologan.generate: {sections['model'].particle} generator {ref.prefix.name} "
-              f"({sections['model'].generator}), seed {args.seed}")
+              f"({sections['model'].generator}), seed {args.seed}, {args.precision}")
     showers, clipped = generate_showers(generator, sections, momenta, args.events_per_energy, args.seed,
                                         args.batch_size, source)
 

@@ -3,7 +3,7 @@
 Examples::
 
     python -m bologan.bench --inference --particle pions --out results/infer/pions.json
-    python -m bologan.bench --inference --checkpoint runs/photons/eval/best_checkpoint --precision mixed \\
+    python -m bologan.bench --inference --checkpoint runs/photons/eval/best_checkpoint --precision bf16 \\
         --xla --batch-sizes 1,64,4096 --out results/infer/photons-bf16-xla.json
     python -m bologan.bench --inference --particle photons --batch-sizes 1,64 --json > photons.json
 
@@ -48,6 +48,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from bologan.config import PRECISIONS, RETIRED_PRECISIONS
 from bologan.inference_energy import NO_GPU_REASON, EnergyFigure, combine_energy, open_meter, overall_source
 from bologan.inference_timing import BatchResult, batch_inputs, make_call, peak_of, time_batch, time_on_demand
 from common.errors import EXIT_USER_ERROR, UserError
@@ -59,7 +60,6 @@ RESULT_KIND = "bologan-inference-benchmark"
 DEFAULT_BATCH_SIZES = (1, 4, 16, 64, 256, 1024, 4096, 16384)
 MAX_BATCH_SIZE = 1 << 20
 DEFAULT_MOMENTUM_MEV = 65536.0
-PRECISIONS = ("float32", "mixed")
 VERSIONED_MODULES = ("tensorflow", "keras", "numpy", "pyarrow")
 CALL_DEFINITION = "noise draw + generator forward (inference mode) + scale to MeV + copy to host"
 
@@ -104,7 +104,9 @@ class InferenceSettings:
         if not (math.isfinite(self.momentum_mev) and self.momentum_mev > 0):
             raise UserError("--momentum-mev must be a positive number")
         if self.precision not in PRECISIONS:
-            raise UserError(f"--precision: {self.precision!r} is not float32 or mixed")
+            hint = RETIRED_PRECISIONS.get(self.precision)
+            raise UserError(f"--precision: {self.precision!r} " + (f"is no longer accepted ({hint})" if hint else
+                                                                   f"is not one of {', '.join(PRECISIONS)}"))
 
 
 def run_benchmark(settings: InferenceSettings, energy_cfg: Any, checkpoint: Any = None,
@@ -137,7 +139,7 @@ def run_benchmark(settings: InferenceSettings, energy_cfg: Any, checkpoint: Any 
     load_start = load_average_1m()
     t_start = time.perf_counter()
     try:
-        policy = set_precision(TrainConfig(precision=settings.precision), on_gpu)
+        policy = set_precision(TrainConfig(precision=settings.precision))
         if checkpoint is None:
             model_cfg, label_kind = ModelConfig(particle=settings.particle), "maxe"
             generator = build_generator(model_cfg)

@@ -33,7 +33,7 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--xla", action=argparse.BooleanOptionalAction, default=d.xla,
                    help="compile the generator call with XLA (jit_compile)")
     g.add_argument("--precision", choices=inference.PRECISIONS, default=d.precision,
-                   help="float32, or mixed (bfloat16 on CPU, float16 on GPU)")
+                   help="float32, bf16 or fp16 (the generator's compute; weights stay float32)")
     g.add_argument("--threads", type=int, default=d.threads,
                    help="TensorFlow intra-op threads (0 = TensorFlow's default)")
     g.add_argument("--seed", type=int, default=d.seed, help="noise and weight seed")

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from bologan.config import BOLOGAN_SECTIONS, ModelConfig, TrainConfig
+from bologan.config import BOLOGAN_SECTIONS, LOSS_SCALED_PRECISIONS, PRECISION_POLICIES, ModelConfig, TrainConfig
 from common.errors import UserError
 from bologan.geometry import particle as lookup_particle
 from bologan.labels import denormalise_voxels, energy_label
@@ -104,13 +104,17 @@ def build_optimizer(train: TrainConfig, lr_scale: float = 1.0,
     return tf.keras.optimizers.Adam(learning_rate=rate, beta_1=train.beta1, beta_2=train.beta2)
 
 
-def set_precision(train: TrainConfig, on_gpu: bool) -> str:
-    """Set the Keras dtype policy: 'mixed' -> bfloat16 on CPU, float16 on GPU. Returns the policy."""
-    name = "float32"
-    if train.precision == "mixed":
-        name = "mixed_float16" if on_gpu else "mixed_bfloat16"
+def set_precision(train: TrainConfig) -> str:
+    """Set the Keras dtype policy of ``train.precision`` (bologan.config.PRECISION_POLICIES);
+    returns the policy's name. Weights stay float32 under every policy."""
+    name = PRECISION_POLICIES[train.precision]
     tf.keras.mixed_precision.set_global_policy(name)
     return name
+
+
+def uses_loss_scaling(train: TrainConfig) -> bool:
+    """Whether ``train.precision`` trains with dynamic loss scaling (fp16)."""
+    return train.precision in LOSS_SCALED_PRECISIONS
 
 
 class Gan(tf.Module):

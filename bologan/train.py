@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     _check_out_dir(out, args.resume)
     model_cfg, train_cfg, data_cfg = cfg["model"], cfg["train"], cfg["data"]
 
-    from bologan.tfsetup import configure, gpus, quiet_tensorflow
+    from bologan.tfsetup import configure, quiet_tensorflow
 
     quiet_tensorflow()
     from bologan.pipeline import IterationBatches, load_showers
@@ -79,13 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     import pyarrow as pa
 
     from common.atomic import atomic_write_parquet
-    from bologan.model import Gan, checkpoint_manager, save_train_config, set_precision
+    from bologan.model import Gan, checkpoint_manager, save_train_config, set_precision, uses_loss_scaling
     from bologan.step import WganGpStep
 
     configure(train_cfg.threads, train_cfg.seed)
-    on_gpu = bool(gpus())
-    policy = set_precision(train_cfg, on_gpu)
-    loss_scale = policy == "mixed_float16"
+    policy = set_precision(train_cfg)
+    loss_scale = uses_loss_scaling(train_cfg)
     gan = Gan(model_cfg, train_cfg, loss_scale=loss_scale)
     manager = checkpoint_manager(gan, out, train_cfg.keep_checkpoints)
     losses: dict[str, list] = {"iteration": [], "d_loss": [], "g_loss": [], "gp": [], "time_s": []}

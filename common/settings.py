@@ -131,6 +131,9 @@ def section_from_mapping(cls: type, data: Mapping[str, Any], where: str) -> Any:
             raise UserError(f"{where}: unknown key '{key}' (known keys: {known})")
         value = _coerce(value, types[key], f"{where}.{key}")
         choices = fields[key].metadata.get("choices")
+        retired = fields[key].metadata.get("retired", {})
+        if isinstance(value, str) and value in retired:
+            raise UserError(f"{where}.{key}: {value!r} is no longer accepted ({retired[value]})")
         if choices is not None and value not in choices:
             raise UserError(f"{where}.{key}: {value!r} is not one of {', '.join(map(str, choices))}")
         kwargs[key] = value

@@ -13,7 +13,10 @@ ENGINES = (ENGINE_HOROVOD, ENGINE_MIRRORED)
 # How the gradient all-reduce is timed (``scaling.run --comm-timing``).
 COMM_TIMING_GRAPH = "graph"   # between in-graph timestamps: comm_s measured, no overlap with backprop
 COMM_TIMING_OFF = "off"       # untimed: Horovod may overlap; comm_s is NaN
-COMM_TIMING_MODES = (COMM_TIMING_GRAPH, COMM_TIMING_OFF)
+# Timestamps ordered by control dependencies only: right on CPUs, holds queued compute on GPUs;
+# only to measure what the fence costs (tools/ab_comm_timing.py).
+COMM_TIMING_UNFENCED = "graph-unfenced"
+COMM_TIMING_MODES = (COMM_TIMING_GRAPH, COMM_TIMING_OFF, COMM_TIMING_UNFENCED)
 
 MODE_STRONG = "strong"
 MODE_WEAK = "weak"
@@ -105,13 +108,14 @@ NOT_WORKLOAD_KEYS = ("train.batch_size", "train.iterations", "train.checkpoint_e
 
 # Settings outside the workload hash that still change what an epoch measures (threads and
 # thread pools, Horovod's fusion and cycle, how noise is drawn, whether the all-reduce is timed
-# in the graph, iterations per compiled call, whether ranks share a GPU and its energy): a resumed run must keep them (scaling.outdir),
-# and the runs of one series must agree on them (analysis.load), or one median would mix
+# in the graph, iterations per compiled call and between checks, whether ranks share a GPU and
+# its energy): a resumed run must keep them (scaling.outdir), and the runs of one series must
+# agree on them (analysis.load), or one median would mix
 # epochs of two configurations. They stay out of config_hash, whose values the analysis groups
 # by and which must not change.
 MEASUREMENT_KEYS = ("train.threads", "scaling.inter_op_threads", "scaling.fusion_threshold_bytes",
                     "scaling.cycle_time_ms", "scaling.global_noise", "scaling.comm_timing",
-                    "scaling.steps_per_call", "scaling.share_gpu")
+                    "scaling.steps_per_call", "scaling.check_every", "scaling.share_gpu")
 
 # Config key names (the last dotted component, in any section) that differ between the runs of
 # one series by design: world size and placement (``cpu_replicas`` sets N for the
@@ -130,6 +134,10 @@ LR_NONE = "none"
 LR_LINEAR = "linear"
 LR_SQRT = "sqrt"
 LR_SCALINGS = (LR_NONE, LR_LINEAR, LR_SQRT)
+
+# Training precisions (bologan.config maps each to a Keras dtype policy); here so that the
+# launchers can validate them without importing bologan.
+PRECISIONS = ("float32", "bf16", "fp16")
 
 # The run plan's defaults, shared by scaling.run's [scaling]/[data] sections and the launchers'
 # [run] section (which cannot import those). A launcher profile that wants other values writes

@@ -21,15 +21,14 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from common.errors import UserError
+from common.vocab import PRECISIONS
 from launch.common import NAME_PATTERN, check_name
 from launch.runargs import RunSettings
 
 # scaling.run settings a variant may change beyond [run]: key -> (type, flag, allowed values).
-# Precision names: float32 | bf16 | fp16 (and the older "mixed"), as scaling.run accepts them.
-PRECISION_NAMES = ("float32", "bf16", "fp16", "mixed")
 EXTRA_KEYS: dict[str, tuple[type, str, tuple[Any, ...]]] = {
     "xla": (bool, "--xla", ()),
-    "precision": (str, "--precision", PRECISION_NAMES),
+    "precision": (str, "--precision", PRECISIONS),
     "prefetch": (int, "--prefetch", ()),
     "steps_per_call": (int, "--steps-per-call", ()),
     "inter_op_threads": (int, "--inter-op-threads", ()),

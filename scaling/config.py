@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from common.settings import Range
-from common.vocab import (COMM_TIMING_GRAPH, COMM_TIMING_MODES, DEFAULT_BATCH_PER_RANK, DEFAULT_EPOCHS, DEFAULT_GLOBAL_BATCH, DEFAULT_ITERATIONS_PER_EPOCH,
-                          DEFAULT_WARMUP_EPOCHS, ENGINE_HOROVOD, ENGINE_MIRRORED, ENGINES, MODE_ENSEMBLE, MODE_WEAK, RUN_MODES)
+from common.vocab import (COMM_TIMING_GRAPH, COMM_TIMING_MODES, COMM_TIMING_OFF, COMM_TIMING_UNFENCED, DEFAULT_BATCH_PER_RANK, DEFAULT_EPOCHS, DEFAULT_GLOBAL_BATCH, DEFAULT_ITERATIONS_PER_EPOCH,
+                          DEFAULT_WARMUP_EPOCHS, ENGINE_HOROVOD, ENGINES, MODE_ENSEMBLE, MODE_WEAK, RUN_MODES)
 
 
 @dataclass
@@ -33,7 +33,9 @@ class ScalingConfig:
         "choices": COMM_TIMING_MODES,
         "help": "graph: time Horovod's all-reduce between in-graph timestamps (comm_s per epoch; the "
                 "reduction starts once every gradient exists); off: Horovod's own overlap of the "
-                "all-reduce with back-propagation, comm_s NaN (use --timeline for where time goes)"})
+                "all-reduce with back-propagation, comm_s NaN (use --timeline for where time goes); "
+                "graph-unfenced: timestamps not waiting for the values, only to measure the fence's cost "
+                "(comm_s then holds queued compute on GPUs)"})
     group_size: int = field(default=1, metadata={
         "help": "ensemble mode: ranks per member (each member trains its own GAN; --batch-per-rank per rank)"})
     member_names: list[str] = field(default_factory=list, metadata={
@@ -48,8 +50,12 @@ class ScalingConfig:
     variant: str = field(default="", metadata={
         "help": "name of the study variant this run measures (launch.study [variants]); labels its series"})
     steps_per_call: int = field(default=1, metadata={
-        "help": "training iterations per compiled call (an in-graph loop; results read back and the stop "
-                "flag agreed once per call); must divide --iterations-per-epoch; horovod engine only"})
+        "help": "training iterations per compiled call (horovod: a loop in the graph; mirrored: unrolled "
+                "per replica); must divide --iterations-per-epoch"})
+    check_every: int = field(default=0, metadata={
+        "help": "iterations between read-backs of the step results (NaN check, step times) and stop-flag "
+                "agreements; a multiple of --steps-per-call that divides --iterations-per-epoch (0 = every "
+                "call). On GPUs, a larger value keeps the host from waiting for the device every call"})
 
     def check(self) -> None:
         for name in ("global_batch", "batch_per_rank", "epochs", "iterations_per_epoch", "cpu_replicas",
@@ -76,11 +82,23 @@ class ScalingConfig:
         if self.iterations_per_epoch % self.steps_per_call:
             raise ValueError(f"{what} {self.steps_per_call} does not divide iterations_per_epoch "
                              f"{self.iterations_per_epoch} (an epoch is a whole number of calls)")
-        if self.steps_per_call > 1 and self.engine == ENGINE_MIRRORED and self.mode != MODE_ENSEMBLE:
-            # tf.distribute runs the step through strategy.run, whose per-replica results the
-            # in-graph loop does not carry (bologan.step); an ensemble member uses no strategy.
-            raise ValueError(f"{what} {self.steps_per_call} needs --engine {ENGINE_HOROVOD} (tf.distribute "
-                             f"runs one iteration per call)")
+        every = "check_every (--check-every)"
+        if self.check_every < 0:
+            raise ValueError(f"{every} must be >= 0 (0: once per call)")
+        if self.check_every and (self.check_every % self.steps_per_call
+                                 or self.iterations_per_epoch % self.check_every):
+            raise ValueError(f"{every} {self.check_every} must be a multiple of steps_per_call "
+                             f"{self.steps_per_call} that divides iterations_per_epoch {self.iterations_per_epoch}")
+
+    @property
+    def comm_timed(self) -> bool:
+        """Whether the all-reduce is timed between in-graph timestamps."""
+        return self.comm_timing != COMM_TIMING_OFF
+
+    @property
+    def comm_fenced(self) -> bool:
+        """Whether those timestamps wait for the values (bologan.step.host_fence)."""
+        return self.comm_timing != COMM_TIMING_UNFENCED
 
     def set_horovod_environment(self) -> None:
         """Put the Horovod settings where ``hvd.init()`` reads them (the environment). Done

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 
 from bologan.step import Replicas, timed
-from common.vocab import COMM_TIMING_GRAPH, ENGINE_HOROVOD, ENGINE_MIRRORED, MODE_ENSEMBLE
+from common.vocab import ENGINE_HOROVOD, ENGINE_MIRRORED, MODE_ENSEMBLE
 from scaling.collectives import LocalCollectives
 from scaling.config import ScalingConfig
 from scaling.devices import Pinned, pin_rank, worker_port
@@ -87,9 +87,10 @@ class SingleEngine:
 class _HorovodReplicas(Replicas):
     """Horovod's replicas: every rank of the job, or of one process set (an ensemble member)."""
 
-    def __init__(self, hvd, timed_comm: bool = True, process_set=None):
+    def __init__(self, hvd, timed_comm: bool = True, process_set=None, comm_fence: bool = True):
         self.hvd = hvd
         self.timed_comm = timed_comm
+        self.comm_fence = comm_fence
         self.process_set = hvd.global_process_set if process_set is None else process_set
 
     def index(self):
@@ -98,25 +99,21 @@ class _HorovodReplicas(Replicas):
     def count(self) -> int:
         return self.process_set.size()
 
-    def gradients(self, tape, loss, variables, group):
-        dtape = self.hvd.DistributedGradientTape(tape, op=self.hvd.Average, process_set=self.process_set)
+    def has_collectives(self) -> bool:
+        return True   # Horovod reduces even at one rank, so the one-rank baseline pays for it too
+
+    def reduce(self, grads, variables, group):
+        import tensorflow as tf
+
+        # Horovod's own reduction (fusion, compression, process set) of gradients computed
+        # outside it, so that XLA can compile the backward pass without the all-reduce.
+        reduce_inner = self.hvd.DistributedGradientTape(tf.GradientTape(), op=self.hvd.Average,
+                                                        process_set=self.process_set)._allreduce_grads
         if not self.timed_comm:
-            # No timestamps, so no control dependency on every gradient: Horovod may start
-            # reducing the first gradients while back-propagation still computes the others.
-            import tensorflow as tf
-
-            return dtape.gradient(loss, variables), tf.constant(float("nan"), tf.float64)
-        reduce_inner = dtape._allreduce_grads  # Horovod's own reduction, wrapped to time it
-        spent = []
-
-        def timed_reduce(grads, sources, *args):
-            reduced, dt = timed(lambda g: list(reduce_inner(g, sources, *args)), list(grads))
-            spent.append(dt)
-            return reduced
-
-        dtape._allreduce_grads = timed_reduce
-        grads = dtape.gradient(loss, variables)
-        return grads, spent[0]
+            # No timestamps, so no dependency on every gradient: Horovod may start reducing the
+            # first gradients while back-propagation still computes the others.
+            return list(reduce_inner(grads, variables)), tf.constant(float("nan"), tf.float64)
+        return timed(lambda g: list(reduce_inner(g, variables)), list(grads), self.comm_fence)
 
 
 class HorovodEngine(SingleEngine):
@@ -141,7 +138,7 @@ class HorovodEngine(SingleEngine):
         return [self.world.rank]
 
     def replicas_object(self) -> Replicas:
-        return _HorovodReplicas(self.hvd, timed_comm=self.cfg.comm_timing == COMM_TIMING_GRAPH)
+        return _HorovodReplicas(self.hvd, timed_comm=self.cfg.comm_timed, comm_fence=self.cfg.comm_fenced)
 
     def after_build(self, gan) -> None:
         # Identical start on every rank: weights, optimiser slots, the iteration counter and the

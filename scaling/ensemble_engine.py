@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Any
 
 from bologan.step import Replicas
-from common.vocab import COMM_TIMING_GRAPH
 from scaling.engines import HorovodEngine, SingleEngine, _HorovodReplicas, _pin
 
 
@@ -87,7 +86,7 @@ class GroupEngine(HorovodEngine):
         return [self.rank_in_group]
 
     def replicas_object(self) -> Replicas:
-        return _HorovodReplicas(self.hvd, timed_comm=self.cfg.comm_timing == COMM_TIMING_GRAPH,
+        return _HorovodReplicas(self.hvd, timed_comm=self.cfg.comm_timed, comm_fence=self.cfg.comm_fenced,
                                 process_set=self.process_set)
 
     def after_build(self, gan) -> None:

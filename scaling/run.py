@@ -458,19 +458,19 @@ def _recheck_for_replicas(checked: _Checked, world: World, replicas: int) -> tup
 
 def _build_model(ctx: RunContext) -> _Model:
     """The GAN and its step compiled for the engine; on --resume, the latest checkpoint restored."""
-    from bologan.model import Gan, checkpoint_manager, set_precision
+    from bologan.model import Gan, checkpoint_manager, set_precision, uses_loss_scaling
     from bologan.step import NoiseSpec, WganGpStep
 
     sc, model_cfg, train_cfg, engine = ctx.sc, ctx.cfg["model"], ctx.cfg["train"], ctx.engine
-    policy = set_precision(train_cfg, engine.on_gpu)
+    policy = set_precision(train_cfg)
     lr_scale = _lr_scale_factor(ctx)
     with engine.scope():
-        gan = Gan(model_cfg, train_cfg, lr_scale=lr_scale, loss_scale=policy == "mixed_float16")
+        gan = Gan(model_cfg, train_cfg, lr_scale=lr_scale, loss_scale=uses_loss_scaling(train_cfg))
         # Every replica's noise stream has the same checkpointed state; replicas differ by the
         # replica index each keys its draws with (bologan.step), unless global noise is on.
         noise = NoiseSpec(seed=train_cfg.seed, global_noise=sc.global_noise)
         step = WganGpStep(gan, model_cfg, train_cfg, replicas=engine.replicas_object(), noise=noise,
-                          loss_scale=policy == "mixed_float16").compile(engine.wrap(), sc.steps_per_call)
+                          loss_scale=uses_loss_scaling(train_cfg)).compile(engine.wrap(), sc.steps_per_call)
 
     # Horovod: rank 0 writes checkpoints. tf.distribute: every worker must take part in saving,
     # so the non-chief workers save into a scratch folder, removed after each save.
@@ -612,7 +612,8 @@ def _train(ctx: RunContext, model: _Model, attempt: int, start_epoch: int, nodes
     plan = EpochPlan(epochs=sc.epochs, iterations_per_epoch=sc.iterations_per_epoch,
                      warmup_epochs=sc.warmup_epochs, attempt=attempt,
                      showers_per_iteration=train_cfg.n_disc * ctx.batch * len(iterators),
-                     member=ctx.ensemble.member if ctx.ensemble else 0, steps_per_call=sc.steps_per_call)
+                     member=ctx.ensemble.member if ctx.ensemble else 0, steps_per_call=sc.steps_per_call,
+                     check_every=sc.check_every)
 
     # [train] checkpoint_every (scaling.checkpoint_cost): every rank decides alike; a stopping run
     # always saves its completed epoch. Each save's time and bytes go to run.json.

@@ -6,8 +6,11 @@ the slowest replica); ``compute_s`` the rest of the step calls. What is left of 
 (stop-flag checks, energy windows) is overhead the analysis shows as "other".
 
 With ``steps_per_call`` K > 1 every step call runs K iterations and returns K values of each
-result: the stop flag is agreed once per call, a stop ends the epoch after the call in flight,
-and the step-time quantiles are of per-call times / K (each of a call's iterations gets 1/K).
+result. Results stay on the device until a check, every ``check_every`` iterations (a whole
+number of calls; default once per call): only then are they read back (one wait for the
+device), the losses checked for NaN and the stop flag agreed (one collective), and a stop ends
+the epoch there. Step-time quantiles are of per-iteration times taken in the graph (the
+step's ``step_s``, from an iteration's start until its values exist) less its ``comm_s``.
 """
 from __future__ import annotations
 
@@ -76,6 +79,7 @@ class EpochPlan:
     showers_per_iteration: int   # this rank's showers per iteration (all its local replicas)
     member: int = 0              # the ensemble member this rank trains (0: one GAN)
     steps_per_call: int = 1      # iterations per step call (divides iterations_per_epoch)
+    check_every: int = 0         # iterations between read-backs and stop checks (0: every call)
 
 
 def _fmt_eta(seconds: float) -> str:
@@ -94,7 +98,7 @@ def run_epochs(*, world: World, plan: EpochPlan, start_epoch: int, step: Callabl
     (evaluation, TensorBoard), but not when a stop signal ends the run before its last epoch;
     when it returns True (the same on every rank) the run ends there, as completed.
 
-    A stop agreed by all ranks ends the epoch in flight after the current call. If that
+    A stop agreed by all ranks ends the epoch in flight at the next check. If that
     leaves the epoch short, its row is kept with ``interrupted=True`` (its time and energy stay
     apart from the clean epochs) and no checkpoint is written for it: the run resumes from the
     end of the last complete epoch and runs this one again.
@@ -120,31 +124,41 @@ def run_epochs(*, world: World, plan: EpochPlan, start_epoch: int, step: Callabl
         iterations = 0
         stopping = False
         k = plan.steps_per_call
-        for _ in range(plan.iterations_per_epoch // k):
+        calls = plan.iterations_per_epoch // k
+        calls_per_check = max(1, plan.check_every // k)
+        pending: list = []            # results of the calls since the last check, on the device
+        t_busy, pending_wait = time.perf_counter(), 0.0
+        for c in range(calls):
             ta = time.perf_counter()
             batches = [next(it) for it in iterators]
             tb = time.perf_counter()
-            out = step(*engine.feed(batches))
-            # Reading the results waits for the step to finish, so busy time is complete.
-            comm_s = sum(_per_iteration(engine, out["comm_s"], k))
-            d_losses.extend(_per_iteration(engine, out["d_loss"], k))
-            g_losses.extend(_per_iteration(engine, out["g_loss"], k))
+            pending.append(step(*engine.feed(batches)))
+            pending_wait += tb - ta
+            if (c + 1) % calls_per_check and c + 1 < calls:
+                continue
+            # Reading the results waits for every pending call to finish, so busy time is complete.
+            res = _read_back(engine, pending, k)
             tc = time.perf_counter()
-            wait += tb - ta
-            comm += comm_s
-            busy += tc - tb
-            # One call of k iterations is timed as a whole: each of its iterations gets 1/k of it.
-            steps.extend([(tc - ta - (comm_s if math.isfinite(comm_s) else 0.0)) / k] * k)
-            iterations += k
+            wait += pending_wait
+            busy += tc - t_busy - pending_wait
+            if not res["step_s"]:   # a step that does not time itself: the interval's share
+                res["step_s"] = [(tc - t_busy - pending_wait) / len(res["d_loss"])] * len(res["d_loss"])
+            comm += sum(res["comm_s"])
+            d_losses.extend(res["d_loss"])
+            g_losses.extend(res["g_loss"])
+            steps.extend(s - (c_s if math.isfinite(c_s) else 0.0) for s, c_s in zip(res["step_s"], res["comm_s"]))
+            iterations += k * len(pending)
+            pending = []
+            if not all(map(math.isfinite, res["d_loss"] + res["g_loss"])):
+                raise RuntimeError(f"rank {world.rank}: non-finite loss in epoch {epoch}")
             if coll.any(stop.raised):
                 stopping = True
                 break
+            t_busy, pending_wait = time.perf_counter(), 0.0
         # A stop after the epoch's last iteration leaves a complete epoch: it is kept and saved.
         interrupted = iterations < plan.iterations_per_epoch
         time_s = time.perf_counter() - t0
         window: EnergyWindow = meter.end(name)
-        if not (math.isfinite(d_losses[-1]) and math.isfinite(g_losses[-1])):
-            raise RuntimeError(f"rank {world.rank}: non-finite loss in epoch {epoch}")
         record = EpochRecord(
             rank=world.rank, local_rank=world.local_rank, node=world.node, epoch=epoch, attempt=plan.attempt,
             time_s=time_s, compute_s=max(0.0, busy - comm) if math.isfinite(comm) else busy, comm_s=comm, data_wait_s=wait,
@@ -179,6 +193,20 @@ def run_epochs(*, world: World, plan: EpochPlan, start_epoch: int, step: Callabl
         if (after_epoch is not None and after_epoch(epoch, records)) or stopping:
             return True
     return True
+
+
+RESULT_KEYS = ("d_loss", "g_loss", "comm_s", "step_s")
+
+
+def _read_back(engine, results: list[dict], k: int) -> dict[str, list[float]]:
+    """The step results of several calls as one list per key, one number per iteration
+    (``step_s`` empty when the step does not time its iterations)."""
+    out: dict[str, list[float]] = {key: [] for key in RESULT_KEYS}
+    for result in results:
+        for key in RESULT_KEYS:
+            if key in result:
+                out[key].extend(_per_iteration(engine, result[key], k))
+    return out
 
 
 def _per_iteration(engine, value, k: int) -> list[float]:

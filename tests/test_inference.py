@@ -171,7 +171,7 @@ def test_cli_writes_json_and_plot_readable_by_comparison(tmp_path, capsys):
     out = tmp_path / "inf" / "pions.json"
     rc = bench.main(["--inference", "--particle", "pions", "--batch-sizes", "1,4",
                                    "--on-demand-calls", "4", "--warmup-calls", "1", "--min-time-s", "0.01",
-                                   "--min-calls", "2", "--precision", "mixed", "--out", str(out),
+                                   "--min-calls", "2", "--precision", "bf16", "--out", str(out),
                                    "--powercap-root", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 0, err

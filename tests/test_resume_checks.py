@@ -29,6 +29,7 @@ CHANGES = {
     "scaling.comm_timing": (["--comm-timing", "off"], "'off'", "'graph'"),
     "scaling.steps_per_call": (["--steps-per-call", "2"], "2", "1"),
     "scaling.share_gpu": (["--share-gpu"], "True", "False"),
+    "scaling.check_every": (["--check-every", "1"], "1", "0"),
 }
 
 

@@ -120,3 +120,34 @@ def test_multiworker_two_processes_equal_one_rank(tmp_path, reference_run):
     # The non-chief worker saved each epoch's checkpoint into a scratch folder under TMPDIR
     # (every worker must take part in a save); none may be left behind.
     assert not [p.name for p in scratch.rglob("*ckpt*")]
+
+
+def _assert_same_losses(a, b):
+    """XLA fuses and reorders float operations: the epochs' mean losses agree to rounding, the
+    weights to a small fraction of one Adam step (lr 1e-4) per iteration."""
+    ea, eb = (load_run(r).epochs.groupby("epoch")[["d_loss", "g_loss"]].mean() for r in (a, b))
+    assert len(ea) == len(eb) == 2
+    np.testing.assert_allclose(eb.to_numpy(), ea.to_numpy(), rtol=1e-3, atol=1e-4)
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        np.testing.assert_allclose(wa[k], wb[k], rtol=0, atol=1e-4, err_msg=k)
+
+
+@pytest.mark.mpi
+def test_horovod_two_ranks_with_xla_match_the_run_without(tmp_path, reference_run):
+    # --xla used to fail on every data-parallel run: tf.timestamp and the all-reduce have no XLA
+    # kernels. Now XLA compiles each replica's forward/backward and update around them.
+    two = _equivalence_runs(tmp_path, "hvd2-xla", 2, ["--engine", "horovod", "--xla"])
+    _assert_same_losses(reference_run, two)
+    _assert_comm_measured(two, 2)
+
+
+@pytest.mark.mpi
+def test_multiworker_two_processes_with_xla_match_the_run_without(tmp_path, reference_run):
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    two = _equivalence_runs(tmp_path, "mwms2-xla", 2, ["--engine", "mirrored", "--xla"],
+                            env={"TMPDIR": str(scratch)})
+    _assert_same_losses(reference_run, two)
+    _assert_comm_measured(two, 2)

@@ -1,11 +1,12 @@
 """--steps-per-call K: K iterations in one compiled call (an in-graph loop).
 
 What is checked: K = 8 gives the weights of K = 1 after the same 16 iterations (in-process with
-the single-replica step, and through scaling.run with its one-rank Horovod engine); the epoch
-loop counts the same iterations and showers per epoch, reads results once per call and agrees
-on the stop flag once per call; a K that is 0 or does not divide the epoch, or K > 1 with
-tf.distribute, is refused in one line (exit 2); K is a measurement setting, outside the
-workload hash; the benchmark reports K.
+the single-replica step, and through scaling.run with its one-rank Horovod engine and with
+tf.distribute on two logical devices); the epoch loop counts the same iterations and showers per
+epoch, reads results back and agrees on the stop flag once per call, or once per --check-every
+iterations; a K or a check interval that is 0/negative or does not fit the epoch is refused in
+one line (exit 2); both are measurement settings, outside the workload hash; the benchmark
+reports K.
 """
 from __future__ import annotations
 
@@ -74,7 +75,7 @@ def test_eight_iterations_per_call_give_the_weights_of_one_per_call():
         np.testing.assert_array_equal(a, b)
 
 
-def test_step_refuses_a_bad_k_and_a_per_replica_wrapper():
+def test_step_refuses_a_bad_k():
     from bologan.config import ModelConfig, TrainConfig
     from bologan.model import Gan
     from bologan.step import WganGpStep
@@ -83,8 +84,6 @@ def test_step_refuses_a_bad_k_and_a_per_replica_wrapper():
     step = WganGpStep(Gan(model, train), model, train)
     with pytest.raises(ValueError, match="steps_per_call must be >= 1"):
         step.compile(steps_per_call=0)
-    with pytest.raises(ValueError, match="does not wrap the step"):
-        step.compile(lambda fn: fn, steps_per_call=2)
 
 
 # ------------------------------------------------------------------ the epoch loop, fake step
@@ -102,9 +101,20 @@ class _CountingCollectives(LocalCollectives):
         return super().any(flag)
 
 
-def _fake_loop(tmp_path, k: int, stop_at_call: int | None = None):
+class _CountingEngine(FakeEngine):
+    """Counts the step results read back to the host."""
+
+    def __init__(self):
+        self.reads = 0
+
+    def local_values(self, value):
+        self.reads += 1
+        return [value]
+
+
+def _fake_loop(tmp_path, k: int, stop_at_call: int | None = None, check_every: int = 0, reads: list | None = None):
     """run_epochs over 2 epochs of 8 iterations with a fake K-iteration step."""
-    stop, coll, calls = StopFlag(), _CountingCollectives(), []
+    stop, coll, calls, engine = StopFlag(), _CountingCollectives(), [], _CountingEngine()
 
     def step(*args):
         calls.append(args)
@@ -113,15 +123,17 @@ def _fake_loop(tmp_path, k: int, stop_at_call: int | None = None):
         first = (len(calls) - 1) * k
         losses = np.arange(first, first + k, dtype=np.float32)   # iteration i's d_loss is i
         if k == 1:
-            return {"comm_s": 0.001, "d_loss": losses[0], "g_loss": -losses[0]}
-        return {"comm_s": np.full(k, 0.001), "d_loss": losses, "g_loss": -losses}
+            return {"comm_s": 0.001, "d_loss": losses[0], "g_loss": -losses[0], "step_s": 0.004}
+        return {"comm_s": np.full(k, 0.001), "d_loss": losses, "g_loss": -losses, "step_s": np.full(k, 0.004)}
 
-    writer = RunWriter(tmp_path / f"k{k}", {"run_id": "t"})
+    writer = RunWriter(tmp_path / f"k{k}-c{check_every}", {"run_id": "t"})
     plan = EpochPlan(epochs=2, iterations_per_epoch=8, warmup_epochs=0, attempt=0, showers_per_iteration=10,
-                     steps_per_call=k)
-    run_epochs(world=WORLD, plan=plan, start_epoch=0, step=step, engine=FakeEngine(),
+                     steps_per_call=k, check_every=check_every)
+    run_epochs(world=WORLD, plan=plan, start_epoch=0, step=step, engine=engine,
                iterators=[itertools.repeat((None, None))], meter=FakeMeter(), coll=coll, writer=writer,
                save_checkpoint=lambda epoch: None, stop=stop, log=lambda msg: None)
+    if reads is not None:
+        reads.append(engine.reads)
     return writer.epochs, len(calls), coll.stop_checks
 
 
@@ -136,6 +148,45 @@ def test_epoch_rows_count_the_same_iterations_and_showers_for_any_k(tmp_path, k)
     # The stop flag is agreed once per call (plus once before the first epoch).
     assert checks_1 == 16 + 1 and checks_k == 16 // k + 1
     assert [r.comm_s for r in rows_k] == pytest.approx([r.comm_s for r in rows_1])
+    # Step times are the step's own (in-graph) per-iteration times less their all-reduce time.
+    assert [r.step_time_p50_s for r in rows_k] == pytest.approx([0.003, 0.003])
+
+
+@pytest.mark.parametrize("k, every", [(1, 8), (1, 4), (2, 4), (4, 8)])
+def test_results_are_read_back_and_the_stop_agreed_once_per_check(tmp_path, k, every):
+    reads: list[int] = []
+    rows_1, _, _ = _fake_loop(tmp_path, 1)
+    rows, calls, checks = _fake_loop(tmp_path, k, check_every=every, reads=reads)
+    assert calls == 16 // k
+    assert checks == 16 // every + 1
+    # Every result of every call is read (4 keys), but only at the checks: the device is waited for
+    # there, so on a GPU the host queues the calls in between without waiting.
+    assert reads == [4 * calls]
+    assert [(r.iterations, r.showers, r.d_loss, r.g_loss) for r in rows] == \
+        [(r.iterations, r.showers, r.d_loss, r.g_loss) for r in rows_1]
+
+
+def test_a_stop_ends_the_epoch_at_the_next_check(tmp_path):
+    rows, calls, _ = _fake_loop(tmp_path, 1, stop_at_call=1, check_every=4)
+    assert calls == 4
+    assert [(r.epoch, r.iterations, r.interrupted) for r in rows] == [(0, 4, True)]
+
+
+def test_a_nan_loss_is_found_at_the_check_that_reads_it(tmp_path):
+    stop, coll = StopFlag(), _CountingCollectives()
+    losses = iter([1.0, float("nan")] + [1.0] * 20)
+
+    def step(*args):
+        d = next(losses)
+        return {"comm_s": 0.0, "d_loss": d, "g_loss": -d, "step_s": 0.001}
+
+    plan = EpochPlan(epochs=1, iterations_per_epoch=8, warmup_epochs=0, attempt=0, showers_per_iteration=10,
+                     check_every=4)
+    with pytest.raises(RuntimeError, match="non-finite loss in epoch 0"):
+        run_epochs(world=WORLD, plan=plan, start_epoch=0, step=step, engine=FakeEngine(),
+                   iterators=[itertools.repeat((None, None))], meter=FakeMeter(), coll=coll, writer=None,
+                   save_checkpoint=lambda epoch: None, stop=stop, log=lambda msg: None)
+    assert coll.stop_checks == 1    # the start-up check only: the NaN stopped the first check
 
 
 def test_a_stop_ends_the_epoch_after_the_call_in_flight(tmp_path):
@@ -150,9 +201,17 @@ def test_a_stop_ends_the_epoch_after_the_call_in_flight(tmp_path):
     (["--steps-per-call", "0"], "steps_per_call (--steps-per-call) must be >= 1"),
     (["--steps-per-call", "3", "--iterations-per-epoch", "20"],
      "steps_per_call (--steps-per-call) 3 does not divide iterations_per_epoch 20"),
-    (["--steps-per-call", "2", "--engine", "mirrored"], "steps_per_call (--steps-per-call) 2 needs"),
+    (["--check-every", "-1"], "check_every (--check-every) must be >= 0"),
+    (["--steps-per-call", "2", "--check-every", "3", "--iterations-per-epoch", "12"],
+     "check_every (--check-every) 3 must be a multiple of steps_per_call 2"),
+    (["--check-every", "5", "--iterations-per-epoch", "20"], None),
+    (["--check-every", "8", "--iterations-per-epoch", "20"], "that divides iterations_per_epoch 20"),
 ])
 def test_bad_steps_per_call_is_one_line_exit_2(tmp_path, capsys, argv, words):
+    if words is None:   # a valid interval passes the check
+        cfg = scaling_run._resolve_config(scaling_run.parse_args(argv))
+        assert cfg["scaling"].check_every == int(argv[1])
+        return
     msg = refused(capsys, tmp_path, scaling_run.main, ["--out", str(tmp_path / "run"), *argv])
     assert words in msg, msg
 
@@ -166,6 +225,7 @@ def test_steps_per_call_is_a_measurement_setting_outside_the_workload_hash():
 
     assert scaling_run.workload_hash(cfg("1")) == scaling_run.workload_hash(cfg("8"))
     assert "scaling.steps_per_call" in MEASUREMENT_KEYS and "scaling.steps_per_call" not in NOT_WORKLOAD_KEYS
+    assert "scaling.check_every" in MEASUREMENT_KEYS and "scaling.check_every" not in NOT_WORKLOAD_KEYS
     assert measurement_settings(cfg("1"))["scaling.steps_per_call"] == 1
     assert measurement_settings(cfg("8"))["scaling.steps_per_call"] == 8
 
@@ -216,6 +276,27 @@ def test_scaling_run_with_eight_iterations_per_call_matches_one(tmp_path):
     np.testing.assert_allclose(eb.d_loss, ea.d_loss, rtol=0, atol=0)
     meta = json.loads((runs[8] / "run.json").read_text())
     assert meta["config"]["scaling"]["steps_per_call"] == 8
+
+
+def test_tf_distribute_with_four_iterations_per_call_matches_one(tmp_path):
+    # K iterations unrolled in each replica's function (the all-reduce may not run in a graph
+    # loop): the same kernels in the same order as K = 1, so the same weights bit for bit.
+    runs = {}
+    mirrored = [arg if arg != "horovod" else "mirrored" for arg in TINY_RUN] + ["--cpu-replicas", "2"]
+    for k in (1, 4):
+        out = tmp_path / f"k{k}"
+        res = run_module("scaling.run", [*mirrored, "--steps-per-call", str(k), "--check-every", "8",
+                                         "--out", str(out)], timeout=500)
+        assert res.returncode == 0, res.stderr[-3000:]
+        runs[k] = out
+    a, b = _run_weights(runs[1]), _run_weights(runs[4])
+    assert sorted(a) == sorted(b) and any("iteration" in key for key in a)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    ea, eb = load_run(runs[1]).epochs, load_run(runs[4]).epochs
+    assert list(eb.iterations) == list(ea.iterations) == [8, 8]
+    np.testing.assert_array_equal(eb.d_loss, ea.d_loss)
+    assert (eb.comm_s > 0).all() and (eb.step_time_p50_s > 0).all()
 
 
 @pytest.mark.mpi
