@@ -17,7 +17,7 @@ example:
 
 Run directories (folders with run.json) are found at any depth; all-reduce benchmark files
 (allreduce*.json) beside them are used for the communication model. --network takes a
-shipped network's name (analysis/networks/), `all` for every shipped one, or a TOML file with
+shipped network's name (analysis/projection/networks/), `all` for every shipped one, or a TOML file with
 [network], [inter_node] and optionally [intra_node] tables (bandwidth, latency and a source for
 each link; see docs/analysis.md).
 """
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def carbon_request(args: argparse.Namespace):
     """The CarbonRequest of the flags (defaults where not given); a bad value is a UserError."""
-    from analysis.carbon import DEFAULT_CARBON_G_PER_KWH, DEFAULT_PUE, CarbonRequest
+    from analysis.energy.carbon import DEFAULT_CARBON_G_PER_KWH, DEFAULT_PUE, CarbonRequest
 
     given = tuple(name for name, v in (("carbon", args.carbon_intensity_g_per_kwh), ("pue", args.pue),
                                         ("price", args.price_per_kwh)) if v is not None)
@@ -87,10 +87,10 @@ def carbon_request(args: argparse.Namespace):
 @main_guard
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from analysis.campaign import BOLOGAN_ITERATIONS, CampaignRequest
+    from analysis.campaign.campaign import BOLOGAN_ITERATIONS, CampaignRequest
     from analysis.pipeline import analyse, check_out, write_report
-    from analysis.comm_model import shipped_networks
-    from analysis.projection import resolve_network_arg
+    from analysis.projection.comm_model import shipped_networks
+    from analysis.projection.projection import resolve_network_arg
 
     def progress(msg: str) -> None:
         if not args.quiet:

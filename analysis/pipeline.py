@@ -20,33 +20,33 @@ import pandas as pd
 
 from analysis import energy_metrics as em
 from analysis.bootstrap import CONFIDENCE, RESAMPLES
-from analysis.campaign import CampaignRequest, CampaignResult, analyse_campaigns, is_ensemble
-from analysis.carbon import CarbonRequest, CarbonResult, carbon_section, carbon_table
-from analysis.carbon import key_result_items as carbon_key_items
-from analysis.carbon import write_tables as write_carbon_tables
+from analysis.campaign.campaign import CampaignRequest, CampaignResult, analyse_campaigns, is_ensemble
+from analysis.energy.carbon import CarbonRequest, CarbonResult, carbon_section, carbon_table
+from analysis.energy.carbon import key_result_items as carbon_key_items
+from analysis.energy.carbon import write_tables as write_carbon_tables
 from analysis.checkpoints import checkpoint_table, checkpoints_section
-from analysis.energy_intervals import EngineComparison, compare_engines, interval_table, intervals_section
+from analysis.energy.energy_intervals import EngineComparison, compare_engines, interval_table, intervals_section
 from analysis.variants import VariantsResult, analyse_variants, best_items, plot_variants, variants_section
 from analysis.variants import write_tables as write_variant_tables
-from analysis.campaign_report import campaign_section, plot_campaign
-from analysis.campaign_report import key_result_items as campaign_key_items
-from analysis.campaign_report import write_tables as write_campaign_tables
-from analysis.comm_model import shipped_networks
-from analysis.layout import LayoutResult, analyse_layouts, layout_section
-from analysis.layout import key_result_items as layout_key_items
-from analysis.layout import write_tables as write_layout_tables
+from analysis.campaign.campaign_report import campaign_section, plot_campaign
+from analysis.campaign.campaign_report import key_result_items as campaign_key_items
+from analysis.campaign.campaign_report import write_tables as write_campaign_tables
+from analysis.projection.comm_model import shipped_networks
+from analysis.campaign.layout import LayoutResult, analyse_layouts, layout_section
+from analysis.campaign.layout import key_result_items as layout_key_items
+from analysis.campaign.layout import write_tables as write_layout_tables
 from analysis.load import BenchFile, Series, find_inputs, group_series, load_bench, load_runs
-from analysis.pareto import REFERENCE_SHOWERS, ParetoPoint, pareto_table
-from analysis.power_report import PowerResult, analyse_power
-from analysis.power_report import write_tables as write_power_tables
-from analysis.power_sections import plot_telemetry_timeline, power_sections
+from analysis.energy.pareto import REFERENCE_SHOWERS, ParetoPoint, pareto_table
+from analysis.energy.power_report import PowerResult, analyse_power
+from analysis.energy.power_report import write_tables as write_power_tables
+from analysis.energy.power_sections import plot_telemetry_timeline, power_sections
 from analysis.plots import Plotter, PlotFile
-from analysis.projection import ProjectionResult, build_projection
-from analysis.projection_report import file_networks, key_result_items, projection_plot_note, projection_section
-from analysis.quality_plots import plot_quality_curves, plot_to_target
-from analysis.quality_report import QualityResult, analyse_quality, time_to_target_section
-from analysis.quality_report import key_result_items as quality_key_items
-from analysis.quality_report import write_tables as write_quality_tables
+from analysis.projection.projection import ProjectionResult, build_projection
+from analysis.projection.projection_report import file_networks, key_result_items, projection_plot_note, projection_section
+from analysis.quality.quality_plots import plot_quality_curves, plot_to_target
+from analysis.quality.quality_report import QualityResult, analyse_quality, time_to_target_section
+from analysis.quality.quality_report import key_result_items as quality_key_items
+from analysis.quality.quality_report import write_tables as write_quality_tables
 from analysis.numbers import count, duration, energy, interval, percent, power, rate, ratio, significant
 from analysis.report import Document
 from analysis.sites import sites_section, sites_table
@@ -75,16 +75,16 @@ class Analysis:
     skipped_plots: dict[str, str] = field(default_factory=dict)
     power_run: Run | None = None
     skipped_runs: list[str] = field(default_factory=list)
-    campaign: CampaignResult | None = None   # ensembles, campaign makespans and plan (analysis.campaign)
-    quality: QualityResult | None = None     # time to a quality target (analysis.quality_report)
-    layouts: LayoutResult | None = None      # ranks x threads of a node compared (analysis.layout)
-    carbon: CarbonResult | None = None       # CO2e and cost (analysis.carbon)
+    campaign: CampaignResult | None = None   # ensembles, campaign makespans and plan (analysis.campaign.campaign)
+    quality: QualityResult | None = None     # time to a quality target (analysis.quality.quality_report)
+    layouts: LayoutResult | None = None      # ranks x threads of a node compared (analysis.campaign.layout)
+    carbon: CarbonResult | None = None       # CO2e and cost (analysis.energy.carbon)
     variants: VariantsResult | None = None   # launch.study [variants] compared (analysis.variants)
-    energy_intervals: pd.DataFrame | None = None      # analysis.energy_intervals
+    energy_intervals: pd.DataFrame | None = None      # analysis.energy.energy_intervals
     engine_comparisons: list[EngineComparison] = field(default_factory=list)
     checkpoints: pd.DataFrame | None = None  # checkpoint cost and optimal interval (analysis.checkpoints)
     mtbf_h: float | None = None
-    power: PowerResult | None = None         # idle, gross/net, peak power, telemetry (analysis.power_report)
+    power: PowerResult | None = None         # idle, gross/net, peak power, telemetry (analysis.energy.power_report)
     sites: pd.DataFrame | None = None        # one workload at several sites (analysis.sites)
 
 
@@ -100,7 +100,7 @@ def analyse(paths: Sequence[str | Path], network_files: Sequence[Path] = (),
     runs = load_runs(run_dirs, progress, skipped)
     if not runs:
         raise UserError(f"no run with a recorded epoch ({len(skipped)} skipped; first: {skipped[0]})")
-    # Ensemble runs train many GANs without reduction: analysed by analysis.campaign, not as a
+    # Ensemble runs train many GANs without reduction: analysed by analysis.campaign.campaign, not as a
     # data-parallel series (no speedup, no all-reduce to project).
     series = group_series([r for r in runs if not is_ensemble(r)])
     progress(f"{len(series)} series: " + "; ".join(f"{s.key.label} N={s.world_sizes}" for s in series))

@@ -28,7 +28,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullForma
 from analysis import energy_metrics as em
 from analysis.bootstrap import CONFIDENCE
 from analysis.numbers import count, percent
-from analysis.pareto import REFERENCE_SHOWERS
+from analysis.energy.pareto import REFERENCE_SHOWERS
 from analysis.summary import SeriesResult
 from bologan.metrics import SELECTION_METRIC, best_iteration
 from common.plotting import new_figure, save_figure

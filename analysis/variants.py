@@ -32,7 +32,7 @@ import pandas as pd
 from analysis.bootstrap import CONFIDENCE, median_interval
 from analysis import energy_metrics as em
 from analysis.compare import Comparison, compare
-from analysis.energy_intervals import per_repeat
+from analysis.energy.energy_intervals import per_repeat
 from analysis.epochs import used_epochs
 from analysis.numbers import duration, energy, interval, percent, rate, ratio, significant
 from analysis.plots import PALETTE, PlotFile

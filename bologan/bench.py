@@ -41,7 +41,7 @@ INFERENCE_FLAG = "--inference"
 
 
 def build_parser() -> Parser:
-    """The training-throughput mode's flags (``--inference`` has its own: ``bologan.inference_cli``)."""
+    """The training-throughput mode's flags (``--inference`` has its own: ``bologan.inference.inference_cli``)."""
     p = Parser(prog="python -m bologan.bench", doc=__doc__)
     p.add_argument(INFERENCE_FLAG, action="store_true",
                    help="benchmark generation instead (latency, throughput, energy per 1000 showers); "
@@ -202,7 +202,7 @@ def _environment(tf) -> dict:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if INFERENCE_FLAG in argv:   # the other mode has other flags (and other defaults for --threads)
-        from bologan import inference_cli
+        from bologan.inference import inference_cli
 
         return inference_cli.main(argv)
     args = parse_args(argv)

@@ -101,7 +101,7 @@ class SweepSettings:
         "help": "run 'python -m scaling.preflight' on every rank before training and stop the job "
                 "when it fails (false: skip it, for allocations you have checked yourself)"})
     preflight_args: list[str] = field(default_factory=list, metadata={
-        "help": "extra scaling.preflight options, e.g. --network analysis/networks/infiniband_hdr.toml"})
+        "help": "extra scaling.preflight options, e.g. --network analysis/projection/networks/infiniband_hdr.toml"})
     allreduce_bench: bool = field(default=True, metadata={"help": "measure all-reduce once per node count > 1"})
 
     def check(self) -> None:

@@ -11,7 +11,7 @@ op; Horovod built with what the engine needs (NCCL on GPUs, MPI or Gloo); the co
 (a timed all-reduce right after a long kernel measures the all-reduce, not the kernel); NVML's
 energy counter on the rank's GPU, opened by the same bus id; RAPL on the node's reader rank;
 with several nodes, an all-reduce between them at the training's message sizes against
-``--network`` (a shipped name from analysis/networks or a TOML file).
+``--network`` (a shipped name from analysis/projection/networks or a TOML file).
 
 A measurement that will be unavailable (no counter here) is a warning with its reason; one that
 would be wrong (a shared GPU, CPU TensorFlow on a GPU node, Horovod without NCCL on GPUs, a
@@ -83,7 +83,7 @@ class Network:
 
 
 def read_network(arg: str) -> Network:
-    """``--network``: a shipped name (analysis/networks/<name>.toml) or a TOML file path."""
+    """``--network``: a shipped name (analysis/projection/networks/<name>.toml) or a TOML file path."""
     path = Path(arg)
     if not path.suffix:
         path = NETWORKS_DIR / f"{arg}.toml"
@@ -117,7 +117,7 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--share-gpu", action="store_true", default=None,
                         help="ranks may share a GPU (as scaling.run --share-gpu)")
     parser.add_argument("--network", default=None,
-                        help="network file the inter-node all-reduce is compared with (name in analysis/networks "
+                        help="network file the inter-node all-reduce is compared with (name in analysis/projection/networks "
                              "or a TOML path); needed on several nodes")
     parser.add_argument("--particle", choices=PARTICLE_NAMES, default=None,
                         help="whose gradient sizes the inter-node all-reduce uses (default: the training's)")

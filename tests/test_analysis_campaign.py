@@ -1,4 +1,4 @@
-"""analysis.campaign: ensemble efficiency, GANs per node-hour, energy per GAN, makespan (TTTa) and the
+"""analysis.campaign.campaign: ensemble efficiency, GANs per node-hour, energy per GAN, makespan (TTTa) and the
 campaign plan, from constructed run directories with known answers."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from analysis import campaign as cp
+from analysis.campaign import campaign as cp
 from analysis.__main__ import main
 from analysis.load import load_runs
 from analysis.pipeline import analyse, write_report

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_analysis_support import ITERATIONS, N_DISC, base_config, make_run  # noqa: E402
 
 from analysis.__main__ import main  # noqa: E402
-from analysis.carbon import CarbonRequest  # noqa: E402
+from analysis.energy.carbon import CarbonRequest  # noqa: E402
 from analysis.checkpoints import daly_interval_s, young_interval_s  # noqa: E402
 from analysis.compare import compare, permutation_p_value  # noqa: E402
 from analysis.pipeline import analyse  # noqa: E402
@@ -202,7 +202,7 @@ def test_variant_quality_retention_at_the_same_iteration(tmp_path):
 
 
 def test_carbon_of_an_ensemble_member_and_of_a_campaign_plan(tmp_path):
-    from analysis.campaign import CampaignRequest
+    from analysis.campaign.campaign import CampaignRequest
 
     make_run(tmp_path, "ens", n=2, mode="ensemble", time_fn=10.0)
     make_run(tmp_path, "one", n=1, mode="weak", time_fn=10.0, per_rank_batch=128)

@@ -1,4 +1,4 @@
-"""analysis.layout: ranks x threads of a node, one GAN or a campaign, on constructed runs."""
+"""analysis.campaign.layout: ranks x threads of a node, one GAN or a campaign, on constructed runs."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from test_analysis_support import ITERATIONS, N_DISC, base_config, make_run  # noqa: E402
 
-from analysis import layout as lay  # noqa: E402
+from analysis.campaign import layout as lay  # noqa: E402
 from analysis.__main__ import main  # noqa: E402
 from analysis.load import group_series, load_runs  # noqa: E402
 

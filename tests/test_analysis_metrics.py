@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from analysis import energy_metrics as em
-from analysis.model_size import model_size
-from analysis.pareto import ParetoPoint, pareto_front, recommend
+from analysis.projection.model_size import model_size
+from analysis.energy.pareto import ParetoPoint, pareto_front, recommend
 from analysis.scaling_metrics import (amdahl_fit, amdahl_speedup, gustafson_fit, karp_flatt, speedup,
                                       strong_efficiency, weak_efficiency)
 

@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from test_analysis_support import ITERATIONS, N_DISC, base_config, make_run  # noqa: E402
 
-from analysis.pareto import REFERENCE_SHOWERS, pareto_table  # noqa: E402
+from analysis.energy.pareto import REFERENCE_SHOWERS, pareto_table  # noqa: E402
 from analysis.pipeline import analyse, build_document  # noqa: E402
 
 # Energy per epoch of make_run on one node: 100 W per GPU, 50 W CPU and 10 W DRAM per node.

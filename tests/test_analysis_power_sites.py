@@ -1,4 +1,4 @@
-"""analysis.power_report (idle, gross/net, peak power, telemetry) and analysis.sites on constructed runs."""
+"""analysis.energy.power_report (idle, gross/net, peak power, telemetry) and analysis.sites on constructed runs."""
 from __future__ import annotations
 
 import json
@@ -15,8 +15,8 @@ from test_analysis_support import make_run  # noqa: E402
 
 from analysis.__main__ import main  # noqa: E402
 from analysis.load import group_series, load_runs  # noqa: E402
-from analysis.power_report import analyse_power, epoch_gross_net, peak_table  # noqa: E402
-from analysis.power_sections import phase_spans  # noqa: E402
+from analysis.energy.power_report import analyse_power, epoch_gross_net, peak_table  # noqa: E402
+from analysis.energy.power_sections import phase_spans  # noqa: E402
 from analysis.sites import sites_table  # noqa: E402
 from analysis.summary import summarise_series  # noqa: E402
 from common.records import TelemetrySample  # noqa: E402

@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.comm_model import (ALGORITHM_RING, ALGORITHM_TREE, ALGORITHMS, CommModel, Link, Network,
+from analysis.projection.comm_model import (ALGORITHM_RING, ALGORITHM_TREE, ALGORITHMS, CommModel, Link, Network,
                                  fit_allreduce_model, latency_term_s, load_network, ring_allreduce_s,
                                  shipped_networks)
-from analysis.projection import (ComputeModel, MeasuredScalingPoint, build_projection, fit_strong_compute,
+from analysis.projection.projection import (ComputeModel, MeasuredScalingPoint, build_projection, fit_strong_compute,
                                  measured_efficiency, project, validate_out_of_sample)
-from analysis.simulate import simulate
-from analysis.stragglers import STEP_TIME_QUANTILE_COLUMNS, StepTimeDistribution, expected_max_step_time_s
+from analysis.projection.simulate import simulate
+from analysis.projection.stragglers import STEP_TIME_QUANTILE_COLUMNS, StepTimeDistribution, expected_max_step_time_s
 from common.errors import UserError
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -7,12 +7,12 @@ import math
 import pandas as pd
 import pytest
 
-from analysis.comm_model import CommModel, load_network, shipped_networks
+from analysis.projection.comm_model import CommModel, load_network, shipped_networks
 from analysis.plots import PROJECTION_PARTS, Plotter, projection_parts
-from analysis.projection import ComputeModel, ProjectionPoint, ProjectionResult, ValidationRow, project
-from analysis.projection_report import (VALIDATION_FLAG_RATIO, key_result_items, projection_plot_note,
+from analysis.projection.projection import ComputeModel, ProjectionPoint, ProjectionResult, ValidationRow, project
+from analysis.projection.projection_report import (VALIDATION_FLAG_RATIO, key_result_items, projection_plot_note,
                                         validation_verdict)
-from analysis.model_size import model_size
+from analysis.projection.model_size import model_size
 
 
 def measured(particle: str, mode: str, ns) -> pd.DataFrame:

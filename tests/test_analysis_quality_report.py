@@ -84,7 +84,7 @@ def test_a_bad_target_flag_is_exit_2_with_one_line(tmp_path, capsys):
 def test_energy_panel_without_counters_says_not_measured():
     import pandas as pd
 
-    from analysis.quality_plots import to_target_figure
+    from analysis.quality.quality_plots import to_target_figure
 
     nan = float("nan")
     row = {"series": "s", "target": "w1<=5500", "best_value": 5000.0, "world_size_ranks": 1,

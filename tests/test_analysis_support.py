@@ -104,7 +104,7 @@ def make_run(root: Path, run_id: str, *, n: int = 1, mode: str = "strong", engin
 
 def write_bench(root: Path, n: int, latency_s: float, bandwidth_bytes_per_s: float, engine: str = "horovod",
                 nodes: int = 1, fixed_cost_s: float = 0.0) -> Path:
-    """A synthetic all-reduce benchmark following analysis.comm_model's default (tree) model
+    """A synthetic all-reduce benchmark following analysis.projection.comm_model's default (tree) model
     exactly: c + 2 ceil(log2 N) alpha + 2(N-1)/N b/B (p10/p90 at +-5 %)."""
     results = []
     for k in range(2, 28, 2):

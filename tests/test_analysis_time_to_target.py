@@ -1,4 +1,4 @@
-"""analysis.time_to_target and analysis.quality_plots on run directories with known answers."""
+"""analysis.quality.time_to_target and analysis.quality.quality_plots on run directories with known answers."""
 from __future__ import annotations
 
 import math
@@ -11,10 +11,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from test_analysis_support import make_run  # noqa: E402
 
-from analysis import quality_plots  # noqa: E402
+from analysis.quality import quality_plots  # noqa: E402
 from analysis.load import find_inputs, group_series, load_runs  # noqa: E402
 from analysis.summary import summarise_series, summary_table  # noqa: E402
-from analysis.time_to_target import (RUN_COLUMN_NAMES, SUMMARY_COLUMN_NAMES, crossing_fraction,  # noqa: E402
+from analysis.quality.time_to_target import (RUN_COLUMN_NAMES, SUMMARY_COLUMN_NAMES, crossing_fraction,  # noqa: E402
                                      interpretation, time_to_target_summary, time_to_target_table)
 from common.rundir import EvalRecord, RunWriter, load_run  # noqa: E402
 from common.target import parse_target  # noqa: E402

@@ -39,7 +39,7 @@ def test_model_shapes_and_parameter_counts(particle, variant):
     assert gen.count_params() == dense + 4 * bn_units  # gamma, beta, moving mean, moving variance
     assert critic.count_params() == (n_vox + 2) * n_vox + (n_vox + 1) * n_vox * 2 + (n_vox + 1)
     # analysis computes the same counts without TensorFlow (for its projections).
-    from analysis.model_size import model_size
+    from analysis.projection.model_size import model_size
 
     size = model_size(cfg)
     assert size.generator_params == sum(int(np.prod(v.shape)) for v in gen.trainable_variables)

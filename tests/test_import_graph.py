@@ -92,8 +92,10 @@ def test_the_checker_catches_a_backward_import(tmp_path):
 
 @pytest.mark.parametrize("package", ["analysis", "energy", "common", "launch"])
 def test_importing_the_light_packages_loads_no_tensorflow(package):
-    modules = sorted(p.stem for p in (ROOT / package).glob("*.py") if p.stem not in ("__init__", "__main__"))
-    code = ("import sys\n" + "".join(f"import {package}.{m}\n" for m in modules)
+    # Every module, also those in a package's subpackages (analysis/projection/...).
+    modules = sorted(".".join(p.relative_to(ROOT).with_suffix("").parts)
+                     for p in (ROOT / package).rglob("*.py") if p.stem not in ("__init__", "__main__"))
+    code = ("import sys\n" + "".join(f"import {m}\n" for m in modules)
             + "heavy = [m for m in ('tensorflow', 'horovod') if m in sys.modules]\n"
             + "print(','.join(heavy))\n")
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

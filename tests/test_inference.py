@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bologan import bench, comparison, inference, inference_energy, inference_timing
+from bologan import bench, comparison
+from bologan.inference import inference, inference_energy, inference_timing
 from common.errors import UserError
 from energy.config import EnergyConfig
 from energy.records import EnergyWindow

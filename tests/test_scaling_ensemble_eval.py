@@ -253,8 +253,8 @@ def test_member_rows_survive_sigterm_and_resume_without_duplicates(tmp_path):
 def test_time_to_target_pools_an_ensembles_members_and_counts_gans_in_its_speedup():
     import pandas as pd
 
-    from analysis.quality_report import QualityResult, key_result_items
-    from analysis.time_to_target import RUN_COLUMN_NAMES, time_to_target_summary
+    from analysis.quality.quality_report import QualityResult, key_result_items
+    from analysis.quality.time_to_target import RUN_COLUMN_NAMES, time_to_target_summary
     from common.target import parse_target
 
     def member_row(n, member, time_s):

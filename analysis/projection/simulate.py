@@ -3,13 +3,13 @@
 N ranks run iterations of n_disc critic steps and one generator step. Each step of each rank
 computes for a time drawn from the measured step-time distribution (its share ``w_j`` of a
 per-iteration draw), then enters the step's all-reduce; the all-reduce starts when the last
-rank arrives and takes ``t(b, N)`` of ``analysis.comm_model``; every rank leaves it together::
+rank arrives and takes ``t(b, N)`` of ``analysis.projection.comm_model``; every rank leaves it together::
 
     t_iteration = sum over steps j of ( max over ranks of compute_{r,j} + t_allreduce_j )
 
 With one draw per rank per iteration (``independent_steps=False``) the sum of the per-step
 maxima is the maximum of the per-iteration times, so the mean iteration time is the closed
-form of ``analysis.projection``: E[max over N of step time] + communication. With independent
+form of ``analysis.projection.projection``: E[max over N of step time] + communication. With independent
 draws per step the expectation is the same (each step's maximum scales with its share); only
 the spread between iterations changes. Where the closed form applies, the simulation must
 reproduce it: exactly for constant compute times, within its Monte Carlo standard error for
@@ -23,8 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
-from analysis.comm_model import CommModel, Network, as_comm_model
-from analysis.stragglers import StepTimeDistribution
+from analysis.projection.comm_model import CommModel, Network, as_comm_model
+from analysis.projection.stragglers import StepTimeDistribution
 
 _DRAWS_PER_CHUNK = 4_000_000
 

@@ -1,4 +1,4 @@
-"""The report's campaign section and its figure (makespan vs group size): see ``analysis.campaign``."""
+"""The report's campaign section and its figure (makespan vs group size): see ``analysis.campaign.campaign``."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.campaign import (BOLOGAN_ITERATIONS, ENSEMBLE_COLUMNS, MAKESPAN_COLUMNS, NOT_MEASURED, PLAN_COLUMNS, CampaignResult,
+from analysis.campaign.campaign import (BOLOGAN_ITERATIONS, ENSEMBLE_COLUMNS, MAKESPAN_COLUMNS, NOT_MEASURED, PLAN_COLUMNS, CampaignResult,
                                weak_efficiency_at)
 from analysis.numbers import count, duration, energy, ratio, significant
 from analysis.plots import MARKERS, PALETTE, Plotter, PlotFile, unit_scale

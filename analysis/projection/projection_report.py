@@ -11,10 +11,10 @@ import math
 
 import pandas as pd
 
-from analysis.comm_model import ALGORITHM_RING, Network
+from analysis.projection.comm_model import ALGORITHM_RING, Network
 from analysis.numbers import duration, percent, ratio, significant
 from analysis.plots import PROJECTION_LABELS, PROJECTION_MIN_WORLD_SIZE, PROJECTION_PARTS, projection_parts
-from analysis.projection import ProjectionResult
+from analysis.projection.projection import ProjectionResult
 from analysis.report import Document
 from common.vocab import MODE_STRONG, MODE_WEAK
 

@@ -14,7 +14,7 @@ Clock = Callable[[], float]
 
 
 class CallBudget(Protocol):
-    """How long one batch size is timed (``bologan.inference.InferenceSettings`` is one)."""
+    """How long one batch size is timed (``bologan.inference.inference.InferenceSettings`` is one)."""
 
     warmup_calls: int       # untimed calls first
     min_calls: int          # stop after at least this many calls ...

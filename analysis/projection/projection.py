@@ -11,10 +11,10 @@ Time per iteration at N ranks::
   constant, the value at the smallest measured N. Another particle's model: scaled by the
   ratio of trainable parameters (dense-layer FLOPs per shower follow the parameter count).
 - ``s(N)``: the straggler factor, expected maximum over N ranks of the per-iteration step time
-  divided by its mean (``analysis.stragglers``), from the step-time quantiles the run recorded;
+  divided by its mean (``analysis.projection.stragglers``), from the step-time quantiles the run recorded;
   1 when none were recorded (identical ranks, a lower bound at large N). The relative spread is
   assumed not to change with the per-rank batch.
-- ``t_comm``: n_disc critic all-reduces + 1 generator all-reduce from ``analysis.comm_model``
+- ``t_comm``: n_disc critic all-reduces + 1 generator all-reduce from ``analysis.projection.comm_model``
   (4 bytes per trainable parameter, no overlap with computation: an upper bound on its cost).
 
 Strong efficiency ``t_it(1) / (N t_it(N))``, weak ``t_it(1) / t_it(N)``. Strong scaling stops
@@ -37,11 +37,11 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.comm_model import (DEFAULT_ALGORITHM, CommFit, CommModel, Network, as_comm_model, fit_bench_files,
+from analysis.projection.comm_model import (DEFAULT_ALGORITHM, CommFit, CommModel, Network, as_comm_model, fit_bench_files,
                                  load_network, shipped_networks)
 from analysis.load import BenchFile
-from analysis.model_size import ModelSize, model_size
-from analysis.stragglers import StepTimeDistribution, has_step_time_quantiles, straggler_factor
+from analysis.projection.model_size import ModelSize, model_size
+from analysis.projection.stragglers import StepTimeDistribution, has_step_time_quantiles, straggler_factor
 from analysis.summary import SeriesResult
 from common.errors import UserError
 from common.vocab import ENGINE_HOROVOD, MODE_STRONG, MODE_WEAK, PARTICLE_NAMES

@@ -33,9 +33,9 @@ Output: the JSON result (settings, versions, hardware, ``on_demand``, ``batches`
 a summary on stderr; a figure of latency, throughput and energy against batch size (PNG and PDF
 at ``--plot STEM``, by default beside ``--out``). Exit codes: 0 ok, 2 bad input.
 
-The modules: this one (settings and the benchmark), ``bologan.inference_timing`` (the timed
-call and loops), ``bologan.inference_energy`` (meter and energy figures),
-``bologan.inference_report`` (figure and summary), ``bologan.inference_cli`` (the flags of
+The modules: this one (settings and the benchmark), ``bologan.inference.inference_timing`` (the timed
+call and loops), ``bologan.inference.inference_energy`` (meter and energy figures),
+``bologan.inference.inference_report`` (figure and summary), ``bologan.inference.inference_cli`` (the flags of
 ``python -m bologan.bench --inference``).
 """
 from __future__ import annotations
@@ -43,15 +43,14 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from bologan.config import PRECISIONS, RETIRED_PRECISIONS
-from bologan.inference_energy import NO_GPU_REASON, EnergyFigure, combine_energy, open_meter, overall_source
-from bologan.inference_timing import BatchResult, batch_inputs, make_call, peak_of, time_batch, time_on_demand
-from common.errors import EXIT_USER_ERROR, UserError
+from bologan.inference.inference_energy import NO_GPU_REASON, EnergyFigure, combine_energy, open_meter, overall_source
+from bologan.inference.inference_timing import BatchResult, batch_inputs, make_call, peak_of, time_batch, time_on_demand
+from common.errors import UserError
 from common.runinfo import git_commit, hardware, load_average_1m, versions
 from common.vocab import PARTICLE_PHOTONS
 
@@ -234,9 +233,3 @@ def _weights_device(generator: Any) -> str:
         return str(generator.weights[0].device)
     except (IndexError, AttributeError):
         return "unknown"
-
-
-if __name__ == "__main__":
-    # Not a second way in: old scripts that run this module get the command instead of silence.
-    print("error: the inference benchmark runs as: python -m bologan.bench --inference ...", file=sys.stderr)
-    sys.exit(EXIT_USER_ERROR)

@@ -18,7 +18,7 @@ Per ensemble run (``ensemble_table``; run.json mode "ensemble", epochs.parquet `
   iterations per GAN; the same formula with one member for a data-parallel run.
 - energy per trained GAN = B x (energy per epoch of the whole run, every node and GPU counted
   once, median over the same epochs) / (members x iterations per epoch). With a quality target,
-  also the energy each member spent until it met it (eval.parquet, ``analysis.time_to_target``).
+  also the energy each member spent until it met it (eval.parquet, ``analysis.quality.time_to_target``).
 
 Per campaign (``campaign_makespans``), MLPerf HPC's TTTa: last stop minus first start of its
 GANs from run.json (wall clock: requeue waits and restarts included). A campaign is an ensemble
@@ -232,7 +232,7 @@ def _baseline(run: Run, runs: Sequence[Run]) -> tuple[str, float]:
 
 def ensemble_table(runs: Sequence[Run], request: CampaignRequest = CampaignRequest()) -> pd.DataFrame:
     """One row per ensemble run (``ENSEMBLE_COLUMN_NAMES``)."""
-    from analysis.time_to_target import time_to_target_table
+    from analysis.quality.time_to_target import time_to_target_table
 
     budget = int(request.gan_iterations)
     rows = []

@@ -3,7 +3,7 @@
 The target is the ``--target`` of ``python -m analysis``, else the one the runs were trained
 with (run.json ``target``, written by ``scaling.run --target``). Only runs that evaluated
 while training (eval.parquet) take part; a run that never met the target keeps its row with
-its best value. The numbers come from ``analysis.time_to_target``; this module only words them. An ensemble's
+its best value. The numbers come from ``analysis.quality.time_to_target``; this module only words them. An ensemble's
 members are GANs of their own: each has its own row, and a point pools them like repeats.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pandas as pd
 
 from analysis.numbers import count, duration, energy, ratio, significant
 from analysis.report import Document
-from analysis.time_to_target import (INTERPOLATION, RUN_COLUMNS, SUMMARY_COLUMNS, interpretation,
+from analysis.quality.time_to_target import (INTERPOLATION, RUN_COLUMNS, SUMMARY_COLUMNS, interpretation,
                                      time_to_target_summary, time_to_target_table)
 from common.errors import UserError
 from common.rundir import RUN_JSON, Run
@@ -32,8 +32,8 @@ SUMMARY_CSV = "time_to_target.csv"
 class QualityResult:
     target: Target
     source: str                       # where the target came from, in words
-    per_run: pd.DataFrame             # analysis.time_to_target.RUN_COLUMNS
-    summary: pd.DataFrame             # analysis.time_to_target.SUMMARY_COLUMNS
+    per_run: pd.DataFrame             # analysis.quality.time_to_target.RUN_COLUMNS
+    summary: pd.DataFrame             # analysis.quality.time_to_target.SUMMARY_COLUMNS
     notes: list[str] = field(default_factory=list)
 
 

@@ -1,4 +1,4 @@
-"""The flags of ``python -m bologan.bench --inference`` and what they run (``bologan.inference``)."""
+"""The flags of ``python -m bologan.bench --inference`` and what they run (``bologan.inference.inference``)."""
 from __future__ import annotations
 
 import argparse
@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from bologan import inference
-from bologan.inference import InferenceSettings, run_benchmark
-from bologan.inference_report import format_summary, plot_result
+from bologan.inference import inference
+from bologan.inference.inference import InferenceSettings, run_benchmark
+from bologan.inference.inference_report import format_summary, plot_result
 from common.atomic import atomic_write_json
 from common.cli import Parser, add_json_flag, comma_list
 from common.errors import UserError

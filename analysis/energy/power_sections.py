@@ -1,4 +1,4 @@
-"""Report text and the power-and-telemetry timeline for ``analysis.power_report``'s results."""
+"""Report text and the power-and-telemetry timeline for ``analysis.energy.power_report``'s results."""
 from __future__ import annotations
 
 import math
@@ -9,7 +9,7 @@ import pandas as pd
 
 from analysis.numbers import duration, energy, percent, power, significant
 from analysis.plots import PALETTE, PlotFile, Plotter, downsample
-from analysis.power_report import EPOCH_PHASE_PREFIX, MEMORY_BOUND_SHARE, PowerResult
+from analysis.energy.power_report import EPOCH_PHASE_PREFIX, MEMORY_BOUND_SHARE, PowerResult
 from energy.telemetry import is_throttling
 from common.rundir import Run
 

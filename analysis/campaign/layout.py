@@ -37,7 +37,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.campaign import NOT_MEASURED, group_size, is_ensemble
+from analysis.campaign.campaign import NOT_MEASURED, group_size, is_ensemble
 from analysis.epochs import epoch_table, used_epochs
 from analysis.load import configured_threads, series_key
 from analysis.numbers import count, rate, significant
