@@ -23,6 +23,7 @@ from bologan.step import Replicas, timed
 from common.vocab import COMM_TIMING_GRAPH, ENGINE_HOROVOD, ENGINE_MIRRORED, MODE_ENSEMBLE
 from scaling.collectives import LocalCollectives
 from scaling.config import ScalingConfig
+from scaling.watchdog import collective_timeout_s
 from scaling.world import World
 
 
@@ -205,7 +206,8 @@ class MirroredEngine(SingleEngine):
             impl = (tf.distribute.experimental.CommunicationImplementation.NCCL if self.on_gpu
                     else tf.distribute.experimental.CommunicationImplementation.RING)
             self.strategy = tf.distribute.MultiWorkerMirroredStrategy(
-                communication_options=tf.distribute.experimental.CommunicationOptions(implementation=impl))
+                communication_options=tf.distribute.experimental.CommunicationOptions(
+                    implementation=impl, timeout_seconds=collective_timeout_s()))
         else:
             gpus = tf.config.list_physical_devices("GPU")
             self.on_gpu = bool(gpus)

@@ -22,6 +22,7 @@ import numpy as np
 from energy.records import EnergyWindow
 from common.rundir import STEP_TIME_QUANTILES, EpochRecord, RunWriter, power_table
 from common.vocab import ENERGY_DOMAINS, SOURCE_ESTIMATED, SOURCES_WITH_VALUE
+from scaling import watchdog
 from scaling.world import World
 
 
@@ -135,6 +136,7 @@ def run_epochs(*, world: World, plan: EpochPlan, start_epoch: int, step: Callabl
             # One call of k iterations is timed as a whole: each of its iterations gets 1/k of it.
             steps.extend([(tc - ta - (comm_s if math.isfinite(comm_s) else 0.0)) / k] * k)
             iterations += k
+            watchdog.progress(epoch * plan.iterations_per_epoch + iterations)
             if coll.any(stop.raised):
                 stopping = True
                 break
