@@ -60,13 +60,16 @@ def _disk_errno(exc: BaseException) -> int | None:
     return None
 
 
-def _disk_path(exc: BaseException) -> str:
-    """The file being written: the target an atomic write names, else the path in the error."""
+def _disk_path(exc: BaseException, out: str | None) -> str:
+    """The file being written: the target an atomic write names, else the path in the error
+    (TensorFlow's checkpoint errors also name devices, ``/job:localhost/...``: not files)."""
     target = getattr(exc, "target", None) or getattr(exc, "filename", None)
     if target:
         return os.fspath(target)
-    m = _PATH_IN_TEXT.search(str(exc))
-    return m.group(1) if m else "a file of the run directory"
+    text = str(exc)
+    paths = [m.group(1) for m in _PATH_IN_TEXT.finditer(text) if text[m.end():m.end() + 1] != ":"]
+    ours = [p for p in paths if out and p.startswith(str(out))]
+    return (ours or paths or ["a file of the run directory"])[0]
 
 
 def classify(exc: BaseException, *, where: str, batch: int | None, out: str | None) -> Failure | None:
@@ -80,7 +83,7 @@ def classify(exc: BaseException, *, where: str, batch: int | None, out: str | No
         code = _disk_errno(e)
         if code is not None:
             return Failure(KIND_DISK_FULL, (
-                f"{where}: cannot write {_disk_path(e)}: [Errno {code}] {DISK_ERRNOS[code]} {os.strerror(code)} "
+                f"{where}: cannot write {_disk_path(e, out)}: [Errno {code}] {DISK_ERRNOS[code]} {os.strerror(code)} "
                 f"(disk full or quota exceeded); every record written before is intact: free space, then {resume}"))
     for e in _chain(exc):
         names = _class_names(e)

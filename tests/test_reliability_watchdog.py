@@ -130,10 +130,10 @@ def test_engine_timeouts_are_a_backstop_behind_the_watchdog(monkeypatch):
 
 @pytest.fixture
 def tiny_fs(tmp_path):
-    """A 256 KiB tmpfs (needs root and mount); skipped where it cannot be mounted."""
+    """A 300 KiB tmpfs (needs root and mount); skipped where it cannot be mounted."""
     mnt = tmp_path / "tiny"
     mnt.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True, text=True)
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mnt)], capture_output=True, text=True)
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a tiny tmpfs here ({proc.stderr.strip() or proc.returncode})")
     yield mnt
@@ -177,8 +177,10 @@ def test_out_of_memory_lines_name_rank_batch_and_what_to_try():
     gpu = classify(wrapped, where="rank 0 on n0", batch=512, out=None)
     assert gpu.kind == KIND_OUT_OF_MEMORY and "out of device memory" in gpu.line and "batch of 512" in gpu.line
     # TensorFlow reports a full disk (checkpoint) with the same class: not an out-of-memory.
-    disk = tf.errors.ResourceExhaustedError(None, None, "/r/checkpoints/ckpt-5_temp/part-0.data; No space left on device")
-    assert classify(disk, where="rank 0 on n0", batch=512, out="/r").kind == KIND_DISK_FULL
+    disk = tf.errors.ResourceExhaustedError(None, None, "{{function_node SaveV2}} /job:localhost/replica:0/task:0 "
+                                            "/r/checkpoints/ckpt-5_temp/part-0.data; No space left on device")
+    full = classify(disk, where="rank 0 on n0", batch=512, out="/r")
+    assert full.kind == KIND_DISK_FULL and "cannot write /r/checkpoints/ckpt-5_temp/part-0.data: [Errno 28]" in full.line
     timeout = tf.errors.DeadlineExceededError(None, None, "Collective ops is aborted by: timed out")
     assert classify(timeout, where="rank 0 on n0", batch=8, out="/r").kind == KIND_COLLECTIVE_TIMEOUT
     assert classify(ValueError("other"), where="rank 0 on n0", batch=8, out="/r") is None
@@ -190,3 +192,19 @@ def test_progress_without_a_watchdog_is_a_no_op():
     with watchdog.allow("evaluation"):
         pass
     assert watchdog.current() is None and threading.active_count() >= 1
+
+
+@pytest.mark.slow
+def test_disk_full_during_a_run_is_one_line_exit_1_and_the_records_stay(tiny_fs):
+    from conftest import run_module
+
+    out = tiny_fs / "run"
+    proc = run_module("scaling.run", ["--synthetic-events", "2000", "--epochs", "6", "--iterations-per-epoch", "5",
+                                      "--threads", "1", "--batch-per-rank", "32", "--out", str(out)], timeout=600)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 1, text
+    lines = [line for line in text.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and f"cannot write {out}/" in lines[0] and "[Errno 28] ENOSPC" in lines[0], text
+    assert "Traceback" not in text
+    run = load_run(out)                      # every record written before is readable
+    assert len(run.epochs) >= 1 and run.meta["status"] in ("running", "failed")
