@@ -26,6 +26,7 @@ DISK_ERRNOS = {errno.ENOSPC: "ENOSPC", errno.EDQUOT: "EDQUOT"}
 _DISK_TEXT = {"No space left on device": errno.ENOSPC, "Disk quota exceeded": errno.EDQUOT}
 _ERRNO_IN_TEXT = re.compile(r"\[errno (\d+)\]", re.I)
 _PATH_IN_TEXT = re.compile(r"(/[^\s:;,'\"]+)")
+_TF_FUNCTION_NODE = re.compile(r"\{\{[^}]*\}\}\s*")     # TensorFlow's "{{function_node ...}}" prefix
 _HOROVOD_SHUTDOWN = ("Horovod has been shut down", "stalled ranks", "Horovod detected that one or more processes exited")
 
 
@@ -98,5 +99,6 @@ def classify(exc: BaseException, *, where: str, batch: int | None, out: str | No
         text = str(e)
         if ("DeadlineExceededError" in _class_names(e) and "ollective" in text) or "HorovodInternalError" in _class_names(e) \
                 or any(s in text for s in _HOROVOD_SHUTDOWN):
-            return Failure(KIND_COLLECTIVE_TIMEOUT, f"{type(e).__name__}: {text.splitlines()[0][:200] if text else ''}")
+            text = _TF_FUNCTION_NODE.sub("", text).strip()
+            return Failure(KIND_COLLECTIVE_TIMEOUT, f"{type(e).__name__}: {text.splitlines()[0][:160] if text else ''}")
     return None

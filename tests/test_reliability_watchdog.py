@@ -183,6 +183,12 @@ def test_out_of_memory_lines_name_rank_batch_and_what_to_try():
     assert full.kind == KIND_DISK_FULL and "cannot write /r/checkpoints/ckpt-5_temp/part-0.data: [Errno 28]" in full.line
     timeout = tf.errors.DeadlineExceededError(None, None, "Collective ops is aborted by: timed out")
     assert classify(timeout, where="rank 0 on n0", batch=8, out="/r").kind == KIND_COLLECTIVE_TIMEOUT
+    # What Horovod 0.28's stall shutdown raised here (HOROVOD_STALL_SHUTDOWN_TIME_SECONDS, rank 1 asleep):
+    shutdown = tf.errors.UnknownError(None, None, "{{function_node __wrapped__HorovodAllreduce_device_/job:localhost/"
+                                      "replica:0/task:0/device:CPU:0}} Horovod has been shut down. This was caused by "
+                                      "an exception on one of the ranks or an attempt to allreduce")
+    stalled = classify(shutdown, where="rank 0 on n0", batch=8, out="/r")
+    assert stalled.kind == KIND_COLLECTIVE_TIMEOUT and stalled.line.startswith("UnknownError: Horovod has been shut down")
     assert classify(ValueError("other"), where="rank 0 on n0", batch=8, out="/r") is None
 
 
