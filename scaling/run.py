@@ -123,9 +123,11 @@ def main(argv: list[str] | None = None, *, restore_signals: bool = True) -> int:
     except _AgreedError as exc:
         if world.rank == 0:
             print(f"error: {exc}", file=sys.stderr, flush=True)
-        return EXIT_USER_ERROR
+        code = EXIT_USER_ERROR
+        return code
     except UserError as exc:
         # Found by this rank alone: its peers may already wait in a collective, so end them all.
+        code = EXIT_USER_ERROR
         where = f"rank {world.rank} on {world.node}: " if world.size > 1 else ""
         print(f"error: {where}{exc}", file=sys.stderr, flush=True)
         if world.size > 1 and coll is not None:

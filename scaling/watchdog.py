@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from common.errors import EXIT_FAILURE, EXIT_USER_ERROR
 from common.settings import NON_NEGATIVE
 from common.vocab import RUN_JSON, STATUS_STALLED
 
@@ -57,7 +58,7 @@ STALL_EPOCH_MULTIPLE = 3.0          # the stall limit grows to this many median 
 BEAT_INTERVAL_MAX_S = 10.0          # heartbeat period: limit / 8, within these bounds
 BEAT_INTERVAL_MIN_S = 0.5
 IO_BOUND_S = 10.0                   # longest wait for one report file operation
-EXIT_STALLED = 1
+EXIT_STALLED = EXIT_FAILURE
 
 
 @dataclass
@@ -216,6 +217,14 @@ class Watchdog:
             self._thread.join(timeout=2 * self._interval())
         with self._lock:
             self._doing = f"{FINISHED} (exit {code})" if code is not None else FINISHED
+        if code == EXIT_USER_ERROR and self._out is not None:
+            # A refused run (bad input found late, e.g. a checkpoint of another model) leaves
+            # the directory as it found it.
+            with contextlib.suppress(OSError):
+                heartbeat_path(self._out, self.rank).unlink()
+            with contextlib.suppress(OSError):
+                (self._out / HEARTBEAT_DIR).rmdir()
+            return
         _bounded(self._write_beat)
 
     def use_mpi(self, comm) -> None:

@@ -214,3 +214,16 @@ def test_disk_full_during_a_run_is_one_line_exit_1_and_the_records_stay(tiny_fs)
     assert "Traceback" not in text
     run = load_run(out)                      # every record written before is readable
     assert len(run.epochs) >= 1 and run.meta["status"] in ("running", "failed")
+
+
+def test_a_finished_rank_is_not_silent_and_a_refused_run_leaves_no_heartbeat(tmp_path):
+    done = _rank(tmp_path, 1, [], startup_timeout_s=60)
+    done.stop(0)
+    beats = read_beats(tmp_path, 2)
+    assert beats[1].doing == "finished (exit 0)"
+    assert silent_ranks(beats, beats, 2) == [0]          # rank 0 wrote nothing: never arrived
+    refused = tmp_path / "refused"
+    refused.mkdir()
+    wd = _rank(refused, 0, [], startup_timeout_s=60)
+    wd.stop(2)
+    assert sorted(p.name for p in refused.iterdir()) == []
