@@ -322,7 +322,9 @@ class Watchdog:
 
     def _loop(self) -> None:
         while not self._stopped.wait(self._interval()):
-            self._write_beat()
+            # Bounded: when the shared filesystem hangs, every rank's write may hang, and the
+            # limits must still be checked.
+            _bounded(self._write_beat, self._interval())
             with self._lock:
                 waited, limit, doing = self._clock() - self._since, self._limit_s, self._doing
             if limit and waited > limit:

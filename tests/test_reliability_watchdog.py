@@ -227,3 +227,20 @@ def test_a_finished_rank_is_not_silent_and_a_refused_run_leaves_no_heartbeat(tmp
     wd = _rank(refused, 0, [], startup_timeout_s=60)
     wd.stop(2)
     assert sorted(p.name for p in refused.iterdir()) == []
+
+
+def test_a_hung_filesystem_does_not_keep_the_watchdog_from_ending_the_job(tmp_path, monkeypatch, capsys):
+    ended: list = []
+    wd = Watchdog(rank=0, size=1, node="n0", startup_timeout_s=60, stall_timeout_s=0.5,
+                  end_job=lambda code: ended.append(code))
+    wd._out, wd._iterations_per_epoch = tmp_path, 1     # the run directory, whose filesystem now hangs:
+    monkeypatch.setattr(watchdog, "write_beat", lambda out, beat: time.sleep(3600))
+    monkeypatch.setattr(watchdog, "read_beats", lambda out, size: time.sleep(3600))
+    monkeypatch.setattr(watchdog, "IO_BOUND_S", 0.5)
+    monkeypatch.setattr(watchdog, "_bounded", lambda fn, timeout_s=0.5, real=watchdog._bounded: real(fn, 0.5))
+    wd.progress(1)                           # one epoch done: the stall limit applies
+    wd.start()
+    wd._thread.join(timeout=60)
+    err = capsys.readouterr().err
+    assert ended == [1], err
+    assert "error: stalled: no progress for" in err
