@@ -86,9 +86,17 @@ class WatchdogConfig:
         warning (which names the ranks that did not submit a tensor) at the stall limit, its
         shutdown as the backstop. Values a user set in the environment are kept."""
         if self.stall_timeout_s:
-            os.environ.setdefault("HOROVOD_STALL_CHECK_TIME_SECONDS", str(max(1, int(self.stall_timeout_s))))
+            _set_unless_users("HOROVOD_STALL_CHECK_TIME_SECONDS", str(max(1, int(self.stall_timeout_s))))
         if self.collective_timeout_s():
-            os.environ.setdefault("HOROVOD_STALL_SHUTDOWN_TIME_SECONDS", str(self.collective_timeout_s()))
+            _set_unless_users("HOROVOD_STALL_SHUTDOWN_TIME_SECONDS", str(self.collective_timeout_s()))
+
+
+_OURS: dict[str, str] = {}     # environment values this process set (a later run in it may change them)
+
+
+def _set_unless_users(name: str, value: str) -> None:
+    if name not in os.environ or os.environ[name] == _OURS.get(name):
+        os.environ[name] = _OURS[name] = value
 
 
 def startup_timeout_from_argv(argv: list[str] | None, default: float) -> float:

@@ -122,6 +122,8 @@ def test_engine_timeouts_are_a_backstop_behind_the_watchdog(monkeypatch):
     assert os.environ["HOROVOD_STALL_CHECK_TIME_SECONDS"] == "30"
     assert int(os.environ["HOROVOD_STALL_SHUTDOWN_TIME_SECONDS"]) == cfg.collective_timeout_s() == 400
     assert cfg.collective_timeout_s() > max(cfg.stall_timeout_s, cfg.startup_timeout_s)
+    WatchdogConfig(stall_timeout_s=10, startup_timeout_s=100).set_horovod_environment()   # a later run: its own
+    assert os.environ["HOROVOD_STALL_SHUTDOWN_TIME_SECONDS"] == "200"
     monkeypatch.setenv("HOROVOD_STALL_SHUTDOWN_TIME_SECONDS", "99")   # a user's own value stays
     cfg.set_horovod_environment()
     assert os.environ["HOROVOD_STALL_SHUTDOWN_TIME_SECONDS"] == "99"
