@@ -20,7 +20,7 @@ from analysis.sites import run_hardware, run_site
 from common.errors import UserError
 from common.rundir import EPOCHS_FILE, RUN_JSON, Run, is_run_dir, load_run
 from common.vocab import (ALLREDUCE_BENCH_GLOB, FINISHED_STATUSES, MEASUREMENT_KEYS, MODE_STRONG, NOT_WORKLOAD_KEYS, RUN_LAYOUT_KEY_NAMES, RUN_MODES,
-                          STATUS_FAILED, STATUS_INTERRUPTED, STATUS_RUNNING)
+                          STATUS_FAILED, STATUS_INTERRUPTED, STATUS_RUNNING, STATUS_STALLED)
 
 BENCH_SCHEMA = "allreduce-bench/1"
 WORKLOAD_SECTIONS = ("model", "train", "data")   # the tables scaling.run hashes into config_hash
@@ -166,7 +166,7 @@ def _unstarted(d: Path) -> str | None:
         status = json.loads((d / RUN_JSON).read_text()).get("status")
     except (OSError, ValueError, AttributeError):
         return None                       # load_run reports the damaged run.json
-    if status in (STATUS_RUNNING, STATUS_FAILED, STATUS_INTERRUPTED):
+    if status in (STATUS_RUNNING, STATUS_FAILED, STATUS_INTERRUPTED, STATUS_STALLED):
         return f"{d}: no epoch recorded (status {status})"
     return None
 

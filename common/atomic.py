@@ -41,9 +41,29 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+class WriteFailed(OSError):
+    """An atomic write failed (disk full, quota, I/O error); ``target`` is the file it was
+    replacing (the error itself may name only the temp file, or no file at all)."""
+
+    def __init__(self, exc: OSError, target: Path):
+        super().__init__(exc.errno, exc.strerror or str(exc), str(target))
+        self.target = target
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` then move the finished file onto ``path`` atomically."""
+    """Call ``write(tmp_path)`` then move the finished file onto ``path`` atomically.
+
+    An ``OSError`` is raised as ``WriteFailed`` naming ``path``; the old file stays as it was."""
     target = Path(path)
+    try:
+        _atomic_write(target, write)
+    except WriteFailed:
+        raise
+    except OSError as exc:
+        raise WriteFailed(exc, target) from exc
+
+
+def _atomic_write(target: Path, write: Callable[[str], None]) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)

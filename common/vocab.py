@@ -52,7 +52,9 @@ STATUS_COMPLETED = "completed"
 STATUS_INTERRUPTED = "interrupted"    # stopped by a signal; resumable
 STATUS_FAILED = "failed"
 STATUS_TARGET_REACHED = "target_reached"   # ended early: an evaluation met --target (--stop-at-target)
-RUN_STATUSES = (STATUS_RUNNING, STATUS_COMPLETED, STATUS_INTERRUPTED, STATUS_FAILED, STATUS_TARGET_REACHED)
+STATUS_STALLED = "stalled"            # ended by the progress watchdog (scaling.watchdog); resumable
+RUN_STATUSES = (STATUS_RUNNING, STATUS_COMPLETED, STATUS_INTERRUPTED, STATUS_FAILED, STATUS_TARGET_REACHED,
+                STATUS_STALLED)
 # A run with one of these statuses is done: nothing to resume or run again.
 FINISHED_STATUSES = (STATUS_COMPLETED, STATUS_TARGET_REACHED)
 

@@ -49,6 +49,9 @@ class LocalCollectives:
 class MpiCollectives(LocalCollectives):
     def __init__(self):
         prefer_yielding_mpi()
+        from scaling.mpistart import start_mpi
+
+        start_mpi()
         from mpi4py import MPI
 
         self._mpi = MPI

@@ -23,6 +23,7 @@ from common.vocab import ENGINE_HOROVOD, ENGINE_MIRRORED, MODE_ENSEMBLE
 from scaling.collectives import LocalCollectives
 from scaling.config import ScalingConfig
 from scaling.devices import Pinned, pin_rank, worker_port
+from scaling.watchdog import collective_timeout_s
 from scaling.world import World
 
 
@@ -198,7 +199,8 @@ class MirroredEngine(SingleEngine):
             impl = (tf.distribute.experimental.CommunicationImplementation.NCCL if self.on_gpu
                     else tf.distribute.experimental.CommunicationImplementation.RING)
             self.strategy = tf.distribute.MultiWorkerMirroredStrategy(
-                communication_options=tf.distribute.experimental.CommunicationOptions(implementation=impl))
+                communication_options=tf.distribute.experimental.CommunicationOptions(
+                    implementation=impl, timeout_seconds=collective_timeout_s()))
         else:
             # One process drives every local GPU itself.
             self.on_gpu = _pin(w, self.cfg)

@@ -42,16 +42,19 @@ from common.vocab import (ENGINE_HOROVOD, ENGINE_MIRRORED, MODE_ENSEMBLE, NOT_WO
                           STATUS_INTERRUPTED, STATUS_RUNNING, STATUS_TARGET_REACHED)
 from energy.config import EnergyConfig
 from scaling.checkpoint_cost import CheckpointLog, checkpoint_due
+from scaling import watchdog
 from scaling.collectives import HorovodCollectives, for_world
 from scaling.config import ScalingConfig
 from scaling.eval_config import EvalConfig
 from scaling.ensemble import EnsembleLayout, common_checkpoint, ensemble_layout
 from scaling.outdir import check_out, create_out, measurement_settings, run_shape
+from scaling.failures import KIND_COLLECTIVE_TIMEOUT, classify
 from scaling.trainer import StopFlag
+from scaling.watchdog import WatchdogConfig
 from scaling.world import World, discover
 
 SECTIONS: dict[str, type] = {**BOLOGAN_SECTIONS, "scaling": ScalingConfig, "energy": EnergyConfig,
-                             "eval": EvalConfig}
+                             "eval": EvalConfig, "watchdog": WatchdogConfig}
 KEEP_CHECKPOINTS = 3
 # --timeline: Horovod's timeline (Chrome trace format) of one start of the run, in its directory.
 TIMELINE_FILE = "horovod_timeline-{attempt}.json"
@@ -110,19 +113,26 @@ def main(argv: list[str] | None = None, *, restore_signals: bool = True) -> int:
     to exit must not be killed by a late SIGTERM and lose its exit code 3.
     """
     world = discover()
+    # Before MPI starts: a peer that never arrives leaves this rank waiting inside MPI_Init.
+    wd = watchdog.start(rank=world.rank, size=world.size, node=world.node,
+                        startup_timeout_s=watchdog.startup_timeout_from_argv(argv, WatchdogConfig.startup_timeout_s))
     # Before anything slow: a SIGTERM during start-up is then a clean stop, not a dead rank.
     stop = StopFlag()
     previous_handlers = stop.install()
-    coll = None
+    coll = code = None
     try:
         coll = for_world(world, _engine_from_argv(argv))
-        return _run(argv, world, coll, stop)
+        wd.use_mpi(getattr(coll, "comm", None))
+        code = _run(argv, world, coll, stop)
+        return code
     except _AgreedError as exc:
         if world.rank == 0:
             print(f"error: {exc}", file=sys.stderr, flush=True)
-        return EXIT_USER_ERROR
+        code = EXIT_USER_ERROR
+        return code
     except UserError as exc:
         # Found by this rank alone: its peers may already wait in a collective, so end them all.
+        code = EXIT_USER_ERROR
         where = f"rank {world.rank} on {world.node}: " if world.size > 1 else ""
         print(f"error: {where}{exc}", file=sys.stderr, flush=True)
         if world.size > 1 and coll is not None:
@@ -130,12 +140,19 @@ def main(argv: list[str] | None = None, *, restore_signals: bool = True) -> int:
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    except Exception:  # noqa: BLE001 - report, then make sure no peer waits forever
-        print(f"rank {world.rank} on {world.node} failed:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+    except Exception as exc:  # noqa: BLE001 - report, then make sure no peer waits forever
+        known = classify(exc, where=f"rank {world.rank} on {world.node}", batch=wd.batch, out=wd.out)
+        if known is not None and known.kind == KIND_COLLECTIVE_TIMEOUT:
+            wd.report(f"the engine's collective timed out ({known.line})")   # ends the job
+        if known is not None:
+            print(f"error: {known.line}", file=sys.stderr, flush=True)
+        else:
+            print(f"rank {world.rank} on {world.node} failed:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
         if world.size > 1 and coll is not None:
             coll.abort(EXIT_FAILURE)
         return EXIT_FAILURE
     finally:
+        watchdog.stop(code)
         if restore_signals:
             StopFlag.restore(previous_handlers)
         else:
@@ -162,6 +179,7 @@ def _run(argv: list[str] | None, world: World, coll, stop: StopFlag) -> int:
     checked = _checked_by_every_rank(argv, world, coll)
     # 2. TensorFlow and the engine; only now is the replica count of tf.distribute in one
     #    process known, and what depends on it is checked again.
+    watchdog.stage("engine start (TensorFlow import, engine initialisation)")
     engine = _start_engine(checked.cfg, world, coll)
     ctx = _context(checked, engine, world, coll, stop)
     ctx.devices, ctx.gpu_sharers = _devices_of_every_rank(world, coll, ctx.sc.share_gpu)
@@ -169,6 +187,8 @@ def _run(argv: list[str] | None, world: World, coll, stop: StopFlag) -> int:
     problem = coll.bcast(create_out(ctx.out) if world.rank == 0 else None)
     if problem:
         raise _AgreedError(problem)
+    watchdog.open_run(ctx.out, batch=ctx.batch, iterations_per_epoch=ctx.sc.iterations_per_epoch)
+    watchdog.stage("model build and first collectives")
     # 4. The model and its compiled step; a resumed run continues from its latest checkpoint.
     model = _build_model(ctx)
     start_epoch = model.start_iteration // ctx.sc.iterations_per_epoch
@@ -290,6 +310,7 @@ def _preflight(argv: list[str] | None, world: World) -> _Checked:
     cfg = _resolve_config(args)
     sc: ScalingConfig = cfg["scaling"]
     sc.set_horovod_environment()
+    watchdog.configure(cfg["watchdog"])
     _enable_timeline(args, sc)
     workload = workload_hash(cfg)
     ensemble = ensemble_layout(cfg, world, args.timeline)
@@ -641,10 +662,13 @@ def _train(ctx: RunContext, model: _Model, attempt: int, start_epoch: int, nodes
         engine.start_timeline(timeline)
     try:
         record_idle_power(ctx, meter, attempt)
-        completed = monitor.before_first_epoch(start_epoch) or run_epochs(
+        with watchdog.allow("evaluation"):
+            evaluated = monitor.before_first_epoch(start_epoch)
+        watchdog.stage("first step call (tracing, compiling)")
+        completed = evaluated or run_epochs(
             world=ctx.world, plan=plan, start_epoch=start_epoch, step=model.step, engine=engine,
             iterators=iterators, meter=meter, coll=coll, writer=ctx.writer, save_checkpoint=save_checkpoint,
-            stop=ctx.stop, log=ctx.log, after_epoch=monitor.after_epoch)
+            stop=ctx.stop, log=ctx.log, after_epoch=watchdog.allowing("evaluation", monitor.after_epoch))
         if completed:
             record_idle_power(ctx, meter, attempt, after=True)
     finally:
@@ -653,6 +677,7 @@ def _train(ctx: RunContext, model: _Model, attempt: int, start_epoch: int, nodes
             _complete_timeline(ctx, timeline)
         monitor.close()
         meter.stop()
+    watchdog.stage("finishing")
     return _finish(ctx, meter, completed, attempt, monitor.stopped_at_target)
 
 

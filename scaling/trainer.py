@@ -26,6 +26,7 @@ from energy.records import EnergyWindow
 from common.rundir import STEP_TIME_QUANTILES, EpochRecord, RunWriter, power_table
 from common.telemetry_parts import telemetry_table, write_telemetry_part
 from common.vocab import ENERGY_DOMAINS, SOURCE_ESTIMATED, SOURCES_WITH_VALUE
+from scaling import watchdog
 from scaling.world import World
 
 
@@ -148,6 +149,7 @@ def run_epochs(*, world: World, plan: EpochPlan, start_epoch: int, step: Callabl
             g_losses.extend(res["g_loss"])
             steps.extend(s - (c_s if math.isfinite(c_s) else 0.0) for s, c_s in zip(res["step_s"], res["comm_s"]))
             iterations += k * len(pending)
+            watchdog.progress(epoch * plan.iterations_per_epoch + iterations)
             pending = []
             if not all(map(math.isfinite, res["d_loss"] + res["g_loss"])):
                 raise RuntimeError(f"rank {world.rank}: non-finite loss in epoch {epoch}")

@@ -84,6 +84,9 @@ def mpi_node_local(rank: int, size: int) -> tuple[int, int] | None:
 
     prefer_yielding_mpi()   # before MPI starts, as for every other use of MPI in a run
     try:
+        from scaling.mpistart import start_mpi
+
+        start_mpi()
         from mpi4py import MPI
     except ImportError:
         return None
