@@ -7,6 +7,12 @@ xhat = alpha * real + (1 - alpha) * fake, alpha ~ U(0, 1) per shower, gradient w
 voxels only. L_G = -mean D(fake): the generator step needs D(fake) only, so unlike the original
 code it does not recompute the critic loss and its gradient penalty.
 
+The generator is called as the original calls it (``[model] generator_norm = "fixed_moments"``,
+bologan.md "How BatchNorm behaves while training"): its BatchNorm layers in inference mode,
+normalising by their initial moving statistics (0, 1), which never change, so each is a learned
+scale and shift and a generated shower does not depend on the rest of its batch. Only
+``batch_statistics`` calls it with ``training=True``.
+
 Communication time is measured inside the graph: ``tf.timestamp`` after every gradient is
 ready and again after the reduction, before anything may use the reduced gradients, so it
 covers the all-reduce including the wait for the slowest replica, and no compute.
@@ -130,6 +136,7 @@ class WganGpStep:
         ``label``: (n_disc, b, 1). Returns d_loss, g_loss, gp (this replica's) and comm_s."""
         gan, t = self.gan, self.train
         gen, critic = gan.generator, gan.critic
+        gen_training = self.model.generator_trains_batch_statistics
         batch = tf.shape(real)[1] if real.shape[1] is None else real.shape[1]
         comm = tf.constant(0.0, tf.float64)
         d_loss = gp = tf.constant(0.0)
@@ -137,7 +144,7 @@ class WganGpStep:
             x, y = real[k], label[k]
             z, alpha = self._draw(k, batch)
             with tf.GradientTape() as tape:
-                fake = gen([z, y], training=True)
+                fake = gen([z, y], training=gen_training)
                 # Real and fake in one critic call: the small dense layers are dispatch-bound,
                 # and the critic has no batch statistics, so rows stay independent.
                 scores = critic([tf.concat([x, fake], 0), tf.concat([y, y], 0)], training=True)
@@ -153,7 +160,7 @@ class WganGpStep:
         z, _ = self._draw(t.n_disc, batch)
         y = label[t.n_disc - 1]
         with tf.GradientTape() as tape:
-            fake = gen([z, y], training=True)
+            fake = gen([z, y], training=gen_training)
             g_loss = -tf.reduce_mean(critic([fake, y], training=True))
             scaled = self._scale(gan.g_opt, g_loss)
         grads, dt = self.replicas.gradients(tape, scaled, gen.trainable_variables, "generator")
