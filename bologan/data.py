@@ -15,7 +15,8 @@ from pathlib import Path
 from bologan.dataio import Showers, describe_showers, read_showers, write_showers
 from common.cli import Parser, comma_list
 from common.errors import UserError, main_guard
-from bologan.geometry import PARTICLE_NAMES
+from bologan.geometry import MOMENTA_MEV, PARTICLE_NAMES
+from bologan.momenta import SEPARATOR, momenta_argument
 
 EPILOG = """examples:
   python -m bologan.data generate --particle photons --events 20000 --seed 10 --out photons.parquet
@@ -37,9 +38,10 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--particle", required=True, choices=PARTICLE_NAMES)
     gen.add_argument("--events", type=int, default=20000, help="number of showers")
     gen.add_argument("--seed", type=int, default=10, help="random seed")
-    gen.add_argument("--momenta", type=comma_list(float, "momentum in MeV"), default=None,
-                     metavar="P1,P2,...",
-                     help="momenta in MeV (default: the 15 dataset-1 momenta 2^8..2^22 MeV)")
+    gen.add_argument("--momenta", type=_momenta, default=None, metavar="P1,P2,...|LO..HI",
+                     help="momenta in MeV, or the dataset-1 momenta in a range LO..HI (MeV, each end a "
+                          "number or 2^K, both included; e.g. 2^8..2^12) (default: the 15 dataset-1 "
+                          "momenta 2^8..2^22 MeV)")
     gen.add_argument("--out", required=True, type=Path, help="output Parquet file")
 
     conv = sub.add_parser("convert", help="import CaloChallenge HDF5 or FastCaloGAN CSV files", epilog=EPILOG,
@@ -60,6 +62,18 @@ def _parser() -> argparse.ArgumentParser:
                       help="fail unless the file holds this particle")
     desc.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
+
+
+def _momenta(text: str) -> list[float]:
+    """``--momenta``: a comma list of momenta, or a range (bologan.momenta) of grid momenta."""
+    if SEPARATOR not in text:
+        return comma_list(float, "momentum in MeV")(text)
+    grid = momenta_argument()(text)
+    selected = grid.select(MOMENTA_MEV) if grid is not None else list(MOMENTA_MEV)
+    if not selected:
+        raise argparse.ArgumentTypeError(f"--momenta: {text!r} holds none of the dataset-1 momenta "
+                                         f"{MOMENTA_MEV[0]:g}..{MOMENTA_MEV[-1]:g} MeV")
+    return selected
 
 
 def _eta(text: str) -> tuple[int, int]:

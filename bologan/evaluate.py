@@ -36,6 +36,7 @@ from common.cli import Parser, comma_list
 from common.errors import UserError, main_guard
 from common.plotting import new_figure, save_figure
 from common.vocab import BEST_JSON, CHECKPOINT_PREFIX, CHECKPOINT_SUBDIR, EVAL_FILE
+from bologan.momenta import SYNTAX, momenta_argument, parse_momentum_range, restrict
 from bologan.metrics import (DEFAULT_BINS, SELECTION_METRIC, CheckpointScore, EnergyScore, Reference,
                              best_iteration, score_showers)
 
@@ -308,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Score the checkpoints of a training run by the chi2/NDF of the generated total "
                     "shower energy against Geant4 showers, and keep the best checkpoint.",
         epilog=EPILOG)
-    parser.add_argument("train_dir", metavar="TRAIN_DIR", help="training output directory")
+    parser.add_argument("train_dir", metavar="TRAIN_DIR",
+                        help="a bologan.train or scaling.run directory, or an ensemble member's RUN/members/<k>")
     parser.add_argument("--reference", required=True, metavar="DATA.parquet",
                         help="Geant4 showers to compare with (held-out showers of the same particle)")
     parser.add_argument("--out", metavar="EVAL_DIR", help="output directory (default: TRAIN_DIR/eval)")
@@ -321,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0,
                         help="noise seed, the same for every checkpoint so their scores differ by the "
                              "model, not the draw")
+    parser.add_argument("--momenta", type=momenta_argument(), metavar="LO..HI",
+                        help=f"score only the reference momenta in this range ({SYNTAX}; default: the "
+                             f"range the run trained on, [data] momenta)")
     return parser
 
 
@@ -363,6 +368,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"{args.reference}: showers of {reference.particle.name}, but the run in "
                         f"{train_dir} was trained on {particle}")
     label_kind = cfg["data"].label
+    try:
+        reference = restrict(reference, args.momenta or parse_momentum_range(cfg["data"].momenta), args.reference)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
     def generate(iteration: int, momentum_mev: np.ndarray) -> np.ndarray:
         generator = model.restore_generator(train_dir, iteration)
