@@ -134,3 +134,24 @@ def test_analysis_compares_an_older_run_as_it_trained():
     assert config_differences([old, new]) == []
     new["model"]["generator_norm"] = "fixed_moments"
     assert config_differences([old, new]) == ["model.generator_norm"]
+
+
+def test_bologan_train_resumes_an_older_directory_as_it_trained(tmp_path, capsys):
+    from bologan import train
+
+    out = tmp_path / "train"
+    tiny = ["--out", str(out), "--synthetic-events", "200", "--batch-size", "8", "--n-disc", "1", "--threads", "1",
+            "--generator-widths", "8,8,8", "--critic-widths", "8", "--checkpoint-every", "1"]
+    assert train.main([*tiny, "--iterations", "1"]) == 0
+    tables = json.loads((out / "config.json").read_text())
+    del tables["model"]["generator_norm"]                    # as written before the setting existed
+    (out / "config.json").write_text(json.dumps(tables))
+    capsys.readouterr()
+    assert train.main(["--out", str(out), "--resume", "--iterations", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "generator_norm" in err and "batch_statistics" in err
+    assert json.loads((out / "config.json").read_text())["model"]["generator_norm"] == "batch_statistics"
+    # Switching how it normalises on resume would mix two models in one set of weights.
+    assert train.main(["--out", str(out), "--resume", "--iterations", "3", "--generator-norm", "fixed_moments"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "trained with generator_norm 'batch_statistics'" in err[0], err
