@@ -168,7 +168,7 @@ def fake_stack(tmp_path, monkeypatch):
         if int(p.name[len("ckpt-"):-len(".index")]) in DISTORTION)
     model.load_train_config = lambda d: {"model": types.SimpleNamespace(particle="photons"),
                                          "train": types.SimpleNamespace(),
-                                         "data": types.SimpleNamespace(label="maxe")}
+                                         "data": types.SimpleNamespace(label="maxe", momenta="")}
 
     def restore_generator(d, iteration):
         state["restores"][iteration] += 1
