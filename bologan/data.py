@@ -16,11 +16,12 @@ from bologan.dataio import Showers, describe_showers, read_showers, write_shower
 from common.cli import Parser, comma_list
 from common.errors import UserError, main_guard
 from bologan.geometry import MOMENTA_MEV, PARTICLE_NAMES
-from bologan.momenta import SEPARATOR, momenta_argument
+from bologan.momenta import SEPARATOR, momenta_argument, restrict
 
 EPILOG = """examples:
   python -m bologan.data generate --particle photons --events 20000 --seed 10 --out photons.parquet
   python -m bologan.data convert --from hdf5 --particle pions dataset_1_pions_1.hdf5 --out pions.parquet
+  python -m bologan.data convert --from hdf5 --particle photons --momenta 2^12..2^22 dataset_1_photons_1.hdf5 --out high.parquet
   python -m bologan.data convert --from csv --particle pions --eta 20_25 csvFiles/ --out pions.parquet
   python -m bologan.data describe photons.parquet --json
 """
@@ -51,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("--particle", required=True, choices=PARTICLE_NAMES)
     conv.add_argument("--eta", type=_eta, default=(20, 25), metavar="A_B",
                       help="CSV eta slice in the file names, in units of 0.01 (default: 20_25)")
+    conv.add_argument("--momenta", type=momenta_argument(), default=None, metavar="LO..HI",
+                      help="keep only the showers of these momenta (MeV, each end a number or 2^K, both "
+                           "included; e.g. 2^12..2^22) (default: all)")
     conv.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
                       help="HDF5 file, or CSV directory / files")
     conv.add_argument("--out", required=True, type=Path, help="output Parquet file")
@@ -128,6 +132,10 @@ def _convert(args: argparse.Namespace) -> int:
     else:
         src = args.inputs[0] if len(args.inputs) == 1 else args.inputs
         showers = importers.import_fastcalogan_csv(src, args.particle, eta=args.eta)
+    try:
+        showers = restrict(showers, args.momenta, str(args.inputs[0]))
+    except ValueError as exc:
+        raise UserError(f"--momenta {args.momenta}: {exc}") from None
     write_showers(args.out, showers)
     print(_summary(args.out, showers, time.perf_counter() - t0), flush=True)
     return 0
