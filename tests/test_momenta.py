@@ -84,3 +84,20 @@ def test_scaling_run_records_the_range_in_the_workload_hash():
     assert workload("--momenta", "2^12..2^22") == workload("--momenta", "4096..4194304")
     assert workload("--momenta", "2^12..2^22") != workload()
     assert workload("--momenta", "") == workload()
+
+
+def test_a_run_scores_its_reference_file_on_its_momenta(tmp_path):
+    from bologan.dataio import write_showers
+    from bologan.synthetic import generate_showers
+    from scaling.eval_config import EvalConfig
+    from scaling.evaluation import training_and_reference
+
+    path = tmp_path / "ref.parquet"
+    write_showers(path, generate_showers("photons", 300, 2))
+    cfg = EvalConfig(eval_every=1, reference=str(path))
+    _, reference = training_and_reference(cfg, None, "photons", 1, "4096..4194304")
+    assert reference.momentum_mev.min() == 4096.0
+    _, everything = training_and_reference(cfg, None, "photons", 1)
+    assert everything.momentum_mev.min() == 256.0
+    with pytest.raises(UserError, match="no shower with a momentum in 5..6 MeV"):
+        training_and_reference(cfg, None, "photons", 1, "5..6")
