@@ -141,11 +141,12 @@ def with_legacy_values(tables: dict[str, dict[str, Any]]) -> tuple[dict[str, dic
     ``HASHED_UNLESS_DEFAULT`` had before it existed, so that resuming or reading an older run
     keeps the behaviour it trained with. Returns (tables, the 'section.key = value' filled in
     whose value is not today's default: what the caller must tell the user)."""
-    out = {name: dict(table) for name, table in tables.items()}
+    # A table that is not one is left as it is, for the config's own check to name.
+    out = {name: dict(table) if isinstance(table, dict) else table for name, table in tables.items()}
     changed = []
     for key, legacy in HASHED_UNLESS_DEFAULT.items():
         section, name = key.split(".")
-        if section not in out or name in out[section]:
+        if not isinstance(out.get(section), dict) or name in out[section]:
             continue
         out[section][name] = legacy
         default = {f.name: f.default for f in fields(BOLOGAN_SECTIONS[section])}[name]
