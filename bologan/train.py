@@ -46,9 +46,12 @@ def _check_out_dir(out: Path, resume: bool) -> None:
 def _check_same_model(out: Path, model_cfg) -> None:
     """A resumed training must keep how its generator normalises (and its layers): otherwise
     one set of weights would hold two models' training."""
-    from bologan.model import load_train_config
+    from bologan.config import ModelConfig
+    from bologan.trained_config import read_stored_config
+    from common.settings import section_from_mapping
 
-    saved = load_train_config(out, quiet=True)["model"]
+    stored = read_stored_config(out)      # TensorFlow-free: the refusal comes in seconds
+    saved = section_from_mapping(ModelConfig, stored.tables["model"], f"{stored.path}: [model]")
     for key in ("generator", "generator_norm"):
         if getattr(saved, key) != getattr(model_cfg, key):
             raise UserError(f"{out}: trained with {key} {getattr(saved, key)!r}; --resume with "
