@@ -231,9 +231,18 @@ def flatten_config(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _as_trained(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's config with the settings it predates set as it trained (an older run without
+    [model] generator_norm trained with batch statistics), so it is compared as what it did."""
+    from bologan.config import with_legacy_values
+
+    tables, _ = with_legacy_values({s: t for s, t in config.items() if s in WORKLOAD_SECTIONS and isinstance(t, dict)})
+    return {**config, **tables}
+
+
 def config_differences(configs: list[dict[str, Any]]) -> list[str]:
     """Dotted keys whose values differ between configs, except those that ``may_vary_in_series``."""
-    flats = [flatten_config(c) for c in configs]
+    flats = [flatten_config(_as_trained(c)) for c in configs]
     keys = sorted(set().union(*flats)) if flats else []
     diffs = []
     for key in keys:

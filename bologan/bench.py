@@ -7,6 +7,8 @@ Examples::
     python -m bologan.bench --batch-size 8 --steps-per-call 8 --json   # 8 iterations per call
     python -m bologan.bench --inference --particle pions --json     # generation benchmark instead
     python -m bologan.bench --inference --help                      # its options (bologan.inference)
+    python -m bologan.bench learning-curve --iterations 1000        # quality at fixed iterations
+                                                                    # (bologan.learning_curve)
 
 ``--reference`` runs what the original BoloGAN code does with the same numerics: each critic
 step and the generator step are separate calls, and the generator step recomputes the whole
@@ -32,12 +34,13 @@ import os
 import sys
 import time
 
-from bologan.config import LOSS_SCALED_PRECISIONS, PRECISIONS, ModelConfig, TrainConfig
+from bologan.config import GENERATOR_NORM_FIXED, GENERATOR_NORMS, LOSS_SCALED_PRECISIONS, PRECISIONS, ModelConfig, TrainConfig
 from common.cli import Parser, add_json_flag
 from common.errors import main_guard
 from common.vocab import PARTICLE_NAMES, PARTICLE_PHOTONS
 
 INFERENCE_FLAG = "--inference"
+LEARNING_CURVE = "learning-curve"
 
 
 def build_parser() -> Parser:
@@ -50,6 +53,8 @@ def build_parser() -> Parser:
     p.add_argument("--batch-size", type=int, default=128, help="showers per critic step")
     p.add_argument("--threads", type=int, default=1, help="TensorFlow intra-op threads")
     p.add_argument("--generator", choices=("bn_swish", "bn_relu", "relu"), default="bn_swish")
+    p.add_argument("--generator-norm", choices=GENERATOR_NORMS, default=GENERATOR_NORM_FIXED,
+                   help="generator BatchNorm while training ([model] generator_norm)")
     p.add_argument("--iterations", type=int, default=40, help="timed iterations")
     p.add_argument("--warmup", type=int, default=5, help="untimed iterations first")
     p.add_argument("--xla", action=argparse.BooleanOptionalAction, default=False,
@@ -104,7 +109,7 @@ def _reference_iteration(step, n_disc: int, unrolled: bool = False):
     def critic_loss(x, y):
         z = rng.normal((batch, model.latent_dim), model.latent_mean, model.latent_std)
         alpha = rng.uniform((batch, 1))
-        fake = gen([z, y], training=True)
+        fake = gen([z, y], training=model.generator_trains_batch_statistics)
         d_fake = critic([fake, y], training=True)
         d_real = critic([x, y], training=True)
         gp = gradient_penalty(critic, x, fake, y, alpha)
@@ -149,7 +154,7 @@ def _build(args, reference: bool):
     from bologan.model import Gan, set_precision, uses_loss_scaling
     from bologan.step import WganGpStep
 
-    model = ModelConfig(particle=args.particle, generator=args.generator)
+    model = ModelConfig(particle=args.particle, generator=args.generator, generator_norm=args.generator_norm)
     train = TrainConfig(batch_size=args.batch_size, xla=args.xla, precision=args.precision)
     policy = set_precision(train)
     # fp16 as training runs it: the loss scaled, the gradients unscaled, steps with overflow skipped.
@@ -201,6 +206,10 @@ def _environment(tf) -> dict:
 @main_guard
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == [LEARNING_CURVE]:   # a mode with its own flags (bologan.learning_curve)
+        from bologan import learning_curve
+
+        return learning_curve.main(argv[1:])
     if INFERENCE_FLAG in argv:   # the other mode has other flags (and other defaults for --threads)
         from bologan.inference import inference_cli
 

@@ -15,11 +15,13 @@ from pathlib import Path
 from bologan.dataio import Showers, describe_showers, read_showers, write_showers
 from common.cli import Parser, comma_list
 from common.errors import UserError, main_guard
-from bologan.geometry import PARTICLE_NAMES
+from bologan.geometry import MOMENTA_MEV, PARTICLE_NAMES
+from bologan.momenta import SEPARATOR, momenta_argument, restrict
 
 EPILOG = """examples:
   python -m bologan.data generate --particle photons --events 20000 --seed 10 --out photons.parquet
   python -m bologan.data convert --from hdf5 --particle pions dataset_1_pions_1.hdf5 --out pions.parquet
+  python -m bologan.data convert --from hdf5 --particle photons --momenta 2^12..2^22 dataset_1_photons_1.hdf5 --out high.parquet
   python -m bologan.data convert --from csv --particle pions --eta 20_25 csvFiles/ --out pions.parquet
   python -m bologan.data describe photons.parquet --json
   python -m bologan.data bench photons.parquet --run results/local/horovod-weak-n1
@@ -38,9 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--particle", required=True, choices=PARTICLE_NAMES)
     gen.add_argument("--events", type=int, default=20000, help="number of showers")
     gen.add_argument("--seed", type=int, default=10, help="random seed")
-    gen.add_argument("--momenta", type=comma_list(float, "momentum in MeV"), default=None,
-                     metavar="P1,P2,...",
-                     help="momenta in MeV (default: the 15 dataset-1 momenta 2^8..2^22 MeV)")
+    gen.add_argument("--momenta", type=_momenta, default=None, metavar="P1,P2,...|LO..HI",
+                     help="momenta in MeV, or the dataset-1 momenta in a range LO..HI (MeV, each end a "
+                          "number or 2^K, both included; e.g. 2^8..2^12) (default: the 15 dataset-1 "
+                          "momenta 2^8..2^22 MeV)")
     gen.add_argument("--out", required=True, type=Path, help="output Parquet file")
 
     conv = sub.add_parser("convert", help="import CaloChallenge HDF5 or FastCaloGAN CSV files", epilog=EPILOG,
@@ -50,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("--particle", required=True, choices=PARTICLE_NAMES)
     conv.add_argument("--eta", type=_eta, default=(20, 25), metavar="A_B",
                       help="CSV eta slice in the file names, in units of 0.01 (default: 20_25)")
+    conv.add_argument("--momenta", type=momenta_argument(), default=None, metavar="LO..HI",
+                      help="keep only the showers of these momenta (MeV, each end a number or 2^K, both "
+                           "included; e.g. 2^12..2^22) (default: all)")
     conv.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
                       help="HDF5 file, or CSV directory / files")
     conv.add_argument("--out", required=True, type=Path, help="output Parquet file")
@@ -68,6 +74,18 @@ def _parser() -> argparse.ArgumentParser:
                            "meter loading each, and measure the input pipeline's showers/s (bologan.data_bench).")
     add_arguments(bench)
     return parser
+
+
+def _momenta(text: str) -> list[float]:
+    """``--momenta``: a comma list of momenta, or a range (bologan.momenta) of grid momenta."""
+    if SEPARATOR not in text:
+        return comma_list(float, "momentum in MeV")(text)
+    grid = momenta_argument()(text)
+    selected = grid.select(MOMENTA_MEV) if grid is not None else list(MOMENTA_MEV)
+    if not selected:
+        raise argparse.ArgumentTypeError(f"--momenta: {text!r} holds none of the dataset-1 momenta "
+                                         f"{MOMENTA_MEV[0]:g}..{MOMENTA_MEV[-1]:g} MeV")
+    return selected
 
 
 def _eta(text: str) -> tuple[int, int]:
@@ -122,6 +140,10 @@ def _convert(args: argparse.Namespace) -> int:
     else:
         src = args.inputs[0] if len(args.inputs) == 1 else args.inputs
         showers = importers.import_fastcalogan_csv(src, args.particle, eta=args.eta)
+    try:
+        showers = restrict(showers, args.momenta, str(args.inputs[0]))
+    except ValueError as exc:
+        raise UserError(f"--momenta {args.momenta}: {exc}") from None
     write_showers(args.out, showers)
     print(_summary(args.out, showers, time.perf_counter() - t0), flush=True)
     return 0

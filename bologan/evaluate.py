@@ -37,6 +37,7 @@ from common.errors import UserError, main_guard
 from common.vocab import BEST_JSON, CHECKPOINT_PREFIX, CHECKPOINT_SUBDIR, EVAL_FILE
 from bologan import compare_files
 from bologan.selection_plot import plot_chi2_ndf
+from bologan.momenta import SYNTAX, momenta_argument, parse_momentum_range, restrict
 from bologan.metrics import (DEFAULT_BINS, SELECTION_METRIC, CheckpointScore, EnergyScore, Reference,
                              best_iteration, score_showers)
 
@@ -288,7 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "shower energy against Geant4 showers, and keep the best checkpoint.",
         epilog=EPILOG)
     parser.add_argument("train_dir", metavar="TRAIN_DIR", nargs="?",
-                        help="training output directory (not with --generated)")
+                        help="a bologan.train or scaling.run directory, or an ensemble member's RUN/members/<k> "
+                             "(not with --generated)")
     parser.add_argument("--reference", required=True, metavar="DATA.parquet",
                         help="Geant4 showers to compare with (held-out showers of the same particle); "
                              "with --generated a CaloChallenge HDF5 file")
@@ -305,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fpd-kpd", action=argparse.BooleanOptionalAction, default=True,
                         help="CaloChallenge FPD and KPD per checkpoint (seconds each; default: on)")
     compare_files.add_arguments(parser)
+    parser.add_argument("--momenta", type=momenta_argument(), metavar="LO..HI",
+                        help=f"score only the reference momenta in this range ({SYNTAX}; default: the "
+                             f"range the run trained on, [data] momenta)")
     return parser
 
 
@@ -351,6 +356,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"{args.reference}: showers of {reference.particle.name}, but the run in "
                         f"{train_dir} was trained on {particle}")
     label_kind = cfg["data"].label
+    try:
+        reference = restrict(reference, args.momenta or parse_momentum_range(cfg["data"].momenta), args.reference)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
     def generate(iteration: int, momentum_mev: np.ndarray) -> np.ndarray:
         generator = model.restore_generator(train_dir, iteration)

@@ -43,7 +43,7 @@ from typing import Any, Sequence
 
 from common.cli import Parser
 from common.errors import UserError, main_guard
-from common.vocab import TRAIN_CONFIG_FILE
+from bologan.trained_config import config_file
 from bologan.generate import add_checkpoint_arguments, resolve_checkpoint
 
 SAVED_MODEL_DIR = "saved_model"
@@ -203,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     generator, sections = load_generator(ref)
     model_cfg, label_kind = sections["model"], sections["data"].label
     source = {"checkpoint": ref.prefix.name, "iteration": ref.iteration,
-              "config": str(ref.config_dir / TRAIN_CONFIG_FILE)}
+              "config": str(config_file(ref.config_dir))}
     saved = save_generator(generator, model_cfg, label_kind, out, source)
     print(f"SavedModel: {saved} (signatures serving_default(z, label), generate_mev(momentum_mev, seed))")
     if args.onnx != "no":

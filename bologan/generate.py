@@ -21,15 +21,21 @@ Which checkpoint (``--checkpoint PATH``):
   highest iteration), or ``--iteration N``;
 - a checkpoint prefix ``.../ckpt-<it>`` (with or without ``.index``).
 
-Where the settings come from (the training ``config.json``, needed to rebuild the network):
-``--config-from TRAIN_DIR`` when given; otherwise the first of the checkpoint directory itself,
-the training directory named by a ``best.json`` beside it (what ``bologan.evaluate`` writes next
-to ``best_checkpoint/``), its parent (``TRAIN_DIR/checkpoints``) and its grandparent
-(``TRAIN_DIR/eval/best_checkpoint``) that holds a ``config.json``.
+Where the settings come from (needed to rebuild the network): a ``bologan.train`` directory's
+``config.json``, a ``scaling.run`` directory's ``run.json`` or, for an ensemble member's folder
+``RUN/members/<k>``, the run's ``run.json`` (``bologan.trained_config``). ``--config-from DIR``
+when given; otherwise the first of the checkpoint directory itself, the training directory named
+by a ``best.json`` beside it (what ``bologan.evaluate`` writes next to ``best_checkpoint/``), its
+parent (``TRAIN_DIR/checkpoints``) and its grandparent (``TRAIN_DIR/eval/best_checkpoint``) that
+holds one.
 
-Voxels the generator makes negative (the swish output goes down to about -0.28 x Ekin) are set
-to 0 MeV, because a deposited energy cannot be negative; the count is printed and stored in the
-file's ``source`` metadata. Exit codes: 0 ok, 2 bad input (nothing written).
+Voxels the generator makes negative are set to 0 MeV, because a deposited energy cannot be
+negative. Only the bn_swish generator makes them: its output layer ends in swish, x*sigmoid(x),
+whose minimum is about -0.28 (at x = -1.28), so a voxel can come out as down to -0.28 x Ekin; a
+voxel the real showers leave empty is then as often slightly negative as slightly positive, and
+half of all voxels clipped is usual for a young generator. The count and fraction are printed
+and stored in the output (Parquet ``source``; HDF5 attributes ``clipped_negative_voxels`` and
+``clipped_negative_fraction``). Exit codes: 0 ok, 2 bad input (nothing written).
 """
 from __future__ import annotations
 
@@ -47,8 +53,10 @@ import numpy as np
 
 from common.cli import Parser, comma_list
 from common.errors import UserError, main_guard
-from common.vocab import BEST_JSON, CHECKPOINT_PREFIX, CHECKPOINT_SUBDIR, TRAIN_CONFIG_FILE
+from common.vocab import BEST_JSON, CHECKPOINT_PREFIX, CHECKPOINT_SUBDIR, MEMBERS_SUBDIR, RUN_JSON, TRAIN_CONFIG_FILE
 from bologan.config import PRECISIONS
+from bologan.momenta import SYNTAX, MomentumRange, momenta_argument, parse_momentum_range
+from bologan.trained_config import config_file
 from bologan.geometry import MOMENTA_MEV, is_grid_momentum
 from bologan.importers import HDF5_SUFFIXES, require_h5py
 
@@ -67,7 +75,7 @@ class CheckpointRef:
 
     prefix: Path          # .../ckpt-<iteration>, the name tf.train.Checkpoint.restore takes
     iteration: int
-    config_dir: Path      # holds config.json
+    config_dir: Path      # holds the settings (bologan.trained_config.config_file)
     config_found_by: str  # how config_dir was chosen, for messages and the benchmark JSON
 
 
@@ -114,8 +122,9 @@ def _config_dir(ckpt_dir: Path, config_from: str | Path | None) -> tuple[Path, s
     """The directory holding the training ``config.json`` (rule in the module docstring)."""
     if config_from is not None:
         d = Path(config_from)
-        if not (d / TRAIN_CONFIG_FILE).is_file():
-            raise UserError(f"--config-from {d}: no {TRAIN_CONFIG_FILE} there (give the training directory)")
+        if config_file(d) is None:
+            raise UserError(f"--config-from {d}: no {TRAIN_CONFIG_FILE} or {RUN_JSON} there (give the training "
+                            f"or run directory)")
         return d, "--config-from"
     looked: list[Path] = []
     candidates: list[tuple[Path, str]] = [(ckpt_dir, "checkpoint directory")]
@@ -130,10 +139,10 @@ def _config_dir(ckpt_dir: Path, config_from: str | Path | None) -> tuple[Path, s
     candidates += [(ckpt_dir.parent, "parent directory"), (ckpt_dir.parent.parent, "grandparent directory")]
     for d, how in candidates:
         looked.append(d)
-        if (d / TRAIN_CONFIG_FILE).is_file():
+        if config_file(d) is not None:
             return d, how
     where = ", ".join(str(p) for p in dict.fromkeys(looked))
-    raise UserError(f"{ckpt_dir}: cannot find the training {TRAIN_CONFIG_FILE} (looked in {where}); "
+    raise UserError(f"{ckpt_dir}: cannot find the training {TRAIN_CONFIG_FILE} or {RUN_JSON} (looked in {where}); "
                     f"pass --config-from TRAIN_DIR")
 
 
@@ -153,6 +162,9 @@ def resolve_checkpoint(path: str | Path, iteration: int | None = None,
             raise UserError(f"{label} names iteration {it} but --iteration says {iteration}")
         ckpt_dir = p.parent
     elif p.is_dir():
+        if not (p / CHECKPOINT_SUBDIR).is_dir() and (p / MEMBERS_SUBDIR).is_dir() and not _iterations_in(p):
+            raise UserError(f"{label}: an ensemble run (one GAN per member); give one member's folder, "
+                            f"e.g. {p / MEMBERS_SUBDIR / '0'}")
         if (p / CHECKPOINT_SUBDIR).is_dir():
             ckpt_dir = p / CHECKPOINT_SUBDIR
         else:
@@ -163,7 +175,7 @@ def resolve_checkpoint(path: str | Path, iteration: int | None = None,
                         f"directory or a {CHECKPOINT_PREFIX}-<iteration> prefix)")
     else:
         raise UserError(f"{label}: not found")
-    if config_from is None and ckpt_dir.name == CHECKPOINT_SUBDIR and (ckpt_dir.parent / TRAIN_CONFIG_FILE).is_file():
+    if config_from is None and ckpt_dir.name == CHECKPOINT_SUBDIR and config_file(ckpt_dir.parent) is not None:
         config_dir, how = ckpt_dir.parent, "training directory"
     else:
         config_dir, how = _config_dir(ckpt_dir, config_from)
@@ -190,7 +202,7 @@ def load_generator(ref: CheckpointRef) -> tuple[Any, dict[str, Any]]:
         status.assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.OpError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise UserError(f"{where}: does not hold a generator matching {ref.config_dir / TRAIN_CONFIG_FILE} "
+        raise UserError(f"{where}: does not hold a generator matching {config_file(ref.config_dir)} "
                         f"({first})") from None
     status.expect_partial()   # the critic and optimisers are in the file but not wanted here
     return generator, cfg
@@ -238,6 +250,26 @@ def energy_warnings(momenta_mev: Sequence[float]) -> list[str]:
     return out
 
 
+def momenta_in_range(momenta: "MomentumRange | None") -> list[float]:
+    """``--momenta``: the dataset-1 grid momenta (MeV) in the range."""
+    if momenta is None:
+        return list(MOMENTA_MEV)
+    grid = momenta.select(MOMENTA_MEV)
+    if not grid:
+        raise UserError(f"--momenta {momenta}: holds none of the dataset-1 momenta "
+                        f"{MOMENTA_MEV[0]:g}..{MOMENTA_MEV[-1]:g} MeV")
+    return grid
+
+
+def trained_range_warnings(momenta_mev: Sequence[float], trained: str) -> list[str]:
+    """Momenta outside the range the GAN was trained on ([data] momenta; '' = every momentum)."""
+    rng = parse_momentum_range(trained)
+    if rng is None:
+        return []
+    return [f"{p:g} MeV is outside the momenta this GAN was trained on ({rng} MeV)"
+            for p in momenta_mev if not rng.contains(p)]
+
+
 # --------------------------------------------------------------------------- generation
 
 def generate_showers(generator: Any, sections: dict[str, Any], momenta_mev: Sequence[float],
@@ -259,7 +291,8 @@ def generate_showers(generator: Any, sections: dict[str, Any], momenta_mev: Sequ
     clipped = int(negative.sum())
     voxels[negative] = 0.0
     if clipped:
-        source = f"{source}; {clipped} negative voxel values set to 0"
+        source = (f"{source}; {clipped} negative voxel values set to 0 "
+                  f"(clipped fraction {clipped / max(1, voxels.size):.6f})")
     showers = Showers(particle=lookup_particle(model_cfg.particle), momentum_mev=requested,
                       voxels_mev=voxels, source=source)
     return showers, clipped
@@ -282,9 +315,13 @@ def add_checkpoint_arguments(parser: argparse.ArgumentParser, required: bool) ->
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser("python -m bologan.generate", __doc__)
     add_checkpoint_arguments(parser, required=True)
-    parser.add_argument("--energies", required=True, metavar="P1,P2,...|all",
-                        help="incident momenta in MeV, comma-separated, or 'all' for the 15 grid points "
-                             "256 .. 4194304 MeV")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--energies", metavar="P1,P2,...|all",
+                       help="incident momenta in MeV, comma-separated, or 'all' for the 15 grid points "
+                            "256 .. 4194304 MeV")
+    which.add_argument("--momenta", type=momenta_argument(), metavar="LO..HI",
+                       help=f"the dataset-1 momenta in this range ({SYNTAX}, both ends included), e.g. "
+                            f"2^12..2^22 for BoloGAN's photon GAN above 4 GeV")
     # --n: the earlier spelling, kept for scripts; bologan.evaluate calls the same thing --events-per-energy.
     parser.add_argument("--events-per-energy", "--n", dest="events_per_energy", type=int, required=True,
                         metavar="N", help="showers per momentum")
@@ -302,13 +339,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def write_output(out: Path, showers: "Showers") -> None:
+def clipped_attributes(clipped: int, showers: "Showers") -> dict[str, int | float]:
+    """HDF5 attributes recording the negative voxels set to 0 (count and fraction of all voxels)."""
+    return {"clipped_negative_voxels": int(clipped),
+            "clipped_negative_fraction": clipped / max(1, showers.voxels_mev.size)}
+
+
+def write_output(out: Path, showers: "Showers", clipped: int = 0) -> None:
     """Write ``showers`` atomically: CaloChallenge HDF5 (``incident_energies`` (N, 1) and
-    ``showers`` (N, voxels), MeV) when ``out`` ends in .hdf5/.h5, else the project's Parquet."""
+    ``showers`` (N, voxels), MeV, and ``clipped_attributes``) when ``out`` ends in .hdf5/.h5,
+    else the project's Parquet (the clipped count and fraction are in its ``source``)."""
     from bologan.importers import write_calochallenge_hdf5
 
     if out.suffix.lower() in HDF5_SUFFIXES:
-        write_calochallenge_hdf5(out, showers)
+        write_calochallenge_hdf5(out, showers, clipped_attributes(clipped, showers))
     else:
         from bologan.dataio import write_showers
 
@@ -339,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("--batch-size must be >= 1")
     if args.threads < 0:
         raise UserError("--threads must be >= 0")
-    momenta = parse_energies(args.energies)
+    momenta = parse_energies(args.energies) if args.energies is not None else momenta_in_range(args.momenta)
     out = Path(args.out)
     _check_out(out, args.force)
     ref = resolve_checkpoint(args.checkpoint, args.iteration, args.config_from)
@@ -355,12 +399,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     set_precision(TrainConfig(precision=args.precision))   # before the layers are built
     generator, sections = load_generator(ref)
+    for warning in trained_range_warnings(momenta, sections["data"].momenta):
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     source = (f"bologan.generate: {sections['model'].particle} generator {ref.prefix.name} "
               f"({sections['model'].generator}), seed {args.seed}, {args.precision}")
     showers, clipped = generate_showers(generator, sections, momenta, args.events_per_energy, args.seed,
                                         args.batch_size, source)
 
-    write_output(out, showers)
+    write_output(out, showers, clipped)
     part = showers.particle
     etot = showers.voxels_mev.sum(axis=1, dtype=np.float64)
     print(f"wrote {len(showers)} {part.name} showers ({part.n_voxels} voxels, MeV) from {ref.prefix.name} "
@@ -372,7 +418,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{p:>15.6g} {n:>8d} {etot[rows].mean() / part.ekin_mev(p):>15.4f}")
     if clipped:
         frac = clipped / showers.voxels_mev.size
-        print(f"note: {clipped} negative voxel values ({frac:.3%} of all voxels) were set to 0 MeV")
+        print(f"note: {clipped} negative voxel values ({frac:.3%} of all voxels) were set to 0 MeV "
+              f"(the swish output layer reaches -0.28 x Ekin; docs/generation.md)")
     return 0
 
 

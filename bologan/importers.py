@@ -111,12 +111,14 @@ def require_h5py():
     return h5py
 
 
-def write_calochallenge_hdf5(path: str | os.PathLike, showers: Showers) -> None:
+def write_calochallenge_hdf5(path: str | os.PathLike, showers: Showers,
+                             attrs: dict[str, int | float | str] | None = None) -> None:
     """Write ``showers`` as a CaloChallenge dataset-1 file, atomically (never a partial file).
 
     ``incident_energies`` (N, 1) float64 and ``showers`` (N, n_voxels) float32, both MeV, in the
     dataset-1 voxel order; the incident energy is the momentum, as in the challenge's files.
-    File attributes record the particle, units and provenance (the challenge's readers ignore them).
+    File attributes record the particle, units and provenance, and ``attrs`` (the challenge's
+    readers ignore them).
     """
     target = Path(path)
     check_showers(showers, f"{target.name} (not written)")
@@ -128,7 +130,8 @@ def write_calochallenge_hdf5(path: str | os.PathLike, showers: Showers) -> None:
         with h5py.File(tmp, "w") as fh:
             fh.create_dataset(HDF5_ENERGIES, data=showers.momentum_mev.reshape(-1, 1).astype(np.float64))
             fh.create_dataset(HDF5_SHOWERS, data=np.ascontiguousarray(showers.voxels_mev, dtype=np.float32))
-            fh.attrs.update({"particle": showers.particle.name, "units": "MeV", "source": showers.source})
+            fh.attrs.update({"particle": showers.particle.name, "units": "MeV", "source": showers.source,
+                             **(attrs or {})})
 
     try:
         atomic_write(target, write)

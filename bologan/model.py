@@ -5,13 +5,14 @@ initialisation and zero bias. Variants:
 - ``bn_swish``: BatchNorm + swish on every layer including the output (BoloGAN "High12"); the
   output can go slightly negative (swish >= -0.28).
 - ``bn_relu``: BatchNorm + ReLU on hidden layers, ReLU output without BatchNorm.
-- ``relu``: ReLU everywhere, no BatchNorm (BoloGAN "Pions"; use it where replicas must be
-  bit-comparable, e.g. the data-parallel equivalence checks).
+- ``relu``: ReLU everywhere, no BatchNorm (BoloGAN "Pions").
+The default follows the particle (``bologan.config.PARTICLE_GENERATOR``). How BatchNorm
+normalises while training is ``[model] generator_norm`` (bologan.step).
 Critic: concat(voxels, label) -> [Dense + ReLU] x 3 (default n_voxels wide) -> Dense(1), linear.
 """
 from __future__ import annotations
 
-import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -179,22 +180,23 @@ def save_train_config(train_dir: str | Path, tables: dict[str, dict[str, Any]]) 
     atomic_write_json(Path(train_dir) / TRAIN_CONFIG_FILE, tables)
 
 
-def load_train_config(train_dir: str | Path) -> dict[str, Any]:
-    """The resolved sections ({"model": ModelConfig, "train": ..., "data": ...}) of a training dir."""
-    path = Path(train_dir) / TRAIN_CONFIG_FILE
-    try:
-        tables = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: missing (not a training directory)") from None
-    except ValueError as exc:
-        raise UserError(f"{path}: unreadable ({exc})") from None
-    return {name: section_from_mapping(cls, tables.get(name, {}), f"{path}: [{name}]")
+def load_train_config(train_dir: str | Path, quiet: bool = False) -> dict[str, Any]:
+    """The resolved sections ({"model": ModelConfig, "train": ..., "data": ...}) of a training
+    directory: a ``bologan.train`` one, a ``scaling.run`` one or an ensemble member's
+    (``bologan.trained_config``). A run older than a setting whose default changed is read as it
+    trained, and said in one line on stderr unless ``quiet``."""
+    from bologan.trained_config import read_stored_config
+
+    stored = read_stored_config(train_dir)
+    if stored.note() and not quiet:
+        print(f"note: {stored.note()}", file=sys.stderr, flush=True)
+    return {name: section_from_mapping(cls, stored.tables.get(name, {}), f"{stored.path}: [{name}]")
             for name, cls in BOLOGAN_SECTIONS.items()}
 
 
 def restore_generator(train_dir: str | Path, iteration: int) -> tf.keras.Model:
     """Generator weights of checkpoint ``ckpt-<iteration>`` (optimisers are not restored)."""
-    cfg = load_train_config(train_dir)
+    cfg = load_train_config(train_dir, quiet=True)
     prefix = Path(train_dir) / CHECKPOINT_SUBDIR / f"{CHECKPOINT_PREFIX}-{iteration}"
     if not Path(str(prefix) + ".index").exists():
         raise UserError(f"{prefix}: no such checkpoint")

@@ -118,11 +118,26 @@ def split_holdout(showers, fraction: float, seed: int):
 
 
 def load_showers(data: DataConfig, particle: str, seed: int):
-    """The training showers: the Parquet file in ``data.data``, else synthetic ones."""
+    """The training showers: the Parquet file in ``data.data``, else synthetic ones; only the
+    momenta in ``data.momenta`` (synthetic: ``synthetic_events`` showers over the dataset-1
+    momenta in that range)."""
+    from bologan.momenta import parse_momentum_range, restrict
+
+    momenta = parse_momentum_range(data.momenta)
     if data.data:
         from bologan.dataio import read_showers
 
-        return read_showers(data.data, particle)
+        try:
+            return restrict(read_showers(data.data, particle), momenta, data.data)
+        except ValueError as exc:
+            raise UserError(f"--momenta {data.momenta}: {exc}") from None
+    from bologan.geometry import MOMENTA_MEV
     from bologan.synthetic import generate_showers
 
-    return generate_showers(particle, data.synthetic_events, seed)
+    grid = None
+    if momenta is not None:
+        grid = momenta.select(MOMENTA_MEV)
+        if not grid:
+            raise UserError(f"--momenta {data.momenta}: holds none of the dataset-1 momenta "
+                            f"{MOMENTA_MEV[0]:g}..{MOMENTA_MEV[-1]:g} MeV to synthesise")
+    return generate_showers(particle, data.synthetic_events, seed, grid)

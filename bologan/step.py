@@ -7,6 +7,12 @@ xhat = alpha * real + (1 - alpha) * fake, alpha ~ U(0, 1) per shower, gradient w
 voxels only. L_G = -mean D(fake): the generator step needs D(fake) only, so unlike the original
 code it does not recompute the critic loss and its gradient penalty.
 
+The generator is called as the original calls it (``[model] generator_norm = "fixed_moments"``,
+bologan.md "How BatchNorm behaves while training"): its BatchNorm layers in inference mode,
+normalising by their initial moving statistics (0, 1), which never change, so each is a learned
+scale and shift and a generated shower does not depend on the rest of its batch. Only
+``batch_statistics`` calls it with ``training=True``.
+
 Communication time is measured inside the graph: ``tf.timestamp`` once every gradient's value
 exists and again once every reduced gradient's value exists, before anything may use the
 reduced gradients, so it covers the all-reduce including the wait for the slowest replica.
@@ -169,7 +175,7 @@ class WganGpStep:
         gan, t = self.gan, self.train
         batch = tf.shape(x)[0] if x.shape[0] is None else x.shape[0]
         with tf.GradientTape() as tape:
-            fake = gan.generator([z, y], training=True)
+            fake = gan.generator([z, y], training=self.model.generator_trains_batch_statistics)
             # Real and fake in one critic call: the small dense layers are dispatch-bound,
             # and the critic has no batch statistics, so rows stay independent.
             scores = gan.critic([tf.concat([x, fake], 0), tf.concat([y, y], 0)], training=True)
@@ -183,7 +189,7 @@ class WganGpStep:
         """The generator step's forward and backward pass: (gradients of the (scaled) loss, g_loss)."""
         gan = self.gan
         with tf.GradientTape() as tape:
-            fake = gan.generator([z, y], training=True)
+            fake = gan.generator([z, y], training=self.model.generator_trains_batch_statistics)
             g_loss = -tf.reduce_mean(gan.critic([fake, y], training=True))
             scaled = self._scale(gan.g_opt, g_loss)
         return tape.gradient(scaled, gan.generator.trainable_variables), g_loss

@@ -43,6 +43,21 @@ def _check_out_dir(out: Path, resume: bool) -> None:
         raise UserError(f"{out}: already holds a training run (use --resume to continue it, or another --out)")
 
 
+def _check_same_model(out: Path, model_cfg) -> None:
+    """A resumed training must keep how its generator normalises (and its layers): otherwise
+    one set of weights would hold two models' training."""
+    from bologan.config import ModelConfig
+    from bologan.trained_config import read_stored_config
+    from common.settings import section_from_mapping
+
+    stored = read_stored_config(out)      # TensorFlow-free: the refusal comes in seconds
+    saved = section_from_mapping(ModelConfig, stored.tables["model"], f"{stored.path}: [model]")
+    for key in ("generator", "generator_norm"):
+        if getattr(saved, key) != getattr(model_cfg, key):
+            raise UserError(f"{out}: trained with {key} {getattr(saved, key)!r}; --resume with "
+                            f"{getattr(model_cfg, key)!r} would mix two models (use another --out)")
+
+
 def _create_out_dir(out: Path) -> None:
     """Called only once the inputs have been read, so that bad input leaves nothing behind."""
     try:
@@ -65,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = resolve_sections(BOLOGAN_SECTIONS, args.config, args)
     _check_out_dir(out, args.resume)
     model_cfg, train_cfg, data_cfg = cfg["model"], cfg["train"], cfg["data"]
+    if args.resume and (out / TRAIN_CONFIG_FILE).exists():
+        _check_same_model(out, model_cfg)
 
     from bologan.tfsetup import configure, quiet_tensorflow
 

@@ -80,14 +80,22 @@ def read_reference(path: str | Path, particle: str):
     return showers
 
 
-def training_and_reference(eval_cfg: EvalConfig, showers, particle: str, seed: int):
+def training_and_reference(eval_cfg: EvalConfig, showers, particle: str, seed: int, momenta: str = ""):
     """(showers to train on, reference showers or None). Without a reference file, a held-out
     part of ``showers`` (``bologan.pipeline.split_holdout``) that training never sees. In an
-    ensemble each rank calls this with its member's showers and seed: its member's own split."""
+    ensemble each rank calls this with its member's showers and seed: its member's own split.
+    A reference file is scored on the trained momentum range ``momenta`` ([data] momenta) only."""
     if not eval_cfg.enabled:
         return showers, None
     if eval_cfg.reference:
-        return showers, read_reference(eval_cfg.reference, particle)
+        from bologan.momenta import parse_momentum_range, restrict
+
+        try:
+            reference = restrict(read_reference(eval_cfg.reference, particle), parse_momentum_range(momenta),
+                                 f"--reference {eval_cfg.reference}")
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        return showers, reference
     from bologan.pipeline import split_holdout
 
     train, held = split_holdout(showers, eval_cfg.holdout_fraction, seed)

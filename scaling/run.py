@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bologan.config import BOLOGAN_SECTIONS, config_hash
+from bologan.trained_config import legacy_filled
 from common.atomic import atomic_write_text
 from common.cli import Parser
 from common.codeversion import code_version
@@ -88,6 +89,9 @@ def _resolve_config(args: argparse.Namespace) -> dict:
         # A resumed run keeps its saved settings; flags given now (e.g. more epochs) still win.
         meta_path = Path(out) / RUN_JSON
         saved = read_run_meta(out)["config"]
+        # A run older than a setting resumes as it trained (e.g. batch-statistics BatchNorm),
+        # said in one line by rank 0 (_preflight).
+        saved, args.legacy_notes = legacy_filled(saved, meta_path)
         unknown = sorted(set(saved) - set(SECTIONS))
         if unknown:
             raise UserError(f"{meta_path}: config has unknown section {unknown[0]!r} (not written by scaling.run; "
@@ -308,6 +312,8 @@ def _preflight(argv: list[str] | None, world: World) -> _Checked:
     directory (rank 0), data. Raises ``UserError``; writes nothing."""
     args = parse_args(argv)
     cfg = _resolve_config(args)
+    for note in getattr(args, "legacy_notes", []) if world.rank == 0 else []:
+        print(f"note: {note}", flush=True)
     sc: ScalingConfig = cfg["scaling"]
     sc.set_horovod_environment()
     watchdog.configure(cfg["watchdog"])
@@ -328,7 +334,8 @@ def _preflight(argv: list[str] | None, world: World) -> _Checked:
     from scaling.evaluation import training_and_reference
 
     showers = load_showers(cfg["data"], cfg["model"].particle, cfg["train"].seed)
-    showers, reference = training_and_reference(cfg["eval"], showers, cfg["model"].particle, cfg["train"].seed)
+    showers, reference = training_and_reference(cfg["eval"], showers, cfg["model"].particle, cfg["train"].seed,
+                                                cfg["data"].momenta)
     if batch is not None:
         _check_enough_showers(len(showers), cfg["train"].n_disc, batch, replicas,
                               cfg["data"].data or "synthetic showers")

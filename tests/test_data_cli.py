@@ -50,6 +50,30 @@ def test_generate_custom_momenta(tmp_path, capsys):
     assert sorted(set(read_showers(out).momentum_mev.tolist())) == [1024.0, 2048.0]
 
 
+def test_momentum_ranges_on_generate_and_convert(tmp_path, capsys):
+    out = tmp_path / "low.parquet"
+    assert main(["generate", "--particle", "photons", "--events", "50", "--momenta", "2^8..2^12",
+                 "--out", str(out)]) == 0
+    assert sorted(set(read_showers(out).momentum_mev.tolist())) == [256.0, 512.0, 1024.0, 2048.0, 4096.0]
+    high = tmp_path / "high.parquet"
+    assert main(["convert", "--from", "hdf5", "--particle", "photons", "--momenta", "1024..2^12", str(_h5(tmp_path)),
+                 "--out", str(high)]) == 0
+    assert read_showers(high).momentum_mev.tolist() == [2048.0]
+    _fails(capsys, ["generate", "--particle", "photons", "--momenta", "2^12..2^8", "--out", str(tmp_path / "x")],
+           "above the high end")
+    _fails(capsys, ["convert", "--from", "hdf5", "--particle", "photons", "--momenta", "5..6", str(_h5(tmp_path)),
+                    "--out", str(tmp_path / "x")], "no shower with a momentum in 5..6 MeV")
+    assert not (tmp_path / "x").exists()
+
+
+def _h5(tmp_path) -> Path:
+    h5 = tmp_path / "in.hdf5"
+    with h5py.File(h5, "w") as fh:
+        fh["incident_energies"] = np.array([[512.0], [2048.0]])
+        fh["showers"] = np.random.default_rng(0).exponential(2.0, (2, 368))
+    return h5
+
+
 def test_convert_hdf5_and_csv(tmp_path, capsys):
     rng = np.random.default_rng(0)
     h5 = tmp_path / "in.hdf5"

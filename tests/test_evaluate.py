@@ -1,6 +1,7 @@
 """bologan.evaluate with an injected generator: best-checkpoint choice, outputs, CLI errors."""
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -33,6 +34,7 @@ class FakeShowers:
     particle: Particle
     momentum_mev: np.ndarray
     voxels_mev: np.ndarray
+    source: str = "fake"
 
 
 def _showers(momentum_mev: np.ndarray, rng: np.random.Generator, shift_sigma: float = 0.0,
@@ -170,7 +172,7 @@ def fake_stack(tmp_path, monkeypatch):
         if int(p.name[len("ckpt-"):-len(".index")]) in DISTORTION)
     model.load_train_config = lambda d: {"model": types.SimpleNamespace(particle="photons"),
                                          "train": types.SimpleNamespace(),
-                                         "data": types.SimpleNamespace(label="maxe")}
+                                         "data": types.SimpleNamespace(label="maxe", momenta="")}
 
     def restore_generator(d, iteration):
         state["restores"][iteration] += 1
@@ -205,6 +207,14 @@ def test_main_with_fake_model(fake_stack, capsys):
     best = json.loads((train / "eval" / "best.json").read_text())
     assert best["iteration"] == BEST and best["seed"] == 5
     assert f"best: iteration {BEST}" in capsys.readouterr().out
+
+
+def test_main_scores_only_the_momenta_asked_for(fake_stack, capsys):
+    train, ref_file, state = fake_stack
+    assert evaluate.main([str(train), "--reference", str(ref_file), "--iterations", str(BEST),
+                          "--momenta", "2^12..2^22"]) == 0
+    rows = list(csv.DictReader((train / "eval" / "per_energy.csv").open()))
+    assert {float(r["momentum_mev"]) for r in rows} == {65536.0}      # 1024 MeV left out
 
 
 @pytest.mark.parametrize("case", ["other_particle", "no_checkpoints", "unreadable", "bad_iteration"])

@@ -266,3 +266,90 @@ def test_hdf5_writer_refuses_bad_showers_and_missing_h5py(train_dir, tmp_path, c
                       "--out", str(tmp_path / "x.h5")], capsys)
     assert rc == 2 and "writing HDF5 needs h5py" in err and err.count("\n") == 1
     assert not (tmp_path / "x.h5").exists()
+
+
+def _as_scaling_run(train: Path, run: Path, member: int | None = None) -> Path:
+    """``train``'s checkpoints laid out as scaling.run leaves them: run.json with the resolved
+    config (no config.json); with ``member``, as ensemble member ``member`` (its own seed)."""
+    tables = json.loads((train / "config.json").read_text())
+    meta = {"config": {**tables, "scaling": {"mode": "ensemble" if member is not None else "weak"}}}
+    where = run
+    if member is not None:
+        meta |= {"member_seeds": [10 + k for k in range(member + 1)], "member_data": ["synthetic"] * (member + 1)}
+        where = run / "members" / str(member)
+    shutil.copytree(train / "checkpoints", where / "checkpoints")
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "run.json").write_text(json.dumps(meta))
+    return where
+
+
+def test_a_scaling_run_directory_and_an_ensemble_member_generate(train_dir, tmp_path, capsys):
+    from bologan.model import load_train_config
+
+    run = tmp_path / "run"
+    _as_scaling_run(train_dir, run)
+    rc, out, err = run_(["--checkpoint", str(run), "--energies", "1024,65536", "--n", "5",
+                         "--out", str(tmp_path / "a.parquet")], capsys)
+    assert rc == 0, err
+    ens = tmp_path / "ens"
+    member = _as_scaling_run(train_dir, ens, member=1)
+    assert load_train_config(member)["train"].seed == 11
+    rc, out, err = run_(["--checkpoint", str(member), "--energies", "1024", "--n", "5",
+                         "--out", str(tmp_path / "b.parquet")], capsys)
+    assert rc == 0, err
+    same = read_showers(tmp_path / "a.parquet").voxels_mev[:5]
+    assert np.array_equal(read_showers(tmp_path / "b.parquet").voxels_mev, same)   # the same weights
+    rc, out, err = run_(["--checkpoint", str(ens), "--energies", "1024", "--n", "5",
+                         "--out", str(tmp_path / "c.parquet")], capsys)
+    assert rc == 2 and "give one member's folder" in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_older_run_is_read_as_it_trained_and_said_in_one_line(train_dir, tmp_path, capsys):
+    from bologan.model import load_train_config
+
+    run = tmp_path / "old"
+    _as_scaling_run(train_dir, run)
+    meta = json.loads((run / "run.json").read_text())
+    del meta["config"]["model"]["generator_norm"]
+    (run / "run.json").write_text(json.dumps(meta))
+    assert load_train_config(run)["model"].generator_norm == "batch_statistics"
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "generator_norm" in err and "batch_statistics" in err
+
+
+def test_momenta_range_and_the_trained_range_warning(tmp_path, capsys):
+    train = make_train_dir(tmp_path, particle="pions", iterations=(1,))
+    tables = json.loads((train / "config.json").read_text())
+    tables["data"]["momenta"] = "256..4096"
+    (train / "config.json").write_text(json.dumps(tables))
+    rc, out, err = run_(["--checkpoint", str(train), "--momenta", "2^10..2^13", "--n", "2",
+                         "--out", str(tmp_path / "a.parquet")], capsys)
+    assert rc == 0, err
+    assert set(read_showers(tmp_path / "a.parquet").momentum_mev) == {1024.0, 2048.0, 4096.0, 8192.0}
+    assert "8192 MeV is outside the momenta this GAN was trained on (256..4096 MeV)" in err
+    rc, out, err = run_(["--checkpoint", str(train), "--momenta", "5..6", "--n", "2",
+                         "--out", str(tmp_path / "b.parquet")], capsys)
+    assert rc == 2 and "holds none of the dataset-1 momenta" in err
+
+
+def test_the_clipped_fraction_is_in_the_files_metadata(tmp_path, capsys):
+    import h5py
+
+    train = make_train_dir(tmp_path, particle="photons", generator="bn_swish", iterations=(1,))
+    rc, out, err = run_(["--checkpoint", str(train), "--energies", "1024", "--n", "20",
+                         "--out", str(tmp_path / "g.hdf5")], capsys)
+    assert rc == 0, err
+    with h5py.File(tmp_path / "g.hdf5", "r") as fh:
+        clipped, fraction = int(fh.attrs["clipped_negative_voxels"]), float(fh.attrs["clipped_negative_fraction"])
+        zeros = int((fh["showers"][()] == 0).sum())
+    assert 0 < clipped <= zeros and fraction == pytest.approx(clipped / (20 * 368))
+    assert f"{clipped} negative voxel values" in out
+
+
+def run_(argv: list[str], capsys) -> tuple[int, str, str]:
+    """``run`` that also catches argparse's exit (mutually exclusive or bad flags)."""
+    try:
+        return run(argv, capsys)
+    except SystemExit as exc:
+        captured = capsys.readouterr()
+        return int(exc.code), captured.out, captured.err

@@ -93,10 +93,17 @@ def test_bad_lr_flags_are_user_errors(argv, says):
         resolve_sections(scaling_run.SECTIONS, None, scaling_run.parse_args(argv))
 
 
+# Keys whose default changed when they were added: hashed at the new default, hidden at the
+# value older runs trained with (bologan.config).
+CHANGED_DEFAULTS = {"model.generator_norm"}
+
+
 def test_hash_neutral_values_are_the_defaults():
-    # A key is left out of the hash only at the value that reproduces older runs: its default.
+    # A key is left out of the hash only at the value that reproduces older runs: its default,
+    # unless the default changed with the key.
     from bologan.config import BOLOGAN_SECTIONS, HASHED_UNLESS_DEFAULT
 
     for key, value in HASHED_UNLESS_DEFAULT.items():
         section, name = key.split(".")
-        assert getattr(BOLOGAN_SECTIONS[section](), name) == value
+        default = getattr(BOLOGAN_SECTIONS[section](), name)
+        assert (default != value) == (key in CHANGED_DEFAULTS), key

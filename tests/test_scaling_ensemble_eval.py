@@ -118,8 +118,25 @@ def _scores(row) -> dict:
     return {k: row[k] for k in SCORES}
 
 
+# Scores of two processes go through BLAS/LAPACK (covariances, matrix square roots), whose
+# summation order may differ between processes by a last bit: equal within this, not bit for bit.
+CROSS_PROCESS_REL = 1e-9
+
+
 def _same(a, b) -> bool:
-    return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
+    """Equal across two processes: exactly for counts and text, within ``CROSS_PROCESS_REL``
+    for floats (NaN equals NaN, an infinity itself)."""
+    if isinstance(a, float) and isinstance(b, float):
+        if math.isnan(a) or math.isnan(b):
+            return math.isnan(a) and math.isnan(b)
+        return a == b or math.isclose(a, b, rel_tol=CROSS_PROCESS_REL, abs_tol=0.0)
+    return a == b
+
+
+def test_cross_process_equality_allows_a_last_bit_only():
+    assert _same(53735980.28930652, 53735980.28930649)      # one ulp, seen between two processes
+    assert not _same(1.0, 1.0 + 1e-8) and not _same(math.nan, 1.0) and not _same(math.inf, 1e308)
+    assert _same(math.nan, math.nan) and _same(math.inf, math.inf) and _same(3, 3) and not _same(3, 4)
 
 
 @pytest.mark.mpi
@@ -143,7 +160,8 @@ def test_every_member_has_a_row_at_every_evaluation_with_its_own_context(ensembl
 @pytest.mark.mpi
 @pytest.mark.parametrize("member", [0, 1])
 def test_a_members_scores_are_a_solo_runs_with_its_seed(tmp_path, ensemble_run, member):
-    """Same data, held-out split, weights and noise seeds: the scores are equal, bit for bit."""
+    """Same data, held-out split, weights (bit for bit) and noise seeds: the same scores, to
+    ``CROSS_PROCESS_REL`` (they pass through BLAS in another process)."""
     solo = tmp_path / "solo"
     res = run_module("scaling.run", [*TINY, "--mode", "weak", "--seed", str(SEED + member), "--out", str(solo)],
                      timeout=400)

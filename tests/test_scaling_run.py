@@ -81,6 +81,18 @@ def _assert_same_weights(a, b):
     assert np.mean(diffs > 1e-6) < 0.01
 
 
+@pytest.mark.mpi
+def test_strong_scaling_with_batchnorm_is_one_rank_with_the_global_batch(tmp_path):
+    # BatchNorm as BoloGAN trains it (fixed moments) makes a shower independent of the others
+    # in its batch, so 2 ranks x 32 train the model 1 rank x 64 trains (generator_norm default).
+    bn = ["--generator", "bn_swish", "--generator-widths", "16,16,16", "--engine", "horovod"]
+    one = _equivalence_runs(tmp_path, "bn1", 1, bn)
+    two = _equivalence_runs(tmp_path, "bn2", 2, bn)
+    assert load_run(two).meta["config"]["model"]["generator_norm"] == "fixed_moments"
+    assert any("moving_mean" in k for k in _weights(one))   # BatchNorm layers were trained
+    _assert_same_weights(one, two)
+
+
 def _assert_comm_measured(run_dir, ranks):
     run = load_run(run_dir)
     e = run.epochs

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from bologan.config import PRECISIONS, RETIRED_PRECISIONS
+from bologan.trained_config import config_file
 from bologan.inference.inference_energy import NO_GPU_REASON, EnergyFigure, combine_energy, open_meter, overall_source
 from bologan.inference.inference_timing import BatchResult, batch_inputs, make_call, peak_of, time_batch, time_on_demand
 from common.errors import UserError
@@ -153,7 +154,7 @@ def run_benchmark(settings: InferenceSettings, energy_cfg: Any, checkpoint: Any 
                 settings = dataclasses.replace(settings, particle=model_cfg.particle)
             weights = "checkpoint"
             ckpt_info = {"checkpoint": str(checkpoint.prefix), "iteration": checkpoint.iteration,
-                         "config": str(checkpoint.config_dir / "config.json")}
+                         "config": str(config_file(checkpoint.config_dir))}
         part = lookup_particle(model_cfg.particle)
         call = make_call(generator, model_cfg, settings.xla, settings.seed)
         meter = open_meter(energy_cfg, on_gpu)
