@@ -71,12 +71,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def quality_figures(reference: Any, momentum_mev: np.ndarray, voxels_mev: np.ndarray) -> dict[str, float]:
     """The figures this check prints, from ``bologan.metrics.score_showers``: the one place that
-    says which score is which (the feature distance's definition belongs to bologan.metrics)."""
+    says which score is which. ``fpd_x1e3``/``kpd_x1e3`` are CaloChallenge's FPD and KPD (x 10^3,
+    bologan.physics_distance); ``frechet_hlf_std`` the package's earlier standardised distance."""
     from bologan.metrics import score_showers
 
     _, total = score_showers(reference, momentum_mev, voxels_mev)
     return {"w1_gev": total.w1_gev, "out_of_range_fraction": total.out_of_range_fraction,
-            "chi2_ndf": total.chi2_ndf, "frechet": total.features.fpd if total.features else math.nan}
+            "chi2_ndf": total.chi2_ndf,
+            "fpd_x1e3": total.features.distances.fpd_x1e3 if total.features else math.nan,
+            "fpd_err_x1e3": total.features.distances.fpd_err_x1e3 if total.features else math.nan,
+            "kpd_x1e3": total.features.distances.kpd_x1e3 if total.features else math.nan,
+            "kpd_err_x1e3": total.features.distances.kpd_err_x1e3 if total.features else math.nan,
+            "frechet_hlf_std": total.features.frechet_hlf_std if total.features else math.nan}
 
 
 def _showers(particle: str, events: int, seed: int, momenta):
@@ -89,7 +95,8 @@ def _showers(particle: str, events: int, seed: int, momenta):
 def _line(row: dict[str, Any]) -> str:
     return (f"iteration {row['iteration']:>6}  {row['train_time_s']:8.1f} s  W1 {row['w1_gev']:10.1f} GeV  "
             f"out of range {row['out_of_range_fraction']:.2f}  chi2/NDF {row['chi2_ndf']:8.3g}  "
-            f"Frechet {row['frechet']:.4g}")
+            f"FPD {row['fpd_x1e3']:.4g} +- {row['fpd_err_x1e3']:.2g}  KPD {row['kpd_x1e3']:.3g} +- "
+            f"{row['kpd_err_x1e3']:.2g} (x1e3)")
 
 
 @main_guard

@@ -18,7 +18,7 @@ def test_scores_at_the_iterations_asked_for(capsys):
     rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert [r["iteration"] for r in rows] == [2, 4]
     for r in rows:
-        assert r["w1_gev"] > 0 and 0 <= r["out_of_range_fraction"] <= 1 and r["frechet"] > 0
+        assert r["w1_gev"] > 0 and 0 <= r["out_of_range_fraction"] <= 1 and r["fpd_x1e3"] > 0 and r["fpd_err_x1e3"] >= 0 and r["frechet_hlf_std"] > 0
         assert r["chi2_ndf"] > 0 or math.isinf(r["chi2_ndf"])
         assert (r["generator"], r["generator_norm"], r["momenta"]) == ("bn_swish", "batch_statistics", "4096..65536")
         assert r["events"] == 1500 and r["reference_events"] == 600 and r["threads"] == 1
