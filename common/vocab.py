@@ -151,3 +151,7 @@ DEFAULT_GLOBAL_BATCH = 256        # showers per critic step over all replicas (s
 DEFAULT_BATCH_PER_RANK = 128      # showers per critic step per replica (weak mode)
 DEFAULT_SYNTHETIC_EVENTS = 20000  # showers generated when no data file is given
 DEFAULT_THREADS = 0               # TensorFlow intra-op threads; 0 = decide from the cores owned
+
+# The network files shipped with the package, relative to the repository root (analysis.projection
+# reads them; the preflight compares a measured all-reduce with them without importing analysis).
+SHIPPED_NETWORKS_SUBDIR = "analysis/projection/networks"

@@ -36,11 +36,11 @@ from typing import Any
 from common.cli import Parser, add_json_flag, positive_int
 from common.errors import EXIT_FAILURE, EXIT_OK, EXIT_USER_ERROR, UserError
 from common.gpu_binding import RankGpu, node_sharing
-from common.vocab import ENGINE_HOROVOD, ENGINES, PARTICLE_NAMES, SOURCE_MEASURED
+from common.vocab import ENGINE_HOROVOD, ENGINES, PARTICLE_NAMES, SHIPPED_NETWORKS_SUBDIR, SOURCE_MEASURED
 from scaling.collectives import for_world, prefer_yielding_mpi
 from scaling.world import World, discover
 
-NETWORKS_DIR = Path(__file__).resolve().parents[1] / "analysis" / "networks"
+NETWORKS_DIR = Path(__file__).resolve().parents[1] / SHIPPED_NETWORKS_SUBDIR
 # The fence check's kernel must take much longer than a small all-reduce: matmul chain sizes.
 FENCE_MATMUL_N_GPU, FENCE_MATMUL_N_CPU, FENCE_CHAIN = 4096, 384, 24
 # A timed all-reduce that holds more than this fraction of the kernel before it timed the kernel.

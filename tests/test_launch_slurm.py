@@ -296,14 +296,15 @@ def _task_job_id(cluster: Cluster, array_job: str, index: int) -> str:
 
 
 def _array_step(array_job: str, index: int) -> str:
-    """The training step of one array task: ``<array job>_<index>.0`` (the script's one srun).
+    """The training step of one array task: ``<array job>_<index>.1`` (the script's second srun;
+    the first, step 0, is the preflight).
 
     Signalling the task as a job (``<array job>_<index>``) while two or more other tasks of the
     array still wait makes Slurm 22.05 deliver the signal and then answer 'Job can not be altered
     now'; scancel retries for about a minute and signals the task again once its requeued copy
     runs. A step signal goes to the step's tasks only, like --signal=USR1@<s> near the time limit.
     """
-    return f"{array_job}_{index}.0"
+    return f"{array_job}_{index}.1"
 
 
 @pytest.mark.timeout(900)

@@ -58,8 +58,9 @@ import numpy as np
 
 from common.errors import UserError
 from common.settings import load_toml, section_from_mapping
+from common.vocab import SHIPPED_NETWORKS_SUBDIR
 
-NETWORKS_DIR = Path(__file__).with_name("networks")
+NETWORKS_DIR = Path(__file__).resolve().parents[2] / SHIPPED_NETWORKS_SUBDIR
 
 ALGORITHM_RING = "ring"
 ALGORITHM_TREE = "tree"
