@@ -4,7 +4,9 @@ Two configurations A and B (variants, sites, engines) each have epoch values gro
 ``compare`` gives the ratio of their medians A/B with a bootstrap interval (``analysis.bootstrap``:
 repeats, then epochs, A and B independently) and a two-sided permutation test of the difference
 of medians on the pooled epochs. The difference "exceeds the spread" when the interval of the
-ratio excludes 1; the p-value is given beside it. With one repeat each the test treats epochs as
+ratio excludes 1 and the permutation test rejects equal medians at ``SIGNIFICANCE``: a bootstrap
+of three epochs a side can give a narrow interval that a test on so few values cannot back
+(3 + 3 epochs allow no two-sided p below 0.1). With one repeat each the test treats epochs as
 independent draws, which drift within a run makes optimistic: the verdict says how many runs
 it rests on.
 """
@@ -20,6 +22,7 @@ from analysis.bootstrap import CONFIDENCE, SEED, Interval, _clean, median_ratio_
 from analysis.numbers import interval, ratio
 
 PERMUTATIONS = 2000
+SIGNIFICANCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -33,8 +36,9 @@ class Comparison:
 
     @property
     def exceeds_spread(self) -> bool:
-        """The interval of A/B lies wholly above or below 1."""
-        return math.isfinite(self.interval.low) and (self.interval.low > 1 or self.interval.high < 1)
+        """The interval of A/B lies wholly above or below 1, and the permutation test agrees."""
+        return (math.isfinite(self.interval.low) and (self.interval.low > 1 or self.interval.high < 1)
+                and self.p_value < SIGNIFICANCE)
 
     def verdict(self, lower_is_better: bool = True) -> str:
         """'A is 0.82x B [0.78, 0.86], p = 0.001: the difference exceeds the spread' and the like."""
@@ -45,6 +49,8 @@ class Comparison:
         if self.exceeds_spread:
             return text + ": the difference exceeds the spread"
         few = " (one run each: more repeats may separate them)" if self.runs_a < 2 or self.runs_b < 2 else ""
+        if self.p_value >= SIGNIFICANCE and (self.interval.low > 1 or self.interval.high < 1):
+            return text + f": too few values to tell (the interval excludes 1, the test does not reject){few}"
         return text + f": within the spread, not a real difference{few}"
 
 

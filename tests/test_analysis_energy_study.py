@@ -92,6 +92,14 @@ def test_compare_separates_distinct_and_not_equal_distributions():
     assert math.isnan(permutation_p_value([1.0], []))
 
 
+def test_three_epochs_a_side_cannot_exceed_the_spread():
+    # Twice as slow in every epoch: the bootstrap interval excludes 1, but 3 + 3 values allow no
+    # two-sided permutation p below 0.1, so the verdict must not claim a real difference.
+    c = compare([[1.0, 1.01, 1.02]], [[2.0, 2.01, 2.02]])
+    assert c.interval.high < 1 and c.p_value >= 0.05
+    assert not c.exceeds_spread and "too few values to tell" in c.verdict()
+
+
 def test_energy_intervals_contain_the_median_and_widen_with_spread(tmp_path):
     make_run(tmp_path / "tight", "r", epochs=9, time_fn=jitter(10.0, 0.01))
     make_run(tmp_path / "wide", "r", epochs=9, time_fn=jitter(10.0, 0.2))
