@@ -205,6 +205,7 @@ class Watchdog:
         self._epoch_t0: float | None = None
         self._paused_s = 0.0
         self._epoch_times: list[float] = []
+        self._stall_limit_s = self.stall_timeout_s    # recomputed once per epoch, not per step call
         self._beat = 0
         self._stopped = threading.Event()
         self._fired = threading.Event()
@@ -265,6 +266,9 @@ class Watchdog:
             if ipe and iteration % ipe == 0:
                 if self._epoch_t0 is not None:
                     self._epoch_times.append(now - self._epoch_t0 - self._paused_s)
+                    if self.stall_timeout_s:
+                        self._stall_limit_s = max(self.stall_timeout_s,
+                                                  STALL_EPOCH_MULTIPLE * statistics.median(self._epoch_times))
                 # The first epoch of an attempt (tracing, compiling) starts no sample.
                 self._epoch_t0, self._paused_s = now, 0.0
             self._iteration = iteration
@@ -291,8 +295,7 @@ class Watchdog:
         if not self.stall_timeout_s:
             return 0.0
         with self._lock:
-            times = list(self._epoch_times)
-        return max(self.stall_timeout_s, STALL_EPOCH_MULTIPLE * statistics.median(times)) if times else self.stall_timeout_s
+            return self._stall_limit_s
 
     @property
     def batch(self) -> int | None:
