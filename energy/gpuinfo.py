@@ -3,11 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from energy.nvml import load_nvml, shutdown_nvml
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+from energy.nvml import load_nvml, node_gpus, nvml_text, shutdown_nvml
 
 
 def cuda_version_text(code: int) -> str:
@@ -24,9 +20,8 @@ def gpu_inventory(nvml_module: Any = None) -> dict[str, Any]:
         out["gpu_reason"] = reason
         return out
     try:
-        for i in range(nvml.nvmlDeviceGetCount()):
-            out["gpu_models"].append(_text(nvml.nvmlDeviceGetName(nvml.nvmlDeviceGetHandleByIndex(i))))
-        for key, getter, convert in (("gpu_driver_version", "nvmlSystemGetDriverVersion", _text),
+        out["gpu_models"] = [g.name for g in node_gpus(nvml)]
+        for key, getter, convert in (("gpu_driver_version", "nvmlSystemGetDriverVersion", nvml_text),
                                      ("cuda_driver_version", "nvmlSystemGetCudaDriverVersion", cuda_version_text)):
             try:
                 out[key] = convert(getattr(nvml, getter)())

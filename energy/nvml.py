@@ -66,7 +66,8 @@ def _is_not_supported(nvml: Any, exc: BaseException) -> bool:
     return getattr(exc, "value", None) == code
 
 
-def _text(value: Any) -> str:
+def nvml_text(value: Any) -> str:
+    """An NVML string (bytes in older pynvml versions) as str."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -76,7 +77,7 @@ def open_gpu(nvml: Any, index: int, *, estimate_tdp_w: float = 0.0) -> Channel:
     info: dict[str, Any] = {"nvml_index": index}
     for key, getter in (("name", "nvmlDeviceGetName"), ("uuid", "nvmlDeviceGetUUID")):
         try:
-            info[key] = _text(getattr(nvml, getter)(handle))
+            info[key] = nvml_text(getattr(nvml, getter)(handle))
         except Exception:
             info[key] = None       # descriptive only
     device = f"gpu{index}"
@@ -140,12 +141,12 @@ def node_gpus(nvml: Any) -> list[NodeGpu]:
     out = []
     for i in range(nvml.nvmlDeviceGetCount()):
         handle = nvml.nvmlDeviceGetHandleByIndex(i)
-        bus = normalise_bus_id(_text(nvml.nvmlDeviceGetPciInfo(handle).busId)) or ""
+        bus = normalise_bus_id(nvml_text(nvml.nvmlDeviceGetPciInfo(handle).busId)) or ""
         try:
-            name = _text(nvml.nvmlDeviceGetName(handle))
+            name = nvml_text(nvml.nvmlDeviceGetName(handle))
         except Exception:
             name = ""       # descriptive only
-        out.append(NodeGpu(i, bus, _text(nvml.nvmlDeviceGetUUID(handle)), name, _mig_uuids(nvml, handle)))
+        out.append(NodeGpu(i, bus, nvml_text(nvml.nvmlDeviceGetUUID(handle)), name, _mig_uuids(nvml, handle)))
     return out
 
 
@@ -158,7 +159,7 @@ def _mig_uuids(nvml: Any, handle: Any) -> tuple[str, ...]:
         uuids = []
         for j in range(nvml.nvmlDeviceGetMaxMigDeviceCount(handle)):
             try:
-                uuids.append(_text(nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, j))))
+                uuids.append(nvml_text(nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, j))))
             except Exception:
                 continue    # an empty MIG slot
         return tuple(uuids)
