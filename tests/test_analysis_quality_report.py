@@ -53,7 +53,13 @@ def test_report_has_the_time_to_target_section_tables_plots_and_key_results(tmp_
     assert summary.best_value.iloc[2] == 9.0
     key = text.split("## Key results", 1)[1].split("\n## ", 1)[0]
     assert "N = 4: never reached chi2_ndf<=5" in key and "best chi2_ndf 9" in key
-    assert "time-to-solution efficiency" in key and "throughput efficiency" in key
+    assert "time-to-solution speedup" in key and "throughput speedup" in key
+    # one run per N: the time-to-solution speedup's spread over the pairs is the value itself
+    two_row = summary.iloc[1]
+    from analysis.numbers import ratio
+
+    s = ratio(two_row.tts_speedup_ratio)
+    assert f"time-to-solution speedup {s} [{s}, {s}] against N0 = 1" in key
     assert "the showers of N=1 were needed" in key          # interpretation(row) of the N = 2 row
     runs = pd.read_csv(out / "time_to_target_runs.csv")
     assert runs.set_index("run_id").loc["n1", "interpolated"]

@@ -146,6 +146,12 @@ def test_time_to_solution_efficiency_against_n1_next_to_throughput_efficiency(tm
     assert two["tts_speedup_ratio"] == pytest.approx(100 / 60)
     assert two["tts_efficiency_ratio"] == pytest.approx(100 / 120)
     assert two["throughput_efficiency_ratio"] == pytest.approx(10 / 11)
+    # the spread of S over the pairs (100 s at N=1) x (50 s, 70 s at N=2); at N0 itself S is 1 exactly
+    assert (two["tts_speedup_min_ratio"], two["tts_speedup_max_ratio"]) == pytest.approx((100 / 70, 100 / 50))
+    assert (one["tts_speedup_min_ratio"], one["tts_speedup_max_ratio"]) == (1.0, 1.0)
+    # the throughput speedup 10 s / 5.5 s per epoch, inside its bootstrap interval
+    assert two["throughput_speedup_ratio"] == pytest.approx(10 / 5.5)
+    assert two["throughput_speedup_ci_low_ratio"] <= two["throughput_speedup_ratio"] <= two["throughput_speedup_ci_high_ratio"]
     assert two["showers_to_target_ratio"] == pytest.approx(1.2)
     assert two["energy_to_target_ratio"] == pytest.approx(0.7)
     # throughput-only: showers/s 12,800/10 s at N=1 and 12,800/5.5 s at N=2 -> 100 s x 5.5/10 = 55 s;

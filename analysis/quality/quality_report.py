@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
@@ -91,11 +91,21 @@ def key_result_items(q: QualityResult) -> list[str]:
                 f"({count(r['showers_to_target_median_count'])} showers, energy {energy(r['energy_to_target_median_j'])} "
                 f"({r['energy_source']}); {int(r['reached_count'])} of {int(r['runs_count'])} {runs})")
         if is_finite(r["tts_efficiency_ratio"]) and int(r["world_size_ranks"]) != int(r["baseline_world_size_ranks"]):
-            text += (f"; time-to-solution efficiency {ratio(r['tts_efficiency_ratio'])} against N0 = "
-                     f"{int(r['baseline_world_size_ranks'])}, throughput efficiency {ratio(r['throughput_efficiency_ratio'])}")
+            text += (f"; time-to-solution speedup {speedups(r)} against N0 = {int(r['baseline_world_size_ranks'])}"
+                     f" (efficiency {ratio(r['tts_efficiency_ratio'])}), throughput speedup "
+                     f"{speedups(r, 'throughput')} (efficiency {ratio(r['throughput_efficiency_ratio'])})")
         line = interpretation(r)
         items.append(text + "." + (f" {line}." if line else ""))
     return items
+
+
+def speedups(row: Mapping[str, Any], kind: str = "tts") -> str:
+    """'1.45 [1.38, 1.52]': a summary row's speedup with its spread (time to solution: the lowest
+    and highest over the pairs of repeats; throughput: the scaling table's bootstrap interval)."""
+    low, high = (("tts_speedup_min_ratio", "tts_speedup_max_ratio") if kind == "tts" else
+                 ("throughput_speedup_ci_low_ratio", "throughput_speedup_ci_high_ratio"))
+    spread = f" [{ratio(row[low])}, {ratio(row[high])}]" if is_finite(row[low]) and is_finite(row[high]) else ""
+    return ratio(row[f"{kind}_speedup_ratio"]) + spread
 
 
 def time_to_target_section(doc: Document, q: QualityResult) -> None:
@@ -105,19 +115,22 @@ def time_to_target_section(doc: Document, q: QualityResult) -> None:
           f"are interpolated ({INTERPOLATION} of the metric) between the two evaluations that bracket it, and say so "
           "in the notes; a run that never met it is listed with its best value. Per N: repeats (and an ensemble's "
           "members, one GAN each) pooled (median, min..max), time-to-solution speedup N0 T(N0) / T(N) (an "
-          "ensemble's counts GANs: N T(N0) / T(N)) and efficiency speedup / N, next to the throughput "
-          "efficiency per epoch of the scaling table.")
+          "ensemble's counts GANs: N T(N0) / T(N); in brackets the lowest and highest over every pair of a run "
+          "at N0 and a run at N) and efficiency speedup / N, next to the throughput speedup per epoch of the "
+          "scaling table (in brackets its bootstrap interval) and its efficiency.")
     for note in q.notes:
         doc.p(f"Note: {note}.")
     doc.table(["series", "N", "runs", "reached", "iterations", "showers", "time to target [min, max]",
-               "energy to target (source)", "best value", "time-to-solution efficiency", "throughput efficiency",
+               "energy to target (source)", "best value", "time-to-solution speedup [pairs]",
+               "time-to-solution efficiency", "throughput speedup [CI]", "throughput efficiency",
                "showers vs N0", "notes"],
               [[r.series, r.world_size_ranks, r.runs_count, r.reached_count, significant(r.iterations_to_target_median),
                 count(r.showers_to_target_median_count),
                 f"{duration(r.time_to_target_median_s)} [{duration(r.time_to_target_min_s)}, "
                 f"{duration(r.time_to_target_max_s)}]",
                 f"{energy(r.energy_to_target_median_j)} ({r.energy_source})", significant(r.best_value),
-                ratio(r.tts_efficiency_ratio), ratio(r.throughput_efficiency_ratio), ratio(r.showers_to_target_ratio),
+                speedups(r._asdict()), ratio(r.tts_efficiency_ratio), speedups(r._asdict(), "throughput"),
+                ratio(r.throughput_efficiency_ratio), ratio(r.showers_to_target_ratio),
                 r.notes or "-"] for r in q.summary.itertuples()])
     doc.p("Per run:")
     doc.table(["run_id", "N", "member", "evaluations", "reached", "iteration", "time to target", "best value",

@@ -24,8 +24,10 @@ Per series and N (``time_to_target_summary``): repeats are pooled (median, min a
 the runs that reached the target; MLPerf asks for several runs per point because convergence
 is noisy). Time-to-solution speedup S = N0 T(N0) / T(N) and efficiency S / N against the
 smallest N that reached the target (N0 = 1 normally), for strong and weak series alike: the job
-is the same trained GAN whatever the batch. Beside them the throughput efficiency of the
-summary table, and the throughput-only expectation: the time and energy to target if every N
+is the same trained GAN whatever the batch. Its spread is the lowest and highest speedup over
+every pairing of a run at N0 with a run at N (with two repeats each: four pairs). Beside them
+the throughput speedup and efficiency of the summary table (the speedup with its bootstrap
+interval), and the throughput-only expectation: the time and energy to target if every N
 needed the same number of showers as N0, i.e. T(N0) x (showers/s at N0) / (showers/s at N) and
 E(N0) x (J per shower at N) / (J per shower at N0). The ratio of the two is
 ``showers_to_target_ratio``: how many more showers a larger global batch needs.
@@ -108,10 +110,16 @@ SUMMARY_COLUMNS: tuple[Column, ...] = (
     Column("best_value", "metric", "best metric value over all runs of the row (what a row that never met the target got to)"),
     Column("baseline_world_size_ranks", "ranks", "N0: smallest N of the series whose runs met the target"),
     Column("tts_speedup_ratio", "1", "time-to-solution speedup N0 T(N0) / T(N) (ensemble: GANs per unit time, N T(N0) / T(N))"),
+    Column("tts_speedup_min_ratio", "1", "lowest time-to-solution speedup over every pair of a run at N0 and a run at N "
+           "that met the target (the spread of tts_speedup_ratio over the repeats)"),
+    Column("tts_speedup_max_ratio", "1", "highest time-to-solution speedup over those pairs"),
     Column("tts_efficiency_ratio", "1", "time-to-solution efficiency: speedup / N"),
     Column("showers_to_target_ratio", "1", "showers to target at N / at N0 (1 = a larger batch needs no more showers)"),
     Column("energy_to_target_ratio", "1", "E(N) / E(N0)"),
     Column("throughput_efficiency_ratio", "1", "summary table: strong (S/N) or weak (T(N0)/T(N)) efficiency per epoch"),
+    Column("throughput_speedup_ratio", "1", "summary table: speedup per epoch (strong S, weak scaled speedup N T(N0)/T(N))"),
+    Column("throughput_speedup_ci_low_ratio", "1", "summary table: its bootstrap interval, low end"),
+    Column("throughput_speedup_ci_high_ratio", "1", "summary table: its bootstrap interval, high end"),
     Column("expected_time_to_target_s", "s", "throughput-only expectation: T(N0) x showers/s at N0 / showers/s at N (ensemble: per member)"),
     Column("expected_energy_to_target_j", "J", "throughput-only expectation: E(N0) x J per shower at N / at N0"),
     Column("notes", "text", "caveats for this row"),
@@ -249,7 +257,8 @@ def _stat(values: pd.Series, fn) -> float:
 
 def _throughput(summary: pd.DataFrame | None, series: str, n: int, nodes: int) -> dict[str, float]:
     """The summary table's throughput numbers for (series, N, nodes); NaN when absent."""
-    out = {"showers_per_s": math.nan, "energy_per_1000_showers_j": math.nan, "efficiency": math.nan}
+    out = {"showers_per_s": math.nan, "energy_per_1000_showers_j": math.nan, "efficiency": math.nan,
+           "speedup": math.nan, "speedup_low": math.nan, "speedup_high": math.nan}
     if summary is None or not len(summary):
         return out
     hit = summary[(summary["series"] == series) & (summary["world_size_ranks"] == n) & (summary["nodes_count"] == nodes)]
@@ -258,7 +267,9 @@ def _throughput(summary: pd.DataFrame | None, series: str, n: int, nodes: int) -
     r = hit.iloc[0]
     eff = r["strong_efficiency_ratio"] if r["mode"] == MODE_STRONG else r["weak_efficiency_ratio"]
     return {"showers_per_s": float(r["showers_per_s"]), "efficiency": float(eff),
-            "energy_per_1000_showers_j": float(r["energy_per_1000_showers_j"])}
+            "energy_per_1000_showers_j": float(r["energy_per_1000_showers_j"]),
+            "speedup": float(r["speedup_ratio"]), "speedup_low": float(r["speedup_ci_low_ratio"]),
+            "speedup_high": float(r["speedup_ci_high_ratio"])}
 
 
 def time_to_target_summary(per_run: pd.DataFrame, summary: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -290,6 +301,7 @@ def time_to_target_summary(per_run: pd.DataFrame, summary: pd.DataFrame | None =
             "energy_to_target_max_j": _stat(ok["energy_to_target_j"], np.max),
             "energy_source": em.combine_sources(ok["energy_source"]) if len(ok) else em.UNAVAILABLE,
             "best_value": _stat(bests, np.min if lower_better else np.max),
+            "_times": [t for t in ok["time_to_target_s"].astype(float) if math.isfinite(t) and t > 0],
             "_notes": notes,
         })
     frame = pd.DataFrame(rows)
@@ -309,8 +321,12 @@ def time_to_target_summary(per_run: pd.DataFrame, summary: pd.DataFrame | None =
             n = int(r["world_size_ranks"])
             tp = _throughput(summary, series, n, int(r["nodes_count"]))
             g.at[i, "throughput_efficiency_ratio"] = tp["efficiency"]
+            g.at[i, "throughput_speedup_ratio"] = tp["speedup"]
+            g.at[i, "throughput_speedup_ci_low_ratio"] = tp["speedup_low"]
+            g.at[i, "throughput_speedup_ci_high_ratio"] = tp["speedup_high"]
             if base is None:
-                for col in ("baseline_world_size_ranks", "tts_speedup_ratio", "tts_efficiency_ratio",
+                for col in ("baseline_world_size_ranks", "tts_speedup_ratio", "tts_speedup_min_ratio",
+                            "tts_speedup_max_ratio", "tts_efficiency_ratio",
                             "showers_to_target_ratio", "energy_to_target_ratio", "expected_time_to_target_s",
                             "expected_energy_to_target_j"):
                     g.at[i, col] = math.nan
@@ -322,6 +338,10 @@ def time_to_target_summary(per_run: pd.DataFrame, summary: pd.DataFrame | None =
             g.at[i, "baseline_world_size_ranks"] = n0
             g.at[i, "tts_speedup_ratio"] = speedup
             g.at[i, "tts_efficiency_ratio"] = speedup / n
+            # The spread over the repeats: every pairing of a run at N0 with a run at N.
+            pairs = [(n if ensemble else n0) * a / b for a in base["_times"] for b in r["_times"]]
+            g.at[i, "tts_speedup_min_ratio"] = min(pairs) if pairs else math.nan
+            g.at[i, "tts_speedup_max_ratio"] = max(pairs) if pairs else math.nan
             g.at[i, "showers_to_target_ratio"] = _ratio(r["showers_to_target_median_count"],
                                                        base["showers_to_target_median_count"])
             g.at[i, "energy_to_target_ratio"] = _ratio(r["energy_to_target_median_j"], base["energy_to_target_median_j"])
@@ -332,6 +352,7 @@ def time_to_target_summary(per_run: pd.DataFrame, summary: pd.DataFrame | None =
         out.append(g)
     result = pd.concat(out, ignore_index=True)
     result["notes"] = ["; ".join(n) for n in result.pop("_notes")]
+    result.pop("_times")
     return result[list(SUMMARY_COLUMN_NAMES)]
 
 
