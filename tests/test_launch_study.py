@@ -409,20 +409,21 @@ def test_quality_profile_evaluates_and_stops_at_its_target(tmp_path, capsys):
         assert args[args.index("--target") + 1] == target and "--stop-at-target" in args
 
 
-@pytest.mark.parametrize("config, point, expected", [
-    ("quality_lr_scaling.toml", "horovod-weak-n2", {"lr-sqrt": ("--lr-scaling", "sqrt"),
-                                                    "lr-linear": ("--lr-scaling", "linear")}),
-    ("quality_bf16.toml", "horovod-weak-n1", {"bf16": ("--precision", "bf16")}),
+@pytest.mark.parametrize("config, points, expected", [
+    ("quality_lr_scaling.toml", ["horovod-weak-n1", "horovod-weak-n2"],
+     {"lr-sqrt": ("--lr-scaling", "sqrt"), "lr-linear": ("--lr-scaling", "linear")}),
+    ("quality_bf16.toml", ["horovod-weak-n1"], {"bf16": ("--precision", "bf16")}),
 ])
-def test_the_quality_studys_config_files_run_its_target_with_one_change(tmp_path, capsys, config, point, expected):
+def test_the_quality_studys_config_files_run_its_target_with_one_change(tmp_path, capsys, config, points, expected):
     """launch/quality_*.toml keep the quality profile's target and stopping rule and change one
-    setting per variant, at the one point they are about (docs/measured.md compares them)."""
+    setting per variant, at the points they are about (docs/measured.md compares them)."""
     path = Path(st.__file__).with_name(config)
     target = load_toml(st.profile_path("quality"))["run"]["target"]
     assert st.main(["--profile", "quality", "--config", str(path), "--dry-run", "--out-dir", str(tmp_path)]) == 0
     lines = [x for x in capsys.readouterr().out.splitlines() if "scaling.run" in x]
-    assert len(lines) == len(expected)
-    for line, (variant, (flag, value)) in zip(lines, expected.items()):
+    runs = [(point, variant, change) for variant, change in expected.items() for point in points]
+    assert len(lines) == len(runs)
+    for line, (point, variant, (flag, value)) in zip(lines, runs):
         args = shlex.split(line.split("scaling.run", 1)[1].split(" > ", 1)[0])
         assert args[args.index("--out") + 1].endswith(f"{point}-{variant}")
         assert args[args.index("--target") + 1] == target and "--stop-at-target" in args
