@@ -35,10 +35,14 @@ class Comparison:
     runs_b: int
 
     @property
+    def interval_excludes_one(self) -> bool:
+        """The interval of A/B lies wholly above or below 1."""
+        return math.isfinite(self.interval.low) and (self.interval.low > 1 or self.interval.high < 1)
+
+    @property
     def exceeds_spread(self) -> bool:
-        """The interval of A/B lies wholly above or below 1, and the permutation test agrees."""
-        return (math.isfinite(self.interval.low) and (self.interval.low > 1 or self.interval.high < 1)
-                and self.p_value < SIGNIFICANCE)
+        """The interval excludes 1, and the permutation test agrees."""
+        return self.interval_excludes_one and self.p_value < SIGNIFICANCE
 
     def verdict(self, lower_is_better: bool = True) -> str:
         """'A is 0.82x B [0.78, 0.86], p = 0.001: the difference exceeds the spread' and the like."""
@@ -49,7 +53,7 @@ class Comparison:
         if self.exceeds_spread:
             return text + ": the difference exceeds the spread"
         few = " (one run each: more repeats may separate them)" if self.runs_a < 2 or self.runs_b < 2 else ""
-        if self.p_value >= SIGNIFICANCE and (self.interval.low > 1 or self.interval.high < 1):
+        if self.interval_excludes_one:     # and so the test did not reject
             return text + f": too few values to tell (the interval excludes 1, the test does not reject){few}"
         return text + f": within the spread, not a real difference{few}"
 
