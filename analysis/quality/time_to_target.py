@@ -352,7 +352,6 @@ def time_to_target_summary(per_run: pd.DataFrame, summary: pd.DataFrame | None =
         out.append(g)
     result = pd.concat(out, ignore_index=True)
     result["notes"] = ["; ".join(n) for n in result.pop("_notes")]
-    result.pop("_times")
     return result[list(SUMMARY_COLUMN_NAMES)]
 
 
